@@ -1,0 +1,14 @@
+"""pdae-sc: predict single-cell distributions under unseen perturbations with the PDAE."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, model, module, pl, tl
+
+try:
+    __version__ = version("pdae-sc")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["__version__", "data", "model", "module", "pl", "tl"]

@@ -1,0 +1,323 @@
+"""Perturbation labels: parse condition strings into label vectors over elementary perturbations.
+
+A *condition* such as ``"KLF1+MAP2K6"`` is a combination of *elementary perturbations*
+(``KLF1``, ``MAP2K6``). Each condition maps to a label vector ``l ∈ R^K`` over the K known
+elementary perturbations: the dose of each token (1 by default), 0 elsewhere. The control
+maps to the zero vector and a combination is the sum of its parts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EncodedConditions",
+    "closest_names",
+    "encode_conditions",
+    "format_condition",
+    "label_vector",
+    "parse_condition",
+]
+
+
+def closest_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
+    """Return up to ``n`` names from ``known`` that are closest to ``name`` (for error messages)."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
+    if not close:
+        lower = name.lower()
+        close = [k for k in known if lower in k.lower() or k.lower() in lower][:n]
+    return close
+
+
+def _unknown_perturbation_error(token: str, vocabulary: Sequence[str]) -> KeyError:
+    close = closest_names(token, vocabulary)
+    hint = f" Closest known names: {close}." if close else ""
+    return KeyError(
+        f"Unknown perturbation {token!r}: it was not among the {len(vocabulary)} elementary "
+        f"perturbations seen in training.{hint} A model can only shift cells by perturbations "
+        "it was trained on."
+    )
+
+
+def _parse_dosage(dosage: object, n_tokens: int, condition: str, delimiter: str) -> list[float]:
+    if dosage is None or (isinstance(dosage, float) and math.isnan(dosage)):
+        return [1.0] * n_tokens
+    if isinstance(dosage, int | float | np.integer | np.floating):
+        return [float(dosage)] * n_tokens
+    if not isinstance(dosage, str):
+        raise TypeError(
+            f"Dosage {dosage!r} of condition {condition!r} has type {type(dosage).__name__}; "
+            f"use a number or a {delimiter!r}-delimited string such as '1.0{delimiter}0.5'."
+        )
+    parts = dosage.split(delimiter)
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"Dosage {dosage!r} of condition {condition!r} does not parse as numbers; use a "
+            f"number or one number per perturbation joined by {delimiter!r}, e.g. "
+            f"'1.0{delimiter}0.5'."
+        ) from None
+    if len(values) == 1:
+        return values * n_tokens
+    if len(values) != n_tokens:
+        raise ValueError(
+            f"Dosage {dosage!r} has {len(values)} values but condition {condition!r} has "
+            f"{n_tokens} perturbations; give one dose per perturbation (or a single number)."
+        )
+    return values
+
+
+def parse_condition(
+    condition: str,
+    *,
+    control_group: str,
+    delimiter: str = "+",
+    dosage: str | float | None = None,
+) -> dict[str, float]:
+    """Parse one condition string into ``{elementary perturbation: dose}``.
+
+    Parameters
+    ----------
+    condition
+        Condition label, e.g. ``"A+B"``; tokens equal to ``control_group`` are dropped
+        (``"A+ctrl"`` is ``A``), and the control itself parses to ``{}``.
+    control_group
+        Label of the control condition.
+    delimiter
+        Separator between the elementary perturbations of a combination.
+    dosage
+        Doses in the same delimited form (``"1.0+0.5"``), one number for every token, or
+        ``None`` for dose 1.
+
+    Returns
+    -------
+    Mapping from each elementary perturbation to its dose (doses of 0 are dropped).
+
+    Examples
+    --------
+    >>> parse_condition("A+ctrl", control_group="ctrl")
+    {'A': 1.0}
+    >>> parse_condition("A+B", control_group="ctrl", dosage="0.5+2")
+    {'A': 0.5, 'B': 2.0}
+    """
+    if not isinstance(condition, str):
+        raise TypeError(
+            f"Perturbation label {condition!r} has type {type(condition).__name__}; labels "
+            "must be strings such as 'A' or 'A+B' (convert the column with .astype(str))."
+        )
+    tokens = condition.split(delimiter)
+    doses = _parse_dosage(dosage, len(tokens), condition, delimiter)
+    out: dict[str, float] = {}
+    for token, dose in zip(tokens, doses, strict=True):
+        if token == "":
+            raise ValueError(
+                f"Perturbation label {condition!r} has an empty token (delimiter "
+                f"{delimiter!r} at the start, end or twice in a row); fix the label, e.g. "
+                f"{delimiter.join(t for t in tokens if t)!r}."
+            )
+        if token != token.strip():
+            raise ValueError(
+                f"Perturbation token {token!r} in label {condition!r} has surrounding "
+                "whitespace; strip the labels first, e.g. "
+                "adata.obs[key] = adata.obs[key].str.replace(' ', '')."
+            )
+        if token == control_group:
+            continue
+        if token in out:
+            raise ValueError(
+                f"Perturbation {token!r} appears twice in label {condition!r}; list each "
+                "perturbation once and put a larger dose in the dosage column instead."
+            )
+        if not math.isfinite(dose):
+            raise ValueError(f"Dose {dose!r} of {token!r} in {condition!r} is not finite.")
+        if dose != 0.0:
+            out[token] = float(dose)
+    return out
+
+
+def _format_dose(dose: float) -> str:
+    return f"{dose:g}"
+
+
+def format_condition(
+    label: Mapping[str, float],
+    *,
+    control_group: str,
+    delimiter: str = "+",
+) -> tuple[str, str | None]:
+    """Format ``{perturbation: dose}`` back into a condition string and a dosage string.
+
+    Returns
+    -------
+    ``(condition, dosage)``; ``dosage`` is ``None`` when every dose is 1.
+
+    Examples
+    --------
+    >>> format_condition({"A": 1.0, "B": 0.5}, control_group="ctrl")
+    ('A+B', '1+0.5')
+    """
+    if not label:
+        return control_group, None
+    names = list(label)
+    doses = [label[n] for n in names]
+    condition = delimiter.join(names)
+    if all(d == 1.0 for d in doses):
+        return condition, None
+    return condition, delimiter.join(_format_dose(d) for d in doses)
+
+
+def label_vector(label: Mapping[str, float], vocabulary: Sequence[str]) -> np.ndarray:
+    """Label vector of shape ``(K,)`` over ``vocabulary``; unknown names raise ``KeyError``."""
+    index = {name: i for i, name in enumerate(vocabulary)}
+    vec = np.zeros(len(vocabulary), dtype=np.float64)
+    for name, dose in label.items():
+        if name not in index:
+            raise _unknown_perturbation_error(name, vocabulary)
+        vec[index[name]] = dose
+    return vec
+
+
+def _canonical_key(label: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(label.items()))
+
+
+@dataclass(frozen=True)
+class EncodedConditions:
+    """Per-cell condition codes and the label matrix of the distinct conditions.
+
+    Attributes
+    ----------
+    codes
+        Condition index of each cell, shape ``(n_cells,)``.
+    conditions
+        Display name of each distinct condition (the first label seen for it).
+    dosages
+        Dosage string of each distinct condition (``None`` for dose 1).
+    labels
+        Label matrix, shape ``(n_conditions, K)``; row ``c`` is the label vector of condition
+        ``c`` (the control is the zero row).
+    vocabulary
+        The K elementary perturbations, in column order of ``labels``.
+    """
+
+    codes: np.ndarray
+    conditions: list[str]
+    dosages: list[str | None]
+    labels: np.ndarray
+    vocabulary: list[str]
+
+    @property
+    def n_conditions(self) -> int:
+        """Number of distinct conditions."""
+        return len(self.conditions)
+
+    def counts(self) -> np.ndarray:
+        """Number of cells per condition, shape ``(n_conditions,)``."""
+        return np.bincount(self.codes, minlength=self.n_conditions)
+
+
+def encode_conditions(
+    perturbations: Sequence[Hashable] | pd.Series,
+    *,
+    control_group: str,
+    delimiter: str = "+",
+    dosages: Sequence[object] | pd.Series | None = None,
+    vocabulary: Sequence[str] | None = None,
+    name: str = "perturbation",
+) -> EncodedConditions:
+    """Encode per-cell condition labels (and optional doses) into codes and a label matrix.
+
+    Cells whose labels parse to the same label vector (``"A+B"`` and ``"B+A"``) share a
+    condition. Only the distinct labels are parsed, so this is fast for millions of cells.
+
+    Parameters
+    ----------
+    perturbations
+        One label per cell, e.g. ``adata.obs["perturbation"]``.
+    control_group
+        Label of the control condition.
+    delimiter
+        Separator between combined perturbations.
+    dosages
+        Optional doses per cell (see :func:`parse_condition`).
+    vocabulary
+        Known elementary perturbations. ``None`` builds it from the labels (sorted); when
+        given, a label with an unknown perturbation raises ``KeyError``.
+    name
+        Name of the label column, used in error messages.
+
+    Returns
+    -------
+    The :class:`EncodedConditions`.
+
+    Examples
+    --------
+    >>> enc = encode_conditions(["ctrl", "A", "A+B", "B+A"], control_group="ctrl")
+    >>> enc.conditions, enc.codes.tolist()
+    (['ctrl', 'A', 'A+B'], [0, 1, 2, 2])
+    """
+    labels_s = pd.Series(np.asarray(perturbations, dtype=object))
+    missing = labels_s.isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} cells have a missing {name!r} label (e.g. cell at position "
+            f"{int(np.flatnonzero(missing)[0])}); label them (for instance as the control "
+            f"{control_group!r} if they are unperturbed) or remove them before setup."
+        )
+    if dosages is None:
+        dose_s = pd.Series([None] * len(labels_s), dtype=object)
+    else:
+        dose_s = pd.Series(np.asarray(dosages, dtype=object))
+        if len(dose_s) != len(labels_s):
+            raise ValueError(
+                f"Got {len(dose_s)} dosages for {len(labels_s)} cells; give one per cell."
+            )
+    pair_codes, uniques = pd.factorize(
+        pd.MultiIndex.from_arrays([labels_s.astype(object), dose_s.astype(object)])
+    )
+    parsed = []
+    for raw, dose in uniques:
+        if isinstance(raw, str) and raw.strip() == "":
+            raise ValueError(
+                f"Some cells have an empty {name!r} label; give them a condition name (or "
+                f"the control {control_group!r})."
+            )
+        parsed.append(
+            parse_condition(raw, control_group=control_group, delimiter=delimiter, dosage=dose)
+        )
+    if vocabulary is None:
+        vocabulary = sorted({tok for lab in parsed for tok in lab})
+    vocabulary = list(vocabulary)
+
+    key_to_cond: dict[tuple, int] = {}
+    conditions: list[str] = []
+    cond_doses: list[str | None] = []
+    rows: list[np.ndarray] = []
+    pair_to_cond = np.empty(len(uniques), dtype=np.int64)
+    for i, ((raw, dose), lab) in enumerate(zip(uniques, parsed, strict=True)):
+        key = _canonical_key(lab)
+        if key not in key_to_cond:
+            key_to_cond[key] = len(conditions)
+            display = control_group if not lab else raw
+            conditions.append(display)
+            cond_doses.append(
+                format_condition(lab, control_group=control_group, delimiter=delimiter)[1]
+            )
+            rows.append(label_vector(lab, vocabulary))
+        pair_to_cond[i] = key_to_cond[key]
+    labels = np.vstack(rows) if rows else np.zeros((0, len(vocabulary)))
+    return EncodedConditions(
+        codes=pair_to_cond[pair_codes],
+        conditions=conditions,
+        dosages=cond_doses,
+        labels=labels,
+        vocabulary=vocabulary,
+    )
