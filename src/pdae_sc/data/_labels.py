@@ -27,7 +27,7 @@ __all__ = [
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
-    """Return up to ``n`` names from ``known`` that are closest to ``name`` (for error messages)."""
+    """Return up to ``n`` names from ``known`` closest to ``name`` (for error messages)."""
     known = list(known)
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
     if not close:
@@ -302,7 +302,7 @@ def encode_conditions(
     cond_doses: list[str | None] = []
     rows: list[np.ndarray] = []
     pair_to_cond = np.empty(len(uniques), dtype=np.int64)
-    for i, ((raw, dose), lab) in enumerate(zip(uniques, parsed, strict=True)):
+    for i, ((raw, _dose), lab) in enumerate(zip(uniques, parsed, strict=True)):
         key = _canonical_key(lab)
         if key not in key_to_cond:
             key_to_cond[key] = len(conditions)

@@ -56,9 +56,10 @@ def extrapolation_table(
     >>> extrapolation_table(train, np.array([[1, 1.0], [2, 0.0]]), names=["A+B", "A@2"])[
     ...     ["in_span", "in_range"]
     ... ]
-         in_span  in_range
-    A+B     True      True
-    A@2     True     False
+            in_span  in_range
+    target
+    A+B        True      True
+    A@2        True     False
     """
     train = np.atleast_2d(np.asarray(train_labels, dtype=np.float64))
     targets = np.atleast_2d(np.asarray(target_labels, dtype=np.float64))
