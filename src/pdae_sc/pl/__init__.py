@@ -1,1 +1,3 @@
-"""Placeholder."""
+"""Plotting of predictions against observations."""
+
+__all__: list[str] = []

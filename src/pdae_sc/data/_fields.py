@@ -1,0 +1,166 @@
+"""scvi-tools registry field holding the perturbation vocabulary and the training conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scvi.data.fields import BaseAnnDataField
+
+from ._labels import EncodedConditions, encode_conditions
+
+__all__ = ["PERTURBATION_REGISTRY_KEY", "PerturbationField", "context_labels"]
+
+PERTURBATION_REGISTRY_KEY = "perturbation"
+_CONTEXT_SEP = " | "
+
+
+def context_labels(obs: pd.DataFrame, context_keys: Sequence[str] | None) -> np.ndarray:
+    """One context name per cell: the values of ``context_keys`` joined (``"all"`` if none)."""
+    if not context_keys:
+        return np.full(len(obs), "all", dtype=object)
+    cols = [obs[k].astype(str).to_numpy(dtype=object) for k in context_keys]
+    out = cols[0]
+    for c in cols[1:]:
+        out = out + _CONTEXT_SEP + c
+    return out
+
+
+class PerturbationField(BaseAnnDataField):
+    """Parse ``adata.obs[perturbation_key]`` (and doses, contexts) into the model's registry.
+
+    The state registry keeps the vocabulary of elementary perturbations, the training
+    conditions with their label matrix and cell counts, and the contexts. It is saved with
+    the model, so a loaded model knows what it was trained on. Nothing is written to
+    ``adata``.
+    """
+
+    def __init__(
+        self,
+        perturbation_key: str,
+        *,
+        control_group: str,
+        delimiter: str,
+        dosage_key: str | None,
+        context_keys: Sequence[str] | None,
+        min_cells_per_condition: int,
+    ):
+        super().__init__()
+        self._attr_key = perturbation_key
+        self.control_group = control_group
+        self.delimiter = delimiter
+        self.dosage_key = dosage_key
+        self.context_keys = list(context_keys or [])
+        self.min_cells_per_condition = min_cells_per_condition
+
+    registry_key = PERTURBATION_REGISTRY_KEY
+    attr_name = "obs"
+
+    @property
+    def attr_key(self) -> str:
+        """The perturbation column of ``adata.obs``."""
+        return self._attr_key
+
+    @property
+    def is_empty(self) -> bool:
+        """Never empty."""
+        return False
+
+    def validate_field(self, adata: AnnData) -> None:
+        """Check that every column the field reads exists."""
+        for role, key in [
+            ("perturbation_key", self._attr_key),
+            ("dosage_key", self.dosage_key),
+        ] + [("context_keys", k) for k in self.context_keys]:
+            if key is not None and key not in adata.obs.columns:
+                raise KeyError(
+                    f"{role}={key!r} is not a column of adata.obs; available columns: "
+                    f"{list(adata.obs.columns)[:20]}."
+                )
+
+    def encode(self, adata: AnnData, vocabulary: Sequence[str] | None = None) -> EncodedConditions:
+        """Encode the conditions of ``adata`` (over ``vocabulary`` if given)."""
+        dosages = adata.obs[self.dosage_key] if self.dosage_key is not None else None
+        return encode_conditions(
+            adata.obs[self._attr_key],
+            control_group=self.control_group,
+            delimiter=self.delimiter,
+            dosages=dosages,
+            vocabulary=vocabulary,
+            name=self._attr_key,
+        )
+
+    def register_field(self, adata: AnnData) -> dict:
+        """Parse the labels, check the control and the condition sizes, return the state."""
+        self.validate_field(adata)
+        column = adata.obs[self._attr_key]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            raise TypeError(
+                f"adata.obs[{self._attr_key!r}] is numeric ({column.dtype}); perturbation labels "
+                "must be strings such as 'A' or 'A+B'. If these are codes, map them to names "
+                f"first, e.g. adata.obs[{self._attr_key!r}] = adata.obs[...].astype(str)."
+            )
+        enc = self.encode(adata)
+        control = [i for i, row in enumerate(enc.labels) if not row.any()]
+        if not control:
+            values = column.astype(str).value_counts().index[:10].tolist()
+            raise ValueError(
+                f"control_group={self.control_group!r} does not occur in "
+                f"adata.obs[{self._attr_key!r}]; most frequent labels: {values}. Pass the label "
+                "of the unperturbed cells as control_group."
+            )
+        if enc.n_conditions < 2:
+            raise ValueError(
+                f"adata.obs[{self._attr_key!r}] holds only the control {self.control_group!r}; "
+                "the model needs perturbed cells to learn perturbation shifts."
+            )
+        counts = enc.counts()
+        small = [
+            (c, int(n))
+            for c, n in zip(enc.conditions, counts, strict=True)
+            if n < self.min_cells_per_condition
+        ]
+        if small:
+            raise ValueError(
+                f"{len(small)} conditions have fewer than min_cells_per_condition="
+                f"{self.min_cells_per_condition} cells: {small[:10]}. Remove them (e.g. "
+                f"adata = adata[~adata.obs[{self._attr_key!r}].isin([...])].copy()) or lower "
+                "min_cells_per_condition."
+            )
+        contexts = pd.unique(context_labels(adata.obs, self.context_keys)).tolist()
+        return {
+            "vocabulary": enc.vocabulary,
+            "conditions": enc.conditions,
+            "dosages": enc.dosages,
+            "label_matrix": enc.labels,
+            "condition_counts": counts,
+            "control_group": self.control_group,
+            "delimiter": self.delimiter,
+            "dosage_key": self.dosage_key,
+            "context_keys": self.context_keys,
+            "contexts": contexts,
+        }
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        """Check ``adata_target``'s labels against the training vocabulary; keep the state.
+
+        Any combination of known perturbations is accepted; an unknown perturbation raises
+        ``KeyError``. The returned state is the training state (vocabulary, conditions).
+        """
+        self.validate_field(adata_target)
+        self.encode(adata_target, vocabulary=state_registry["vocabulary"])
+        return dict(state_registry)
+
+    def get_summary_stats(self, state_registry: dict) -> dict:
+        """Numbers of perturbations, conditions and contexts."""
+        return {
+            "n_perturbations": len(state_registry["vocabulary"]),
+            "n_conditions": len(state_registry["conditions"]),
+            "n_contexts": len(state_registry["contexts"]),
+        }
+
+    def view_state_registry(self, state_registry: dict):
+        """No rich table view."""
+        return None

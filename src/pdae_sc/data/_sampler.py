@@ -1,0 +1,279 @@
+"""Per-condition minibatches for the PDAE and the Lightning data splitter that serves them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+__all__ = ["ConditionBatchSampler", "PerturbationDataSplitter", "RowGatherer"]
+
+
+class RowGatherer:
+    """Gather rows of an expression matrix as a dense float32 array, in the requested order.
+
+    Works on dense arrays, CSR/CSC matrices and backed (on-disk) matrices; only the requested
+    rows are densified.
+
+    Parameters
+    ----------
+    matrix
+        ``adata.X`` or a layer, shape ``(n_cells, n_genes)``.
+    """
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self._backed = not isinstance(matrix, np.ndarray) and not sp.issparse(matrix)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed) as float32, shape ``(len(idx), n_genes)``."""
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        if self._backed:  # h5py-style access needs sorted unique indices
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            rows = self.matrix[uniq]
+            rows = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+            return np.asarray(rows[inverse], dtype=np.float32)
+        rows = self.matrix[idx]
+        if sp.issparse(rows):
+            rows = rows.toarray()
+        return np.asarray(rows, dtype=np.float32)
+
+
+class ConditionBatchSampler:
+    """Draw index sets for the grouped (per-condition) PDAE loss.
+
+    Each step picks one context, ``n_conditions`` of its conditions (uniformly, so rare
+    perturbations weigh as much as the control), ``n_cells`` observed cells of each, and
+    ``n_sources`` source cells of the same context that are not among the observed ones.
+
+    Parameters
+    ----------
+    codes
+        Condition code of every candidate cell, shape ``(n,)``.
+    contexts
+        Context code of every candidate cell, shape ``(n,)``.
+    cell_index
+        Row of each candidate cell in the full matrix, shape ``(n,)``.
+    source_index
+        Rows that may serve as source cells (with ``source_contexts``); default the candidates.
+    n_conditions, n_cells, n_sources
+        Batch layout ``G``, ``n``, ``S``.
+    rng
+        Random generator.
+    """
+
+    def __init__(
+        self,
+        codes: np.ndarray,
+        contexts: np.ndarray,
+        cell_index: np.ndarray,
+        *,
+        n_conditions: int,
+        n_cells: int,
+        n_sources: int,
+        rng: np.random.Generator,
+        source_index: np.ndarray | None = None,
+        source_contexts: np.ndarray | None = None,
+    ):
+        self.n_conditions, self.n_cells, self.n_sources = n_conditions, n_cells, n_sources
+        self.rng = rng
+        group_keys = np.stack([contexts, codes], axis=1)
+        groups, group_of_cell = np.unique(group_keys, axis=0, return_inverse=True)
+        order = np.argsort(group_of_cell.ravel(), kind="stable")
+        bounds = np.searchsorted(group_of_cell.ravel()[order], np.arange(len(groups) + 1))
+        self.group_cells = [cell_index[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.group_context = groups[:, 0]
+        self.group_condition = groups[:, 1]
+        if source_index is None:
+            source_index, source_contexts = cell_index, contexts
+        self.context_ids = np.unique(self.group_context)
+        self.context_sources = {c: source_index[source_contexts == c] for c in self.context_ids}
+
+    def _draw(self, pool: np.ndarray, size: int) -> np.ndarray:
+        return pool[self.rng.choice(len(pool), size=size, replace=len(pool) < size)]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One batch: anchor rows ``(G, n)``, condition codes ``(G,)``, source rows ``(S,)``."""
+        context = self.context_ids[self.rng.integers(len(self.context_ids))]
+        groups = np.flatnonzero(self.group_context == context)
+        chosen = self.rng.choice(groups, size=min(self.n_conditions, len(groups)), replace=False)
+        anchors = np.stack([self._draw(self.group_cells[g], self.n_cells) for g in chosen])
+        pool = self.context_sources[context]
+        candidates = self._draw(pool, min(len(pool), self.n_sources + anchors.size))
+        sources = candidates[~np.isin(candidates, anchors)][: self.n_sources]
+        if len(sources) < 2:  # tiny data: fall back to any cells of the context
+            sources = self._draw(pool, max(2, self.n_sources))
+        return anchors, self.group_condition[chosen], sources
+
+
+class _BatchStream(IterableDataset):
+    """Stream ready-made tensors for ``n_batches`` steps (one epoch)."""
+
+    def __init__(self, splitter: PerturbationDataSplitter, sampler, n_batches: int, fixed: bool):
+        self.splitter, self.sampler, self.n_batches, self.fixed = (
+            splitter,
+            sampler,
+            n_batches,
+            fixed,
+        )
+        self._state = sampler.rng.bit_generator.state if fixed else None
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.fixed:  # the same validation batches every epoch
+            self.sampler.rng.bit_generator.state = self._state
+        for _ in range(self.n_batches):
+            yield self.splitter.make_batch(self.sampler)
+
+
+class _UniformSampler:
+    """Uniform cells of one context (for the authors' all-pairs loss)."""
+
+    def __init__(self, cell_index, contexts, batch_size, rng):
+        self.batch_size, self.rng = batch_size, rng
+        self.by_context = [cell_index[contexts == c] for c in np.unique(contexts)]
+        sizes = np.array([len(c) for c in self.by_context], dtype=float)
+        self.p = sizes / sizes.sum()
+
+    def sample(self) -> np.ndarray:
+        pool = self.by_context[self.rng.choice(len(self.by_context), p=self.p)]
+        return pool[
+            self.rng.choice(len(pool), size=min(self.batch_size, len(pool)), replace=False)
+        ]
+
+
+class PerturbationDataSplitter(pl.LightningDataModule):
+    """Split cells of every condition into train/validation and serve PDAE minibatches.
+
+    Parameters
+    ----------
+    matrix
+        Expression matrix (dense, sparse or backed), shape ``(n_cells, n_genes)``.
+    codes
+        Condition code per cell, shape ``(n_cells,)``.
+    contexts
+        Context code per cell, shape ``(n_cells,)``.
+    label_table
+        Label vector of each condition, shape ``(n_conditions, K)``.
+    estimator
+        ``"grouped"`` or ``"all_pairs"``.
+    validation_size
+        Fraction of each condition's cells held out for validation (early stopping).
+    n_conditions_per_batch, n_cells_per_condition, n_sources
+        Grouped batch layout.
+    batch_size
+        Cells per all-pairs batch.
+    seed
+        Seed of the split and of the batch draws.
+    """
+
+    def __init__(
+        self,
+        matrix,
+        codes: np.ndarray,
+        contexts: np.ndarray,
+        label_table: np.ndarray,
+        *,
+        estimator: str = "grouped",
+        validation_size: float = 0.0,
+        n_conditions_per_batch: int = 16,
+        n_cells_per_condition: int = 16,
+        n_sources: int = 128,
+        batch_size: int = 128,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.gather = RowGatherer(matrix)
+        self.codes, self.contexts = np.asarray(codes), np.asarray(contexts)
+        self.label_table = torch.as_tensor(np.asarray(label_table, dtype=np.float32))
+        self.estimator = estimator
+        self.layout = (n_conditions_per_batch, n_cells_per_condition, n_sources)
+        self.batch_size = batch_size
+        rng = np.random.default_rng(seed)
+        self.train_idx, self.val_idx = self._split(validation_size, rng)
+        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+        self._train_rng = np.random.default_rng(rng.integers(2**63))
+        self._val_rng = np.random.default_rng(rng.integers(2**63))
+
+    def _split(self, validation_size: float, rng: np.random.Generator):
+        if not 0.0 <= validation_size < 1.0:
+            raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
+        val = []
+        for c in np.unique(self.codes):
+            cells = np.flatnonzero(self.codes == c)
+            n_val = min(int(math.floor(validation_size * len(cells))), len(cells) - 2)
+            if n_val > 0:
+                val.append(rng.choice(cells, size=n_val, replace=False))
+        val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+        train_mask = np.ones(len(self.codes), dtype=bool)
+        train_mask[val_idx] = False
+        return np.flatnonzero(train_mask), val_idx
+
+    def _sampler(self, idx: np.ndarray, rng: np.random.Generator):
+        if self.estimator == "all_pairs":
+            return _UniformSampler(idx, self.contexts[idx], self.batch_size, rng)
+        g, n, s = self.layout
+        return ConditionBatchSampler(
+            self.codes[idx],
+            self.contexts[idx],
+            idx,
+            n_conditions=g,
+            n_cells=n,
+            n_sources=s,
+            rng=rng,
+            source_index=self.train_idx,
+            source_contexts=self.contexts[self.train_idx],
+        )
+
+    def _n_batches(self, n_cells: int) -> int:
+        per_step = (
+            self.batch_size if self.estimator == "all_pairs" else self.layout[0] * self.layout[1]
+        )
+        return max(1, math.ceil(n_cells / per_step))
+
+    def make_batch(self, sampler) -> dict[str, torch.Tensor]:
+        """Gather one minibatch of tensors from a sampler's index draw."""
+        if self.estimator == "all_pairs":
+            idx = sampler.sample()
+            return {
+                "x": torch.from_numpy(self.gather(idx)),
+                "label": self.label_table[torch.from_numpy(self.codes[idx])],
+            }
+        anchors, conditions, sources = sampler.sample()
+        rows = self.gather(np.concatenate([anchors.ravel(), sources]))
+        n_anchor = anchors.size
+        return {
+            "x_anchor": torch.from_numpy(rows[:n_anchor]).reshape(*anchors.shape, -1),
+            "label_anchor": self.label_table[torch.from_numpy(conditions)],
+            "x_source": torch.from_numpy(rows[n_anchor:]),
+            "label_source": self.label_table[torch.from_numpy(self.codes[sources])],
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        """One epoch: about one draw of every training cell as an observed cell."""
+        stream = _BatchStream(
+            self,
+            self._sampler(self.train_idx, self._train_rng),
+            self._n_batches(self.n_train),
+            fixed=False,
+        )
+        return DataLoader(stream, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches (the same every epoch) from held-out cells, if any."""
+        if self.n_val == 0:
+            return []
+        stream = _BatchStream(
+            self,
+            self._sampler(self.val_idx, self._val_rng),
+            self._n_batches(self.n_val),
+            fixed=True,
+        )
+        return DataLoader(stream, batch_size=None)

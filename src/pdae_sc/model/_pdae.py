@@ -1,0 +1,767 @@
+"""The user-facing PDAE model: AnnData registration, training, prediction, persistence."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_labels
+from pdae_sc.data._labels import EncodedConditions, label_vector, parse_condition
+from pdae_sc.data._sampler import PerturbationDataSplitter, RowGatherer
+from pdae_sc.data._validation import check_matrix, get_matrix
+from pdae_sc.module import PDAEModule
+from pdae_sc.module._networks import OutputActivation
+from pdae_sc.tl._extrapolation import STATUS_OUTSIDE, extrapolation_table
+
+from ._training_plan import PDAETrainingPlan
+
+__all__ = ["PDAE", "ExtrapolationWarning"]
+
+logger = logging.getLogger(__name__)
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction target lies outside the linear span of the training labels."""
+
+
+class PDAE(BaseModelClass):
+    """Perturbation distribution autoencoder (von Kügelgen et al., arXiv:2504.18522).
+
+    Learns an encoder ``g``, a perturbation shift matrix ``W`` and a stochastic decoder
+    ``f`` such that a cell of label ``l`` moved to label ``u`` is
+    ``f(g(x) - W l + W u, noise)``, and predicts the distribution of cells under unseen
+    combinations (or doses) of the perturbations seen in training.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Latent width.
+    n_hidden
+        Encoder hidden widths (the decoder mirrors them).
+    n_noise
+        Width of the decoder's noise input.
+    noise_scale
+        Standard deviation of the decoder's noise input.
+    output_noise
+        Learn per-gene output noise scales in the decoder.
+    output_activation
+        ``"auto"`` (``"relu"`` if the registered data are non-negative, else ``"none"``),
+        ``"none"``, ``"softplus"`` or ``"relu"``.
+    estimator
+        ``"grouped"``: the per-condition energy score, balanced across conditions (default);
+        ``"all_pairs"``: the authors' all-pairs estimator.
+    **module_kwargs
+        Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
+        ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,
+        ``detach_encoder``).
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=8)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> pred = model.predict(["P0+P1"], n_cells=50, seed=0)
+    >>> pred.shape
+    (50, 100)
+    """
+
+    _module_cls = PDAEModule
+    _data_splitter_cls = PerturbationDataSplitter
+    _training_plan_cls = PDAETrainingPlan
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        *,
+        n_latent: int = 32,
+        n_hidden: Sequence[int] = (256, 256),
+        n_noise: int = 32,
+        noise_scale: float = 1.0,
+        output_noise: bool = True,
+        output_activation: Literal["auto"] | OutputActivation = "auto",
+        estimator: Literal["grouped", "all_pairs"] = "grouped",
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        if output_activation == "auto":
+            stats = check_matrix(self._matrix(self.adata), warn_counts=False)
+            output_activation = "relu" if stats.min >= 0 else "none"
+        elif output_activation in ("relu", "softplus"):
+            stats = check_matrix(self._matrix(self.adata), warn_counts=False)
+            if stats.min < 0:
+                raise ValueError(
+                    f"output_activation={output_activation!r} can only produce non-negative "
+                    f"values, but the registered data have minimum {stats.min:g}; use "
+                    "output_activation='none' (or 'auto')."
+                )
+        n_hidden = tuple(int(h) for h in n_hidden)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_perturbations=self.summary_stats.n_perturbations,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_noise=n_noise,
+            noise_scale=noise_scale,
+            output_noise=output_noise,
+            output_activation=output_activation,
+            estimator=estimator,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"PDAE: {self.summary_stats.n_perturbations} perturbations, "
+            f"{self.summary_stats.n_conditions} training conditions, n_latent={n_latent}, "
+            f"n_noise={n_noise}, estimator={estimator!r}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ registration
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        perturbation_key: str,
+        *,
+        control_group: str,
+        delimiter: str = "+",
+        dosage_key: str | None = None,
+        layer: str | None = None,
+        context_keys: Sequence[str] | None = None,
+        min_cells_per_condition: int = 2,
+        **kwargs,
+    ) -> None:
+        """Register perturbation labels (and doses, contexts) of ``adata`` for the PDAE.
+
+        Each condition of ``adata.obs[perturbation_key]`` is parsed into elementary
+        perturbations joined by ``delimiter`` (``"A+B"``); tokens equal to ``control_group``
+        are dropped (``"A+ctrl"`` is ``A``). The elementary perturbations span the label
+        vector, the control is the zero vector, and any combination of known perturbations
+        can later be predicted.
+
+        Parameters
+        ----------
+        adata
+            Cells × genes, log-normalised expression in ``X`` or in ``layer``.
+        perturbation_key
+            Column of ``adata.obs`` with the condition of each cell.
+        control_group
+            Label of the unperturbed cells.
+        delimiter
+            Separator of combined perturbations.
+        dosage_key
+            Optional column of doses: one number per cell, or delimited like the labels
+            (``"1.0+0.5"``). Default dose 1.
+        layer
+            Layer with the expression (default ``adata.X``).
+        context_keys
+            Columns (e.g. cell line) defining contexts: the shift is shared across contexts,
+            and the source cells of a prediction come from the target's context.
+        min_cells_per_condition
+            Conditions with fewer cells raise an error.
+
+        Returns
+        -------
+        ``None``. ``adata.X`` and ``adata.obs`` are not changed; scvi-tools records the
+        registration in ``adata.uns["_scvi_uuid"]`` and ``adata.uns["_scvi_manager_uuid"]``.
+        """
+        if not isinstance(adata, AnnData):
+            raise TypeError(
+                f"adata must be an AnnData, got {type(adata).__name__}; for MuData pass the "
+                "RNA modality, e.g. mdata['rna']."
+            )
+        if not isinstance(perturbation_key, str):
+            raise TypeError(f"perturbation_key={perturbation_key!r} must be a column name (str).")
+        if not isinstance(control_group, str):
+            raise TypeError(f"control_group={control_group!r} must be a string label.")
+        if isinstance(context_keys, str):
+            context_keys = [context_keys]
+        if not adata.var_names.is_unique:
+            dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
+            raise ValueError(
+                f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
+                "adata.var_names_make_unique()."
+            )
+        check_matrix(
+            get_matrix(adata, layer),
+            name="adata.X" if layer is None else f"adata.layers[{layer!r}]",
+        )
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            PerturbationField(
+                perturbation_key,
+                control_group=control_group,
+                delimiter=delimiter,
+                dosage_key=dosage_key,
+                context_keys=context_keys,
+                min_cells_per_condition=min_cells_per_condition,
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _state(self):
+        return self.adata_manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
+
+    @property
+    def perturbations(self) -> list[str]:
+        """The elementary perturbations the model knows (columns of ``W``)."""
+        return list(self._state["vocabulary"])
+
+    def _field(self, adata: AnnData) -> PerturbationField:
+        return self.get_anndata_manager(adata, required=True).fields[1]
+
+    def _matrix(self, adata: AnnData):
+        return self.get_anndata_manager(adata, required=True).get_from_registry(
+            REGISTRY_KEYS.X_KEY
+        )
+
+    def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
+        field = self._field(adata)
+        enc = field.encode(adata, vocabulary=self._state["vocabulary"])
+        ctx = context_labels(adata.obs, self._state["context_keys"])
+        ctx_codes, ctx_names = pd.factorize(ctx)
+        return enc, ctx_codes, list(ctx_names)
+
+    def _validate(self, adata: AnnData | None) -> AnnData:
+        adata = self.adata if adata is None else adata
+        return self._validate_anndata(adata)
+
+    def target_labels(
+        self, perturbations: Sequence[str], dosages: Sequence[object] | None = None
+    ) -> np.ndarray:
+        """Label vectors of target conditions, shape ``(n_targets, K)``.
+
+        Raises ``KeyError`` (listing the closest known names) for an unknown perturbation.
+        """
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        perturbations = list(perturbations)
+        if not perturbations:
+            raise ValueError("perturbations is empty; name at least one target, e.g. ['A+B'].")
+        if dosages is not None and len(dosages) != len(perturbations):
+            raise ValueError(
+                f"Got {len(dosages)} dosages for {len(perturbations)} perturbations; give one "
+                "per target (None for dose 1)."
+            )
+        state = self._state
+        rows = []
+        for i, p in enumerate(perturbations):
+            lab = parse_condition(
+                p,
+                control_group=state["control_group"],
+                delimiter=state["delimiter"],
+                dosage=None if dosages is None else dosages[i],
+            )
+            rows.append(label_vector(lab, state["vocabulary"]))
+        return np.vstack(rows)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        lr: float = 1e-3,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 10,
+        n_conditions_per_batch: int = 16,
+        n_cells_per_condition: int = 16,
+        n_sources: int = 128,
+        batch_size: int = 128,
+        enable_progress_bar: bool = True,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train the PDAE with Lightning, on the GPU when there is one.
+
+        Each step of the default (grouped) estimator draws ``n_conditions_per_batch``
+        conditions of one context, ``n_cells_per_condition`` observed cells of each and
+        ``n_sources`` source cells; an epoch has about one draw per training cell.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs; default about 4,000 steps, between 20 and 400 epochs.
+        accelerator, devices
+            Lightning accelerator and devices (``"auto"`` picks a GPU when available).
+        lr
+            Adam learning rate.
+        validation_size
+            Fraction of each condition's cells held out to monitor ``validation_loss``
+            (default 0.1 with early stopping, else 0).
+        early_stopping
+            Stop when ``validation_loss`` has not improved for ``early_stopping_patience``
+            epochs.
+        early_stopping_patience
+            Epochs without improvement before stopping.
+        n_conditions_per_batch, n_cells_per_condition, n_sources
+            Grouped batch layout ``G``, ``n``, ``S``.
+        batch_size
+            Cells per step of the all-pairs estimator.
+        enable_progress_bar
+            Show a progress bar.
+        plan_kwargs
+            Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` / Lightning's ``Trainer``.
+
+        Returns
+        -------
+        ``None``; fills ``model.history`` (per-epoch losses) and sets ``model.is_trained``.
+        """
+        for name, value in [
+            ("n_conditions_per_batch", n_conditions_per_batch),
+            ("n_cells_per_condition", n_cells_per_condition),
+            ("n_sources", n_sources),
+            ("batch_size", batch_size),
+        ]:
+            if not isinstance(value, int | np.integer) or value < (
+                2 if name == "n_sources" else 1
+            ):
+                raise ValueError(f"{name}={value!r}; use a positive integer (n_sources >= 2).")
+        if validation_size is None:
+            validation_size = 0.1 if early_stopping else 0.0
+        enc, ctx_codes, _ = self._encode(self.adata)
+        splitter = self._data_splitter_cls(
+            self._matrix(self.adata),
+            enc.codes,
+            ctx_codes,
+            enc.labels,
+            estimator=self.module.estimator,
+            validation_size=validation_size,
+            n_conditions_per_batch=n_conditions_per_batch,
+            n_cells_per_condition=n_cells_per_condition,
+            n_sources=n_sources,
+            batch_size=batch_size,
+            seed=int(torch.randint(2**31 - 1, (1,)).item()),
+        )
+        steps = splitter._n_batches(splitter.n_train)
+        if max_epochs is None:
+            max_epochs = _epochs_for_steps(steps)
+        if not isinstance(max_epochs, int | np.integer) or max_epochs < 1:
+            raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
+        if early_stopping and splitter.n_val == 0:
+            raise ValueError(
+                "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
+            )
+        plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
+        if early_stopping:
+            trainer_kwargs.update(
+                early_stopping=True,
+                early_stopping_monitor="validation_loss",
+                early_stopping_patience=early_stopping_patience,
+            )
+        if splitter.n_val > 0:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+        runner()
+        self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
+
+    # ------------------------------------------------------------------ queries
+    def _check_trained(self) -> None:
+        if not self.is_trained_:
+            raise RuntimeError("The model is not trained yet; call model.train() first.")
+
+    @torch.inference_mode()
+    def _map(self, fn, x_rows: RowGatherer, idx: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(idx), batch_size):
+            x = torch.from_numpy(x_rows(idx[start : start + batch_size])).to(self.device)
+            out.append(fn(x, start).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def get_latent_representation(
+        self, adata: AnnData | None = None, *, basal: bool = False, batch_size: int = 4096
+    ) -> np.ndarray:
+        """Latent ``g(x)`` of each cell, or its basal latent ``g(x) - W l`` with ``basal=True``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes (default: the registered one).
+        basal
+            Subtract each cell's own perturbation shift.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        Array of shape ``(n_cells, n_latent)``.
+        """
+        self._check_trained()
+        adata = self._validate(adata)
+        labels = None
+        if basal:
+            enc, _, _ = self._encode(adata)
+            labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+
+        def fn(x, start):
+            z = self.module.encode(x)
+            if labels is not None:
+                z = z - self.module.shift(labels[start : start + len(x)].to(self.device))
+            return z
+
+        idx = np.arange(adata.n_obs)
+        self.module.eval()
+        return self._map(fn, RowGatherer(self._matrix(adata)), idx, batch_size)
+
+    def get_perturbation_embedding(self) -> pd.DataFrame:
+        """Latent shift of each elementary perturbation (columns of ``W``).
+
+        Returns
+        -------
+        DataFrame, perturbations × latent dimensions (``latent_0`` ...). The shift of a
+        combination is the sum of its rows (times doses).
+        """
+        w = self.module.shift_matrix.detach().cpu().numpy().T
+        return pd.DataFrame(
+            w,
+            index=pd.Index(self.perturbations, name="perturbation"),
+            columns=[f"latent_{i}" for i in range(w.shape[1])],
+        )
+
+    def check_extrapolation(
+        self, perturbations: Sequence[str], *, dosages: Sequence[object] | None = None
+    ) -> pd.DataFrame:
+        """Can predictions for these targets be trusted?
+
+        A target is covered by the PDAE guarantee when its label vector lies in the linear
+        span of the training labels (``in_span``); inside the span it is ``in_range`` when
+        every dose stays within the training range (interpolation) and out of range otherwise
+        (extrapolation, less accurate). Unknown perturbation names raise ``KeyError``.
+
+        Parameters
+        ----------
+        perturbations
+            Target conditions, e.g. ``["A+B", "C"]``.
+        dosages
+            Optional doses per target.
+
+        Returns
+        -------
+        DataFrame indexed by target with ``in_span``, ``span_distance``, ``in_range``,
+        ``seen``, ``rank_train`` and ``status`` (see
+        :func:`pdae_sc.tl.extrapolation_table`).
+        """
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        targets = self.target_labels(perturbations, dosages)
+        names = list(perturbations)
+        if dosages is not None:
+            names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
+        return extrapolation_table(self._state["label_matrix"], targets, names=names)
+
+    # ------------------------------------------------------------------ prediction
+    def _source_cells(self, source: str, context: str | None):
+        adata = self.adata
+        enc, ctx_codes, ctx_names = self._encode(adata)
+        mask = np.ones(adata.n_obs, dtype=bool)
+        if source != "all":
+            lab = parse_condition(
+                source,
+                control_group=self._state["control_group"],
+                delimiter=self._state["delimiter"],
+            )
+            vec = label_vector(lab, self._state["vocabulary"])
+            hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
+            if len(hits) == 0:
+                raise ValueError(
+                    f"source={source!r} is not a condition of the registered data; use 'all', "
+                    f"the control {self._state['control_group']!r} or one of "
+                    f"{enc.conditions[:10]}."
+                )
+            mask &= np.isin(enc.codes, hits)
+        if context is not None:
+            if context not in ctx_names:
+                raise ValueError(f"context={context!r} is unknown; known contexts: {ctx_names}.")
+            mask &= ctx_codes == ctx_names.index(context)
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
+            raise ValueError(f"No source cells for source={source!r} in context={context!r}.")
+        return idx, enc, ctx_codes, ctx_names
+
+    def predict(
+        self,
+        perturbations: Sequence[str],
+        *,
+        dosages: Sequence[object] | None = None,
+        n_cells: int | None = None,
+        source: str = "all",
+        context: str | None = None,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
+
+        Source cells are encoded, their own shift is subtracted, the target's shift is added
+        and the result is decoded with fresh noise; for more cells than sources, sources are
+        decoded again with new noise.
+
+        Parameters
+        ----------
+        perturbations
+            Target conditions (any combination of known perturbations).
+        dosages
+            Optional doses per target (same forms as in :meth:`setup_anndata`).
+        n_cells
+            Cells per target (default: the number of source cells).
+        source
+            ``"all"`` (every registered cell of the context), the control label, or a
+            training condition whose cells are moved.
+        context
+            Restrict sources to one context (see ``context_keys``); default all contexts.
+        seed
+            Seed of the source draw and the decoder noise; the same seed gives the same cells.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        AnnData of predicted cells with the training ``var_names``: ``obs[perturbation_key]``
+        (the target), ``obs[dosage_key]`` (if doses are registered), ``obs["pdae_source"]``
+        (condition of the source cell), ``obs["pdae_source_cell"]`` (its obs name), the
+        context columns, and ``uns["pdae"]`` with ``method="pdae"`` and ``extrapolation``
+        (the :meth:`check_extrapolation` table). Warns with :class:`ExtrapolationWarning` for
+        targets outside the span of the training labels.
+        """
+        self._check_trained()
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells <= 0):
+            raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
+        table = self.check_extrapolation(perturbations, dosages=dosages)
+        targets = self.target_labels(perturbations, dosages)
+        outside = table.index[table["status"] == STATUS_OUTSIDE].tolist()
+        if outside:
+            warnings.warn(
+                f"Targets {outside} lie outside the linear span of the training labels: the "
+                "PDAE cannot identify their effect, and their predictions are not supported by "
+                "the model's guarantee. See model.check_extrapolation().",
+                ExtrapolationWarning,
+                stacklevel=2,
+            )
+        src_idx, enc, ctx_codes, ctx_names = self._source_cells(source, context)
+        n = len(src_idx) if n_cells is None else int(n_cells)
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(rng.integers(2**63 - 1)))
+        gather = RowGatherer(self._matrix(self.adata))
+        labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
+        self.module.eval()
+        blocks, rows = [], []
+        for t, target in enumerate(targets):
+            if n <= len(src_idx):
+                picks = np.sort(rng.choice(src_idx, size=n, replace=False))
+            else:
+                picks = np.concatenate(
+                    [
+                        np.tile(src_idx, n // len(src_idx)),
+                        rng.choice(src_idx, size=n % len(src_idx), replace=False),
+                    ]
+                )
+            target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+            codes = enc.codes[picks]
+
+            def fn(x, start, codes=codes, target_t=target_t):
+                lab = labels_all[codes[start : start + len(x)]].to(self.device)
+                return self.module.move(x, lab, target_t, generator=gen)
+
+            with torch.inference_mode():
+                blocks.append(self._map(fn, gather, picks, batch_size))
+            rows.append((t, picks))
+        return self._prediction_adata(
+            perturbations, dosages, blocks, rows, enc, ctx_codes, ctx_names, table
+        )
+
+    def _prediction_adata(
+        self, perturbations, dosages, blocks, rows, enc, ctx_codes, ctx_names, table
+    ) -> AnnData:
+        state = self._state
+        key = self.adata_manager.registry["setup_args"]["perturbation_key"]
+        obs_names = self.adata.obs_names.to_numpy()
+        cond = np.asarray(enc.conditions, dtype=object)
+        parts = []
+        for t, picks in rows:
+            part = {
+                key: perturbations[t],
+                "pdae_source": cond[enc.codes[picks]],
+                "pdae_source_cell": obs_names[picks],
+            }
+            if state["dosage_key"] is not None:
+                part[state["dosage_key"]] = (
+                    "1" if dosages is None or dosages[t] is None else str(dosages[t])
+                )
+            if state["context_keys"]:
+                src_obs = self.adata.obs.iloc[picks]
+                for k in state["context_keys"]:
+                    part[k] = src_obs[k].to_numpy()
+            parts.append(pd.DataFrame(part))
+        obs = pd.concat(parts, ignore_index=True)
+        for col in obs.columns:
+            obs[col] = obs[col].astype(str).astype("category")
+        obs.index = pd.Index([f"pdae_{i}" for i in range(len(obs))])
+        x = np.concatenate(blocks).astype(np.float32, copy=False)
+        out = AnnData(X=x, obs=obs, var=pd.DataFrame(index=self.adata.var_names.copy()))
+        out.uns["pdae"] = {"method": "pdae", "extrapolation": table.reset_index()}
+        return out
+
+    def get_counterfactual(
+        self,
+        adata: AnnData | None = None,
+        *,
+        perturbation: str,
+        dosage: object | None = None,
+        layer_added: str = "pdae_counterfactual",
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        """Write each cell's predicted expression under ``perturbation`` as a layer.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes (default: the registered one).
+        perturbation
+            Target condition, e.g. ``"A+B"`` or the control label.
+        dosage
+            Optional dose(s) of the target.
+        layer_added
+            Name of the layer to write.
+        seed
+            Seed of the decoder noise.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        ``None``; writes ``adata.layers[layer_added]`` (dense float32, cells × genes).
+        """
+        self._check_trained()
+        adata = self._validate(adata)
+        target = self.target_labels([perturbation], None if dosage is None else [dosage])[0]
+        if (
+            self.check_extrapolation([perturbation], dosages=None if dosage is None else [dosage])[
+                "status"
+            ].iloc[0]
+            == STATUS_OUTSIDE
+        ):
+            warnings.warn(
+                f"{perturbation!r} lies outside the span of the training labels.",
+                ExtrapolationWarning,
+                stacklevel=2,
+            )
+        enc, _, _ = self._encode(adata)
+        labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+        target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(np.random.default_rng(seed).integers(2**63 - 1)))
+        self.module.eval()
+
+        def fn(x, start):
+            lab = labels[start : start + len(x)].to(self.device)
+            return self.module.move(x, lab, target_t, generator=gen)
+
+        adata.layers[layer_added] = self._map(
+            fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(
+        self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, **kwargs
+    ) -> None:
+        """Save the model in scvi-tools' format, atomically.
+
+        The files are written to a temporary directory next to ``dir_path`` and moved into
+        place only when complete; a failure, or a refused overwrite, leaves an existing model
+        at ``dir_path`` intact.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create.
+        overwrite
+            Replace an existing directory.
+        save_anndata
+            Also save the registered AnnData (needed by :meth:`load` without ``adata``).
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+        """
+        dir_path = os.path.abspath(dir_path)
+        if os.path.exists(dir_path) and not overwrite:
+            raise FileExistsError(
+                f"{dir_path} already exists; pass overwrite=True or choose another directory."
+            )
+        parent = os.path.dirname(dir_path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".pdae-save-", dir=parent)
+        try:
+            target = os.path.join(tmp, "model")
+            super().save(target, overwrite=False, save_anndata=save_anndata, **kwargs)
+            if os.path.exists(dir_path):
+                old = os.path.join(tmp, "old")
+                os.replace(dir_path, old)
+            os.replace(target, dir_path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> PDAE:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData with the training genes; default the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (e.g. ``accelerator``).
+
+        Returns
+        -------
+        The loaded :class:`PDAE`.
+        """
+        if not os.path.isdir(dir_path):
+            raise FileNotFoundError(f"No saved model at {dir_path!r}.")
+        model = super().load(dir_path, adata=adata, **kwargs)
+        model.is_trained_ = True
+        return model
+
+
+def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 4000) -> int:
+    return int(min(400, max(20, math.ceil(target_steps / max(1, steps_per_epoch)))))

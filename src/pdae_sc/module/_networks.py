@@ -1,0 +1,120 @@
+"""Encoder and stochastic decoder of the PDAE (pure torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["MLP", "OutputActivation", "StochasticDecoder"]
+
+OutputActivation = Literal["none", "softplus", "relu"]
+
+
+class MLP(nn.Sequential):
+    """Fully connected network with ELU between layers and a linear output.
+
+    Parameters
+    ----------
+    n_input
+        Input width.
+    n_hidden
+        Hidden widths, e.g. ``(256, 256)``.
+    n_output
+        Output width.
+    """
+
+    def __init__(self, n_input: int, n_hidden: Sequence[int], n_output: int):
+        layers: list[nn.Module] = []
+        width = n_input
+        for h in n_hidden:
+            layers += [nn.Linear(width, h), nn.ELU()]
+            width = h
+        layers.append(nn.Linear(width, n_output))
+        super().__init__(*layers)
+
+
+class StochasticDecoder(nn.Module):
+    """``x = act(f(concat(z, xi)) + s * eps)``: a decoder that samples, fresh noise every call.
+
+    Parameters
+    ----------
+    n_latent
+        Latent width.
+    n_output
+        Number of genes.
+    n_hidden
+        Hidden widths.
+    n_noise
+        Width of the noise input ``xi ~ N(0, noise_scale^2 I)``; 0 for none.
+    noise_scale
+        Standard deviation of ``xi``.
+    output_noise
+        Add per-gene Gaussian noise ``s * eps`` with learned scales ``s`` (shape
+        ``(n_output,)``) before the output activation. A low-dimensional ``xi`` cannot
+        produce independent gene-level noise; this term can.
+    output_activation
+        ``"none"``, ``"softplus"`` or ``"relu"`` (``relu`` puts mass at exactly 0, like the
+        zeros of log1p-normalised counts).
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_output: int,
+        n_hidden: Sequence[int],
+        *,
+        n_noise: int,
+        noise_scale: float,
+        output_noise: bool,
+        output_activation: OutputActivation,
+    ):
+        super().__init__()
+        if output_activation not in ("none", "softplus", "relu"):
+            raise ValueError(
+                f"output_activation={output_activation!r}; use 'none', 'softplus' or 'relu'."
+            )
+        self.n_noise = n_noise
+        self.noise_scale = noise_scale
+        self.output_activation = output_activation
+        self.net = MLP(n_latent + n_noise, n_hidden, n_output)
+        self.output_noise = output_noise
+        if output_noise:
+            # softplus(-2.25) ~ 0.1: start with little gene-level noise.
+            self.raw_noise_scale = nn.Parameter(torch.full((n_output,), -2.25))
+
+    def noise_scales(self) -> torch.Tensor | None:
+        """Per-gene output noise scales, shape ``(n_output,)``, or ``None``."""
+        return F.softplus(self.raw_noise_scale) if self.output_noise else None
+
+    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode latents with fresh noise.
+
+        Parameters
+        ----------
+        z
+            Latents, shape ``(n, n_latent)``.
+        generator
+            Optional torch generator for the noise draws (on the device of ``z``).
+
+        Returns
+        -------
+        Samples, shape ``(n, n_output)``.
+        """
+        if self.n_noise > 0:
+            xi = torch.randn(
+                (*z.shape[:-1], self.n_noise), device=z.device, dtype=z.dtype, generator=generator
+            )
+            z = torch.cat([z, xi * self.noise_scale], dim=-1)
+        out = self.net(z)
+        if self.output_noise:
+            eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
+            out = out + self.noise_scales() * eps
+        if self.output_activation == "softplus":
+            out = F.softplus(out)
+        elif self.output_activation == "relu":
+            out = F.relu(out)
+        return out

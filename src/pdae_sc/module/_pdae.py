@@ -1,0 +1,245 @@
+"""The PDAE as a pure-torch module: encoder, perturbation shift, stochastic decoder, losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ._losses import (
+    all_pairs_energy_score,
+    energy_distance_to_normal,
+    group_sparsity,
+    grouped_energy_score,
+    reconstruction_energy_score,
+)
+from ._networks import MLP, OutputActivation, StochasticDecoder
+
+__all__ = ["PDAELoss", "PDAEModule"]
+
+Estimator = Literal["grouped", "all_pairs"]
+
+
+@dataclass
+class PDAELoss:
+    """Total loss and its (unweighted) terms; all scalars."""
+
+    loss: torch.Tensor
+    energy: torch.Tensor
+    reconstruction: torch.Tensor
+    prior: torch.Tensor
+    sparsity: torch.Tensor
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        """The terms by name, for logging."""
+        return {
+            "energy": self.energy,
+            "reconstruction": self.reconstruction,
+            "prior": self.prior,
+            "sparsity": self.sparsity,
+        }
+
+
+class PDAEModule(nn.Module):
+    """Perturbation distribution autoencoder.
+
+    A cell ``x`` of label ``l`` has basal latent ``z_basal = g(x) - W l``; moved to label
+    ``u`` it becomes ``f(z_basal + W u, xi)``, with ``g`` a deterministic encoder, ``W`` the
+    free shift matrix and ``f`` a stochastic decoder.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_perturbations
+        Number ``K`` of elementary perturbations (columns of ``W``).
+    n_latent
+        Latent width.
+    n_hidden
+        Encoder hidden widths; the decoder mirrors them.
+    n_noise
+        Width of the decoder's noise input (0: none).
+    noise_scale
+        Standard deviation of the noise input.
+    output_noise
+        Learn per-gene output noise scales (see :class:`StochasticDecoder`).
+    output_activation
+        ``"none"``, ``"softplus"`` or ``"relu"``.
+    estimator
+        ``"grouped"`` (per-condition, balanced) or ``"all_pairs"`` (the authors' estimator).
+    beta
+        Exponent of the energy score, ``0 < beta < 2``.
+    energy_weight, reconstruction_weight, prior_weight, sparsity_weight
+        Weights of the perturbation energy score, the reconstruction energy score, the
+        energy distance of ``z_basal`` to ``N(0, I)`` and the group sparsity of ``W``.
+    detach_encoder
+        Stop the reconstruction gradient at the encoder output.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_perturbations: int,
+        *,
+        n_latent: int = 32,
+        n_hidden: Sequence[int] = (256, 256),
+        n_noise: int = 32,
+        noise_scale: float = 1.0,
+        output_noise: bool = True,
+        output_activation: OutputActivation = "none",
+        estimator: Estimator = "grouped",
+        beta: float = 1.0,
+        energy_weight: float = 10.0,
+        reconstruction_weight: float = 0.1,
+        prior_weight: float = 1e-4,
+        sparsity_weight: float = 1e-4,
+        detach_encoder: bool = True,
+    ):
+        super().__init__()
+        if not 0.0 < beta < 2.0:
+            raise ValueError(
+                f"beta={beta!r}; the energy score is strictly proper for 0 < beta < 2."
+            )
+        if estimator not in ("grouped", "all_pairs"):
+            raise ValueError(f"estimator={estimator!r}; use 'grouped' or 'all_pairs'.")
+        self.n_input = n_input
+        self.n_latent = n_latent
+        self.estimator = estimator
+        self.beta = beta
+        self.energy_weight = energy_weight
+        self.reconstruction_weight = reconstruction_weight
+        self.prior_weight = prior_weight
+        self.sparsity_weight = sparsity_weight
+        self.detach_encoder = detach_encoder
+        self.encoder = MLP(n_input, n_hidden, n_latent)
+        self.shift = nn.Linear(n_perturbations, n_latent, bias=False)
+        self.decoder = StochasticDecoder(
+            n_latent,
+            n_input,
+            tuple(reversed(n_hidden)),
+            n_noise=n_noise,
+            noise_scale=noise_scale,
+            output_noise=output_noise,
+            output_activation=output_activation,
+        )
+
+    # -- what scvi-tools' model base class expects of a module --------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    def on_load(self, model, **kwargs) -> None:
+        """Hook called by scvi-tools after the module is re-created on load (nothing to do)."""
+
+    # -- the model ---------------------------------------------------------------------
+    @property
+    def shift_matrix(self) -> torch.Tensor:
+        """``W``, shape ``(n_latent, n_perturbations)``."""
+        return self.shift.weight
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent ``g(x)``, shape ``(n, n_latent)``, of cells ``x`` of shape ``(n, n_input)``."""
+        return self.encoder(x)
+
+    def basal(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``z_basal = g(x) - W l``, shape ``(n, n_latent)``; ``labels`` has shape ``(n, K)``."""
+        return self.encoder(x) - self.shift(labels)
+
+    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``f(z, xi)``, shape ``(n, n_input)``, with fresh noise."""
+        return self.decoder(z, generator=generator)
+
+    def move(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Move cells ``x`` (labels ``(n, K)``) to ``target`` (``(K,)`` or ``(n, K)``)."""
+        z = self.basal(x, labels) + self.shift(target)
+        return self.decode(z, generator=generator)
+
+    # -- losses ------------------------------------------------------------------------
+    def _auxiliary(self, x: torch.Tensor, z: torch.Tensor, z_basal: torch.Tensor):
+        z_rec = z.detach() if self.detach_encoder else z
+        rec = reconstruction_energy_score(x, self.decode(z_rec), self.decode(z_rec), self.beta)
+        prior = energy_distance_to_normal(z_basal, torch.randn_like(z_basal), self.beta)
+        return rec, prior, group_sparsity(self.shift_matrix)
+
+    def _total(self, energy, rec, prior, sparsity) -> PDAELoss:
+        loss = (
+            self.energy_weight * energy
+            + self.reconstruction_weight * rec
+            + self.prior_weight * prior
+            + self.sparsity_weight * sparsity
+        )
+        return PDAELoss(loss, energy, rec, prior, sparsity)
+
+    def grouped_loss(
+        self,
+        x_anchor: torch.Tensor,
+        label_anchor: torch.Tensor,
+        x_source: torch.Tensor,
+        label_source: torch.Tensor,
+    ) -> PDAELoss:
+        """Grouped PDAE loss: every source decoded once per condition of the batch.
+
+        Parameters
+        ----------
+        x_anchor
+            Observed cells, ``G`` conditions × ``n`` cells, shape ``(G, n, n_input)``.
+        label_anchor
+            Label vector of each condition, shape ``(G, K)``.
+        x_source
+            Source cells (disjoint from the anchors), shape ``(S, n_input)``.
+        label_source
+            Their label vectors, shape ``(S, K)``.
+
+        Returns
+        -------
+        The :class:`PDAELoss`. Costs ``G·S`` decodes and ``G·S·(n + S)`` distances.
+        """
+        g, s = label_anchor.shape[0], x_source.shape[0]
+        z_src = self.encoder(x_source)
+        z_basal = z_src - self.shift(label_source)
+        z_moved = z_basal.unsqueeze(0) + self.shift(label_anchor).unsqueeze(1)  # (G, S, d)
+        y = self.decode(z_moved.reshape(g * s, -1)).reshape(g, s, -1)
+        energy = grouped_energy_score(x_anchor, y, self.beta)
+        rec, prior, sparsity = self._auxiliary(x_source, z_src, z_basal)
+        return self._total(energy, rec, prior, sparsity)
+
+    def all_pairs_loss(self, x: torch.Tensor, labels: torch.Tensor) -> PDAELoss:
+        """The authors' all-pairs loss: every cell moved to every other cell's label.
+
+        Parameters
+        ----------
+        x
+            Cells, shape ``(B, n_input)``.
+        labels
+            Their label vectors, shape ``(B, K)``.
+
+        Returns
+        -------
+        The :class:`PDAELoss`. Costs ``B^2`` decodes and ``B^3`` distances.
+        """
+        b = x.shape[0]
+        z = self.encoder(x)
+        z_basal = z - self.shift(labels)
+        z_moved = z_basal.unsqueeze(0) + self.shift(labels).unsqueeze(1)  # [i, j]: j -> l_i
+        y = self.decode(z_moved.reshape(b * b, -1)).reshape(b, b, -1)
+        energy = all_pairs_energy_score(x, y, self.beta)
+        rec, prior, sparsity = self._auxiliary(x, z, z_basal)
+        return self._total(energy, rec, prior, sparsity)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PDAELoss:
+        """Loss of a training batch from the per-condition sampler (see ``estimator``)."""
+        if self.estimator == "grouped":
+            return self.grouped_loss(
+                batch["x_anchor"], batch["label_anchor"], batch["x_source"], batch["label_source"]
+            )
+        return self.all_pairs_loss(batch["x"], batch["label"])
