@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -86,7 +87,7 @@ class ConditionBatchSampler:
         groups, group_of_cell = np.unique(group_keys, axis=0, return_inverse=True)
         order = np.argsort(group_of_cell.ravel(), kind="stable")
         bounds = np.searchsorted(group_of_cell.ravel()[order], np.arange(len(groups) + 1))
-        self.group_cells = [cell_index[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
+        self.group_cells = [cell_index[order[a:b]] for a, b in itertools.pairwise(bounds)]
         self.group_context = groups[:, 0]
         self.group_condition = groups[:, 1]
         if source_index is None:
@@ -208,7 +209,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         val = []
         for c in np.unique(self.codes):
             cells = np.flatnonzero(self.codes == c)
-            n_val = min(int(math.floor(validation_size * len(cells))), len(cells) - 2)
+            n_val = min(math.floor(validation_size * len(cells)), len(cells) - 2)
             if n_val > 0:
                 val.append(rng.choice(cells, size=n_val, replace=False))
         val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)

@@ -150,7 +150,10 @@ def reconstruction_energy_score(
     """
 
     def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a - b).float().pow(2).sum(-1).clamp_min(_EPS).pow(beta / 2.0)
+        diff = a - b
+        if diff.dtype in (torch.float16, torch.bfloat16):
+            diff = diff.float()
+        return diff.pow(2).sum(-1).clamp_min(_EPS).pow(beta / 2.0)
 
     return (0.5 * (dist(x, x_hat) + dist(x, x_hat2)) - 0.5 * dist(x_hat, x_hat2)).mean()
 
