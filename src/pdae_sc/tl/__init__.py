@@ -1,5 +1,27 @@
 """Tools: evaluation metrics, baselines and extrapolation checks (AnnData in, tables out)."""
 
+from ._baselines import predict_baseline
+from ._combine import combine_predictions
 from ._extrapolation import extrapolation_table
+from ._metrics import (
+    energy_distance,
+    evaluate,
+    mean_l2,
+    mmd_rbf,
+    pearson_delta,
+    r2_mean,
+    top_de_genes,
+)
 
-__all__ = ["extrapolation_table"]
+__all__ = [
+    "combine_predictions",
+    "energy_distance",
+    "evaluate",
+    "extrapolation_table",
+    "mean_l2",
+    "mmd_rbf",
+    "pearson_delta",
+    "predict_baseline",
+    "r2_mean",
+    "top_de_genes",
+]

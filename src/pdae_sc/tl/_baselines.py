@@ -1,0 +1,272 @@
+"""Reference predictions (control, pooled, additive, linear, oracle) in the model's format."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from pdae_sc.data._labels import (
+    EncodedConditions,
+    closest_names,
+    encode_conditions,
+    label_vector,
+    parse_condition,
+)
+
+from ._extrapolation import extrapolation_table
+from ._metrics import _matrix
+
+__all__ = ["BASELINES", "predict_baseline"]
+
+BASELINES = ("control", "pooled", "additive", "linear", "oracle_half")
+
+
+def _dense(mat, idx: np.ndarray) -> np.ndarray:
+    rows = mat[idx]
+    rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
+    return rows.astype(np.float64)
+
+
+def _encode(adata: AnnData, key: str, control_group, delimiter, dosage_key, name):
+    for col in (key, dosage_key):
+        if col is not None and col not in adata.obs:
+            raise KeyError(f"{col!r} is not a column of {name}.obs ({list(adata.obs.columns)}).")
+    return encode_conditions(
+        adata.obs[key],
+        control_group=control_group,
+        delimiter=delimiter,
+        dosages=None if dosage_key is None else adata.obs[dosage_key],
+        name=key,
+    )
+
+
+def _group_means(mat, enc: EncodedConditions) -> np.ndarray:
+    """Mean profile of each condition, shape ``(n_conditions, n_genes)``."""
+    return np.vstack(
+        [
+            np.asarray(mat[np.flatnonzero(enc.codes == c)].mean(axis=0, dtype=np.float64))
+            for c in range(enc.n_conditions)
+        ]
+    )
+
+
+def _resample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(pool, n, replace=n > len(pool))
+
+
+def _single_effects(enc: EncodedConditions, means: np.ndarray, ctrl: int, token: str, dose):
+    """Mean change of ``token`` at ``dose`` from its single-perturbation conditions."""
+    k = enc.vocabulary.index(token)
+    single = np.flatnonzero((enc.labels != 0).sum(1) == 1)
+    single = single[enc.labels[single, k] != 0]
+    if len(single) == 0:
+        combos = [c for c, lab in zip(enc.conditions, enc.labels, strict=True) if lab[k] != 0]
+        raise ValueError(
+            f"The additive baseline needs the single perturbation {token!r} in training, but "
+            f"it was only seen in combinations {combos[:5]}; use method='linear' instead."
+        )
+    doses = enc.labels[single, k]
+    deltas = means[single] - means[ctrl]
+    exact = np.flatnonzero(doses == dose)
+    if len(exact):
+        return deltas[exact[0]]
+    # Per-unit effect, least squares through the origin over the trained doses.
+    return dose * (doses @ deltas) / (doses @ doses)
+
+
+def predict_baseline(
+    adata: AnnData,
+    perturbations: Sequence[str] | str,
+    *,
+    method: str,
+    perturbation_key: str = "perturbation",
+    control_group: str = "ctrl",
+    delimiter: str = "+",
+    dosage_key: str | None = None,
+    dosages: Sequence[object] | None = None,
+    n_cells: int | None = None,
+    adata_true: AnnData | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+) -> AnnData:
+    """Predict cells of target conditions with a simple baseline.
+
+    Methods (``ctrl`` = the control cells of ``adata``, ``l*`` = label vector of a target):
+
+    - ``control``: control cells, resampled.
+    - ``pooled``: all training cells, resampled.
+    - ``additive``: control cells shifted by the sum over the target's perturbations of
+      their single-perturbation mean change versus control. A single trained at the target
+      dose is used as is; otherwise its per-unit effect (least squares through the origin
+      over its trained doses, i.e. change / dose for one dose) is scaled by the target dose.
+    - ``linear``: least squares ``mean_c - mean_ctrl = l_c β`` over the training conditions
+      (minimum-norm solution), control cells shifted by ``l* β``. Warns when ``l*`` is outside
+      the span of the training labels (the unidentified part of the shift is then zero).
+    - ``oracle_half``: the noise floor. The cells of each target in ``adata_true`` are split
+      in two random halves; the first half is returned and the obs_names of the second half
+      are stored in ``uns["pdae"]["oracle_reference_cells"]``. Evaluate against those only:
+      ``evaluate(pred, adata_true[pred.uns["pdae"]["oracle_reference_cells"]])``.
+
+    Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
+    replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
+    perturbations for ``additive`` and ``linear``.
+
+    Parameters
+    ----------
+    adata
+        Training cells (observed conditions, with the control).
+    perturbations
+        Target conditions, e.g. ``["A+B"]``.
+    method
+        One of ``control``, ``pooled``, ``additive``, ``linear``, ``oracle_half``.
+    perturbation_key
+        Condition column of ``obs``.
+    control_group
+        Label of the control condition.
+    delimiter
+        Separator between combined perturbations.
+    dosage_key
+        Dose column of ``obs`` (also written to the output when given).
+    dosages
+        Doses of the targets, parallel to ``perturbations``.
+    n_cells
+        Cells per target (default: the number of control cells; for ``oracle_half`` the size
+        of the first half).
+    adata_true
+        Held-out observed cells, required by ``oracle_half``.
+    layer
+        Layer to use instead of ``X``.
+    seed
+        Seed of the resampling.
+
+    Returns
+    -------
+    AnnData with dense float32 ``X`` ``(n_targets * n_cells, n_genes)``, ``var`` of ``adata``,
+    ``obs[perturbation_key]`` (target, categorical), ``obs["pdae_source"]`` (condition of the
+    source cell), ``obs["pdae_source_cell"]`` (its obs name), ``obs[dosage_key]`` when
+    ``dosage_key`` is given, and ``uns["pdae"] = {"method": method}``. ``adata`` is unchanged.
+
+    Examples
+    --------
+    >>> labels = ["ctrl"] * 4 + ["A"] * 2 + ["B"] * 2
+    >>> obs = pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(8)])
+    >>> x = np.zeros((8, 2))
+    >>> x[4:6, 0], x[6:, 1] = 1.0, 2.0
+    >>> pred = predict_baseline(AnnData(x, obs=obs), ["A+B"], method="additive")
+    >>> pred.X.mean(0)
+    array([1., 2.], dtype=float32)
+    """
+    if method not in BASELINES:
+        raise ValueError(f"Unknown method={method!r}; valid methods are {list(BASELINES)}.")
+    targets = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+    if not targets:
+        raise ValueError("perturbations is empty; give at least one target condition.")
+    if dosages is not None and len(dosages) != len(targets):
+        raise ValueError(f"Got {len(dosages)} dosages for {len(targets)} perturbations.")
+    doses = [None] * len(targets) if dosages is None else list(dosages)
+    parsed = [
+        parse_condition(t, control_group=control_group, delimiter=delimiter, dosage=d)
+        for t, d in zip(targets, doses, strict=True)
+    ]
+    enc = _encode(adata, perturbation_key, control_group, delimiter, dosage_key, "adata")
+    mat = _matrix(adata, layer, "adata")
+    ctrl_codes = np.flatnonzero(~enc.labels.any(axis=1))
+    ctrl_cells = np.flatnonzero(np.isin(enc.codes, ctrl_codes))
+    if len(ctrl_cells) == 0 and method in ("control", "additive", "linear"):
+        raise ValueError(
+            f"method={method!r} needs control cells but adata has no {control_group!r} cells "
+            f"in obs[{perturbation_key!r}]."
+        )
+    rng = np.random.default_rng(seed)
+    names = np.asarray(adata.obs_names, dtype=object)
+    source_names = np.asarray(enc.conditions, dtype=object)[enc.codes]
+
+    shifts = None
+    if method in ("additive", "linear"):
+        vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
+        means = _group_means(mat, enc)
+        ctrl = int(ctrl_codes[0])
+        if method == "additive":
+            shifts = [
+                sum(
+                    (_single_effects(enc, means, ctrl, tok, d) for tok, d in p.items()),
+                    np.zeros(adata.n_vars),
+                )
+                for p in parsed
+            ]
+        else:
+            keep = enc.labels.any(axis=1)
+            beta = np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
+            shifts = list(vectors @ beta)
+            span = extrapolation_table(enc.labels, vectors, names=targets)
+            outside = [t for t, ok in zip(targets, span["in_span"], strict=True) if not ok]
+            if outside:
+                warnings.warn(
+                    f"Targets {outside} are outside the span of the training labels; the "
+                    "linear baseline sets their unidentified shift component to zero.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+
+    blocks, obs_rows, reference = [], [], []
+    if method == "oracle_half":
+        if adata_true is None:
+            raise ValueError("method='oracle_half' needs the held-out cells as adata_true.")
+        if not adata_true.var_names.equals(adata.var_names):
+            raise ValueError("adata_true must have the same var_names as adata, in order.")
+        enc_true = _encode(
+            adata_true, perturbation_key, control_group, delimiter, dosage_key, "adata_true"
+        )
+        mat_true = _matrix(adata_true, layer, "adata_true")
+        true_names = np.asarray(adata_true.obs_names, dtype=object)
+        keys = {
+            tuple(sorted((enc_true.vocabulary[k], v) for k, v in enumerate(lab) if v != 0)): c
+            for c, lab in enumerate(enc_true.labels)
+        }
+    for i, (target, lab) in enumerate(zip(targets, parsed, strict=True)):
+        if method == "oracle_half":
+            c = keys.get(tuple(sorted(lab.items())))
+            if c is None:
+                close = closest_names(target, enc_true.conditions)
+                raise KeyError(f"{target!r} is not a condition of adata_true; closest: {close}.")
+            cells = rng.permutation(np.flatnonzero(enc_true.codes == c))
+            half = len(cells) // 2
+            if half == 0:
+                raise ValueError(f"oracle_half needs at least 2 true cells of {target!r}.")
+            reference.extend(true_names[cells[half:]])
+            idx = _resample(cells[:half], half if n_cells is None else n_cells, rng)
+            x, src, src_cell = _dense(mat_true, idx), target, true_names[idx]
+        else:
+            pool = np.arange(adata.n_obs) if method == "pooled" else ctrl_cells
+            n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
+            idx = _resample(pool, n_default if n_cells is None else n_cells, rng)
+            x, src, src_cell = _dense(mat, idx), source_names[idx], names[idx]
+            if shifts is not None:
+                x = x + shifts[i]
+        blocks.append(x.astype(np.float32))
+        obs_rows.append(
+            pd.DataFrame(
+                {perturbation_key: target, "pdae_source": src, "pdae_source_cell": src_cell}
+            )
+        )
+        if dosage_key is not None:
+            obs_rows[-1][dosage_key] = "1" if doses[i] is None else str(doses[i])
+
+    obs = pd.concat(obs_rows, ignore_index=True)
+    obs[perturbation_key] = pd.Categorical(
+        obs[perturbation_key], categories=list(dict.fromkeys(targets))
+    )
+    for col in ("pdae_source", "pdae_source_cell"):
+        obs[col] = obs[col].astype(str)
+    obs.index = [f"{method}_{i}" for i in range(len(obs))]
+    n_genes = adata.n_vars
+    x_all = np.vstack(blocks) if blocks else np.zeros((0, n_genes), np.float32)
+    uns = {"pdae": {"method": method}}
+    if method == "oracle_half":
+        uns["pdae"]["oracle_reference_cells"] = [str(r) for r in reference]
+    return AnnData(x_all, obs=obs, var=adata.var.copy(), uns=uns)

@@ -1,0 +1,467 @@
+"""Distribution and mean metrics between predicted and observed cells, and :func:`evaluate`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from pdae_sc.data._labels import encode_conditions
+
+__all__ = [
+    "energy_distance",
+    "evaluate",
+    "mean_l2",
+    "mmd_rbf",
+    "pearson_delta",
+    "r2_mean",
+    "top_de_genes",
+]
+
+METRICS = ("energy_distance", "mmd", "mean_l2", "r2_mean", "pearson_delta", "pearson_delta_top")
+_BLOCK = 2**22  # pairwise entries per chunk (32 MiB in float64)
+
+
+def _as_2d(x: object, name: str) -> np.ndarray:
+    x = x.toarray() if sparse.issparse(x) else np.asarray(x)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (n_cells, n_genes); got shape {x.shape}.")
+    return x
+
+
+def _check_pair(x: object, y: object, min_cells: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _as_2d(x, "x"), _as_2d(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} genes but y has {y.shape[1]}; they must match.")
+    if min(len(x), len(y)) < min_cells:
+        raise ValueError(
+            f"Need at least {min_cells} cells on each side; got {len(x)} and {len(y)}."
+        )
+    return x, y
+
+
+def _sq_dist_blocks(x: np.ndarray, y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(row_start, block)`` with squared Euclidean distances, block ``(b, len(y))``."""
+    x_sq, y_sq = (x * x).sum(1), (y * y).sum(1)
+    step = max(1, _BLOCK // max(len(y), 1))
+    for start in range(0, len(x), step):
+        xb = x[start : start + step]
+        d2 = x_sq[start : start + step, None] + y_sq[None, :] - 2.0 * (xb @ y.T)
+        yield start, np.maximum(d2, 0.0)
+
+
+def _pair_sum(x: np.ndarray, y: np.ndarray, fn, *, same: bool) -> float:
+    """Sum of ``fn(squared distance)`` over all pairs (diagonal excluded when ``same``)."""
+    total = 0.0
+    for start, d2 in _sq_dist_blocks(x, y):
+        v = fn(d2)
+        if same:
+            rows = np.arange(len(d2))
+            v[rows, start + rows] = 0.0
+        total += float(v.sum())
+    return total
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Energy distance with the (non-squared) Euclidean distance.
+
+    ``2 E||X - Y|| - E||X - X'|| - E||Y - Y'||``, with the cross term averaged over all
+    ``n * m`` pairs and the within-sample terms as U-statistics (self-pairs excluded, divided
+    by ``n (n - 1)``). The estimate is unbiased, so it can be slightly negative when both
+    samples come from the same law. Pairwise distances are computed in chunks, so memory
+    stays small for ~10k cells.
+
+    Parameters
+    ----------
+    x
+        Cells of the first sample, shape ``(n, n_genes)``, ``n >= 2``.
+    y
+        Cells of the second sample, shape ``(m, n_genes)``, ``m >= 2``.
+
+    Returns
+    -------
+    The energy distance (0 for identical laws).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(200, 5)), rng.normal(size=(200, 5)) + 1.0
+    >>> energy_distance(x, y) > energy_distance(x, rng.normal(size=(200, 5)))
+    True
+    """
+    x, y = _check_pair(x, y, min_cells=2)
+    n, m = len(x), len(y)
+    cross = _pair_sum(x, y, np.sqrt, same=False) / (n * m)
+    within_x = _pair_sum(x, x, np.sqrt, same=True) / (n * (n - 1))
+    within_y = _pair_sum(y, y, np.sqrt, same=True) / (m * (m - 1))
+    return 2.0 * cross - within_x - within_y
+
+
+def mmd_rbf(
+    x: np.ndarray, y: np.ndarray, *, scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0)
+) -> float:
+    """Unbiased squared MMD with a sum of RBF kernels.
+
+    ``k(a, b) = sum_s exp(-||a - b||² / (s * h))`` where ``h`` is the mean squared Euclidean
+    distance over all distinct pairs of the pooled sample ``[x; y]`` (so each ``gamma_s =
+    1 / (s * h)``). ``MMD² = mean_{i≠j} k(x_i, x_j) + mean_{i≠j} k(y_i, y_j) - 2 mean_{i,j}
+    k(x_i, y_j)``: the unbiased U-statistic, which can be slightly negative.
+
+    Parameters
+    ----------
+    x
+        Cells of the first sample, shape ``(n, n_genes)``, ``n >= 2``.
+    y
+        Cells of the second sample, shape ``(m, n_genes)``, ``m >= 2``.
+    scales
+        Multipliers of the bandwidth ``h``, one RBF kernel each.
+
+    Returns
+    -------
+    The MMD² estimate (0 when every pooled cell is identical).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> mmd_rbf(rng.normal(size=(100, 3)), rng.normal(size=(100, 3)) + 2.0) > 0.1
+    True
+    """
+    x, y = _check_pair(x, y, min_cells=2)
+    n, m = len(x), len(y)
+    pooled = np.vstack([x, y])
+    big_n = n + m
+    # Mean of ||z_i - z_j||² over i != j in closed form.
+    h = 2.0 * (big_n * (pooled**2).sum() - (pooled.sum(0) ** 2).sum()) / (big_n * (big_n - 1))
+    if h <= 0:
+        return 0.0
+    gammas = [1.0 / (float(s) * h) for s in scales]
+
+    def kernel(d2: np.ndarray) -> np.ndarray:
+        return sum(np.exp(-g * d2) for g in gammas)
+
+    kxx = _pair_sum(x, x, kernel, same=True) / (n * (n - 1))
+    kyy = _pair_sum(y, y, kernel, same=True) / (m * (m - 1))
+    kxy = _pair_sum(x, y, kernel, same=False) / (n * m)
+    return kxx + kyy - 2.0 * kxy
+
+
+def _r2(true_mean: np.ndarray, pred_mean: np.ndarray) -> float:
+    ss_tot = float(((true_mean - true_mean.mean()) ** 2).sum())
+    if ss_tot == 0.0:
+        return float("nan")
+    return 1.0 - float(((true_mean - pred_mean) ** 2).sum()) / ss_tot
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / denom if denom > 0 else float("nan")
+
+
+def mean_l2(x: np.ndarray, y: np.ndarray) -> float:
+    """Euclidean distance between the mean profiles of ``x`` ``(n, G)`` and ``y`` ``(m, G)``.
+
+    Examples
+    --------
+    >>> mean_l2(np.zeros((2, 2)), np.array([[3.0, 4.0]]))
+    5.0
+    """
+    x, y = _check_pair(x, y)
+    return float(np.linalg.norm(x.mean(0) - y.mean(0)))
+
+
+def r2_mean(x_pred: np.ndarray, x_true: np.ndarray) -> float:
+    """R² of the true mean profile by the predicted one, across genes.
+
+    Same as ``sklearn.metrics.r2_score(x_true.mean(0), x_pred.mean(0))``; ``nan`` when the true
+    mean is the same for every gene.
+
+    Examples
+    --------
+    >>> r2_mean(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 2.0, 4.0]]))
+    0.75
+    """
+    x_pred, x_true = _check_pair(x_pred, x_true)
+    return _r2(x_true.mean(0), x_pred.mean(0))
+
+
+def pearson_delta(
+    x_pred: np.ndarray,
+    x_true: np.ndarray,
+    control_mean: np.ndarray,
+    *,
+    genes: np.ndarray | Sequence[int] | None = None,
+) -> float:
+    """Pearson correlation of the predicted and true mean change versus control.
+
+    Correlates ``mean(x_pred) - control_mean`` with ``mean(x_true) - control_mean`` over all
+    genes, or over ``genes`` (integer positions or a boolean mask). ``nan`` when either
+    change is constant over those genes.
+
+    Examples
+    --------
+    >>> ctrl = np.zeros(3)
+    >>> pearson_delta(np.array([[1.0, 2.0, 3.0]]), np.array([[2.0, 4.0, 6.0]]), ctrl)
+    1.0
+    """
+    x_pred, x_true = _check_pair(x_pred, x_true)
+    control_mean = np.asarray(control_mean, dtype=np.float64).ravel()
+    if control_mean.shape[0] != x_true.shape[1]:
+        raise ValueError(
+            f"control_mean has {control_mean.shape[0]} genes but x_true has {x_true.shape[1]}."
+        )
+    d_pred, d_true = x_pred.mean(0) - control_mean, x_true.mean(0) - control_mean
+    if genes is not None:
+        d_pred, d_true = d_pred[np.asarray(genes)], d_true[np.asarray(genes)]
+    return _pearson(d_pred, d_true)
+
+
+def top_de_genes(x_true: np.ndarray, control_mean: np.ndarray, *, n_genes: int = 20) -> np.ndarray:
+    """Positions of the ``n_genes`` genes with the largest ``|mean(x_true) - control_mean|``.
+
+    A simple, test-free stand-in for "top differentially expressed genes": genes are ranked
+    by the absolute change of their mean versus control (ties broken by position).
+
+    Examples
+    --------
+    >>> top_de_genes(np.array([[0.0, -3.0, 1.0]]), np.zeros(3), n_genes=2)
+    array([1, 2])
+    """
+    delta = np.abs(_as_2d(x_true, "x_true").mean(0) - np.asarray(control_mean).ravel())
+    return np.argsort(-delta, kind="stable")[: max(0, min(n_genes, delta.shape[0]))]
+
+
+def _matrix(adata: AnnData, layer: str | None, name: str):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"layer={layer!r} is not in {name}.layers ({list(adata.layers)}).")
+    return adata.layers[layer]
+
+
+def _rows_mean(mat, idx: np.ndarray) -> np.ndarray:
+    return np.asarray(mat[idx].mean(axis=0, dtype=np.float64)).ravel()
+
+
+def _obs_column(adata: AnnData, key: str, name: str) -> pd.Series:
+    if key not in adata.obs:
+        raise KeyError(f"{key!r} is not a column of {name}.obs ({list(adata.obs.columns)}).")
+    return adata.obs[key]
+
+
+def _check_genes(a: AnnData, b: AnnData, name: str) -> None:
+    if not a.var_names.equals(b.var_names):
+        diff = [
+            (i, p, t)
+            for i, (p, t) in enumerate(zip(a.var_names, b.var_names, strict=False))
+            if p != t
+        ]
+        raise ValueError(
+            f"adata_pred has {a.n_vars} genes and {name} {b.n_vars}; they must have the same "
+            f"var_names in the same order (first differences: {diff[:3]}). Subset both, e.g. "
+            f"{name} = {name}[:, adata_pred.var_names]."
+        )
+
+
+def _control_mean(
+    adata_control: AnnData | None,
+    fallbacks: list[tuple[object, np.ndarray]],
+    *,
+    perturbation_key: str,
+    control_group: str,
+    delimiter: str,
+    layer: str | None,
+) -> np.ndarray:
+    """Control mean from ``adata_control``, else the first ``(matrix, control rows)`` found."""
+    if adata_control is not None:
+        idx = np.arange(adata_control.n_obs)
+        if perturbation_key in adata_control.obs:
+            enc = encode_conditions(
+                adata_control.obs[perturbation_key],
+                control_group=control_group,
+                delimiter=delimiter,
+                name=perturbation_key,
+            )
+            idx = np.flatnonzero(~enc.labels.any(axis=1)[enc.codes])
+        if len(idx) == 0:
+            raise ValueError(
+                f"adata_control has no {control_group!r} cells in obs[{perturbation_key!r}]."
+            )
+        return _rows_mean(_matrix(adata_control, layer, "adata_control"), idx)
+    for mat, idx in fallbacks:
+        if len(idx):
+            return _rows_mean(mat, idx)
+    raise ValueError(
+        f"Neither adata_true nor adata_pred has {control_group!r} cells to compute the "
+        "control mean; pass the control cells as adata_control."
+    )
+
+
+def evaluate(
+    adata_pred: AnnData,
+    adata_true: AnnData,
+    *,
+    perturbation_key: str = "perturbation",
+    control_group: str = "ctrl",
+    delimiter: str = "+",
+    dosage_key: str | None = None,
+    adata_control: AnnData | None = None,
+    metrics: Sequence[str] | None = None,
+    top_genes: int = 20,
+    max_cells: int | None = 2000,
+    seed: int = 0,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Compare predicted with observed cells, one row per condition present in both.
+
+    Conditions are matched by their label vector, so ``"A+B"`` matches ``"B+A"``; the control
+    is skipped. The control mean (for the Pearson delta metrics) comes from ``adata_control``
+    (its control cells when it has ``perturbation_key``, else all its cells), else from the
+    control cells of ``adata_true``, else of ``adata_pred``. Mean-based metrics use all cells
+    of a condition; the distribution metrics (energy distance, MMD) use at most ``max_cells``
+    cells per side, drawn without replacement with ``np.random.default_rng(seed)``.
+    Inputs are not modified; sparse matrices are densified one condition at a time.
+
+    Parameters
+    ----------
+    adata_pred
+        Predicted cells (e.g. from ``model.predict`` or :func:`predict_baseline`).
+    adata_true
+        Observed cells with the same ``var_names`` in the same order.
+    perturbation_key
+        Condition column of ``obs`` in both.
+    control_group
+        Label of the control condition.
+    delimiter
+        Separator between combined perturbations.
+    dosage_key
+        Dose column of ``obs``; when given, it must exist in both.
+    adata_control
+        Control cells for the control mean.
+    metrics
+        Subset of ``energy_distance``, ``mmd``, ``mean_l2``, ``r2_mean``, ``pearson_delta``,
+        ``pearson_delta_top`` (``None``: all).
+    top_genes
+        Number of top changed genes (:func:`top_de_genes` of the true cells) for
+        ``pearson_delta_top{top_genes}``.
+    max_cells
+        Cells per side for the distribution metrics (``None``: all).
+    seed
+        Seed of the subsampling.
+    layer
+        Layer to use instead of ``X`` (in every AnnData).
+
+    Returns
+    -------
+    DataFrame with columns ``condition``, ``method`` (``adata_pred.uns["pdae"]["method"]`` or
+    ``"unknown"``), ``n_pred``, ``n_true`` and one column per metric (``energy_distance``,
+    ``mmd``, ``mean_l2``, ``r2_mean``, ``pearson_delta``, ``pearson_delta_top{top_genes}``).
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> rng = np.random.default_rng(0)
+    >>> labels = ["ctrl"] * 20 + ["A+B"] * 20
+    >>> obs = pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(40)])
+    >>> true = ad.AnnData(rng.normal(size=(40, 5)), obs=obs)
+    >>> pred = ad.AnnData(rng.normal(size=(20, 5)), obs=obs.iloc[20:])
+    >>> evaluate(pred, true)[["condition", "n_pred", "n_true"]]
+      condition  n_pred  n_true
+    0       A+B      20      20
+    """
+    names = list(METRICS) if metrics is None else list(metrics)
+    top_col = f"pearson_delta_top{top_genes}"
+    names = ["pearson_delta_top" if n == top_col else n for n in names]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metrics {unknown}; valid names are {list(METRICS)}.")
+    _check_genes(adata_pred, adata_true, "adata_true")
+    if adata_control is not None:
+        _check_genes(adata_pred, adata_control, "adata_control")
+
+    def labels(adata: AnnData, name: str) -> tuple[pd.Series, pd.Series | None]:
+        lab = _obs_column(adata, perturbation_key, name)
+        dose = None if dosage_key is None else _obs_column(adata, dosage_key, name)
+        return lab, dose
+
+    sides = [("adata_true", adata_true), ("adata_pred", adata_pred)]
+    labs = [labels(a, n) for n, a in sides]
+    dose_all = None
+    if dosage_key is not None:
+        dose_all = np.concatenate([np.asarray(d, dtype=object) for _, d in labs])
+    enc = encode_conditions(
+        np.concatenate([np.asarray(lab, dtype=object) for lab, _ in labs]),
+        control_group=control_group,
+        delimiter=delimiter,
+        dosages=dose_all,
+        name=perturbation_key,
+    )
+    bounds = np.cumsum([0] + [a.n_obs for _, a in sides])
+    codes = {n: enc.codes[bounds[i] : bounds[i + 1]] for i, (n, _) in enumerate(sides)}
+    is_ctrl = ~enc.labels.any(axis=1)
+    mats = {n: _matrix(a, layer, n) for n, a in sides}
+
+    control_mean = _control_mean(
+        adata_control,
+        [(mats[n], np.flatnonzero(is_ctrl[codes[n]])) for n in ("adata_true", "adata_pred")],
+        perturbation_key=perturbation_key,
+        control_group=control_group,
+        delimiter=delimiter,
+        layer=layer,
+    )
+
+    pred_codes, true_codes = codes["adata_pred"], codes["adata_true"]
+    shared = [c for c in pd.unique(pred_codes) if not is_ctrl[c] and (true_codes == c).any()]
+    if not shared:
+        raise ValueError(
+            f"No non-control condition is present in both adata_pred "
+            f"({sorted(set(adata_pred.obs[perturbation_key].astype(str)))[:10]}) and adata_true "
+            f"({sorted(set(adata_true.obs[perturbation_key].astype(str)))[:10]})."
+        )
+    method = adata_pred.uns.get("pdae", {}).get("method", "unknown")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in shared:
+        ip, it = np.flatnonzero(pred_codes == c), np.flatnonzero(true_codes == c)
+        row = {"condition": enc.conditions[c], "method": method, "n_pred": len(ip)}
+        row["n_true"] = len(it)
+        mean_p = _rows_mean(mats["adata_pred"], ip)
+        mean_t = _rows_mean(mats["adata_true"], it)
+        if "energy_distance" in names or "mmd" in names:
+            if max_cells is not None:
+                ip = np.sort(rng.choice(ip, min(max_cells, len(ip)), replace=False))
+                it = np.sort(rng.choice(it, min(max_cells, len(it)), replace=False))
+            xp = _as_2d(mats["adata_pred"][ip], "adata_pred")
+            xt = _as_2d(mats["adata_true"][it], "adata_true")
+            enough = min(len(ip), len(it)) >= 2
+            if not enough:
+                warnings.warn(
+                    f"Condition {enc.conditions[c]!r} has fewer than 2 cells on one side; its "
+                    "energy distance and MMD are NaN.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            if "energy_distance" in names:
+                row["energy_distance"] = energy_distance(xp, xt) if enough else np.nan
+            if "mmd" in names:
+                row["mmd"] = mmd_rbf(xp, xt) if enough else np.nan
+        if "mean_l2" in names:
+            row["mean_l2"] = float(np.linalg.norm(mean_p - mean_t))
+        if "r2_mean" in names:
+            row["r2_mean"] = _r2(mean_t, mean_p)
+        if "pearson_delta" in names:
+            row["pearson_delta"] = _pearson(mean_p - control_mean, mean_t - control_mean)
+        if "pearson_delta_top" in names:
+            top = np.argsort(-np.abs(mean_t - control_mean), kind="stable")[:top_genes]
+            row[top_col] = _pearson(
+                mean_p[top] - control_mean[top], mean_t[top] - control_mean[top]
+            )
+        rows.append(row)
+    order = ["condition", "method", "n_pred", "n_true"]
+    order += [top_col if n == "pearson_delta_top" else n for n in METRICS if n in names]
+    return pd.DataFrame(rows, columns=order)
