@@ -37,8 +37,9 @@ def rng():
 def test_pairwise_distances(rng, beta):
     a, b = rng.normal(size=(2, 5, 7)), rng.normal(size=(2, 4, 7))
     got = pairwise_distances(torch.tensor(a), torch.tensor(b), beta).numpy()
-    want = np.array([[[_d(a[g, i], b[g, j], beta) for j in range(4)] for i in range(5)]
-                     for g in range(2)])
+    want = np.array(
+        [[[_d(a[g, i], b[g, j], beta) for j in range(4)] for i in range(5)] for g in range(2)]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -68,17 +69,16 @@ def test_all_pairs_energy_score(rng):
     b, p = 5, 3
     x, y = rng.normal(size=(b, p)), rng.normal(size=(b, b, p))
     got = all_pairs_energy_score(torch.tensor(x), torch.tensor(y)).item()
-    want = np.mean(
-        [_es_numpy(x[i : i + 1], np.delete(y[i], i, axis=0), 1.0) for i in range(b)]
-    )
+    want = np.mean([_es_numpy(x[i : i + 1], np.delete(y[i], i, axis=0), 1.0) for i in range(b)])
     assert got == pytest.approx(want, rel=1e-10)
 
 
 def test_reconstruction_energy_score(rng):
     x, a, b = (rng.normal(size=(6, 5)) for _ in range(3))
     got = reconstruction_energy_score(*(torch.tensor(v) for v in (x, a, b))).item()
-    want = np.mean([0.5 * (_d(x[i], a[i], 1) + _d(x[i], b[i], 1)) - 0.5 * _d(a[i], b[i], 1)
-                    for i in range(6)])
+    want = np.mean(
+        [0.5 * (_d(x[i], a[i], 1) + _d(x[i], b[i], 1)) - 0.5 * _d(a[i], b[i], 1) for i in range(6)]
+    )
     assert got == pytest.approx(want, rel=1e-10)
 
 

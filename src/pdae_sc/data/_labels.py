@@ -38,7 +38,10 @@ def closest_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
 
 def _unknown_perturbation_error(token: str, vocabulary: Sequence[str]) -> KeyError:
     close = closest_names(token, vocabulary)
-    hint = f" Closest known names: {close}." if close else ""
+    if close:
+        hint = f" Closest known names: {close}."
+    else:
+        hint = f" Known names include: {list(vocabulary)[:10]}."
     return KeyError(
         f"Unknown perturbation {token!r}: it was not among the {len(vocabulary)} elementary "
         f"perturbations seen in training.{hint} A model can only shift cells by perturbations "

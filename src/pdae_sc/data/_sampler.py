@@ -115,21 +115,16 @@ class ConditionBatchSampler:
 class _BatchStream(IterableDataset):
     """Stream ready-made tensors for ``n_batches`` steps (one epoch)."""
 
-    def __init__(self, splitter: PerturbationDataSplitter, sampler, n_batches: int, fixed: bool):
-        self.splitter, self.sampler, self.n_batches, self.fixed = (
-            splitter,
-            sampler,
-            n_batches,
-            fixed,
-        )
-        self._state = sampler.rng.bit_generator.state if fixed else None
+    def __init__(self, splitter, sampler, n_batches: int, fixed_seed: int | None = None):
+        self.splitter, self.sampler, self.n_batches = splitter, sampler, n_batches
+        self.fixed_seed = fixed_seed
 
     def __len__(self) -> int:
         return self.n_batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.fixed:  # the same validation batches every epoch
-            self.sampler.rng.bit_generator.state = self._state
+        if self.fixed_seed is not None:  # the same validation batches every epoch
+            self.sampler.rng = np.random.default_rng(self.fixed_seed)
         for _ in range(self.n_batches):
             yield self.splitter.make_batch(self.sampler)
 
@@ -201,7 +196,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         self.train_idx, self.val_idx = self._split(validation_size, rng)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         self._train_rng = np.random.default_rng(rng.integers(2**63))
-        self._val_rng = np.random.default_rng(rng.integers(2**63))
+        self._val_seed = int(rng.integers(2**63))
 
     def _split(self, validation_size: float, rng: np.random.Generator):
         if not 0.0 <= validation_size < 1.0:
@@ -263,7 +258,6 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             self,
             self._sampler(self.train_idx, self._train_rng),
             self._n_batches(self.n_train),
-            fixed=False,
         )
         return DataLoader(stream, batch_size=None)
 
@@ -273,8 +267,8 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             return []
         stream = _BatchStream(
             self,
-            self._sampler(self.val_idx, self._val_rng),
+            self._sampler(self.val_idx, np.random.default_rng(self._val_seed)),
             self._n_batches(self.n_val),
-            fixed=True,
+            fixed_seed=self._val_seed,
         )
         return DataLoader(stream, batch_size=None)

@@ -1,0 +1,111 @@
+"""The per-condition batch sampler, the row gatherer and the data splitter."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pdae_sc.data._sampler import ConditionBatchSampler, PerturbationDataSplitter, RowGatherer
+
+
+def test_row_gatherer_dense_sparse_backed(tmp_path):
+    x = np.arange(40, dtype=np.float64).reshape(10, 4)
+    idx = np.array([7, 2, 2, 9, 0])
+    for m in (x, sp.csr_matrix(x), sp.csc_matrix(x)):
+        out = RowGatherer(m)(idx)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, x[idx])
+    path = tmp_path / "a.h5ad"
+    ad.AnnData(sp.csr_matrix(x)).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    np.testing.assert_array_equal(RowGatherer(backed.X)(idx), x[idx])
+    backed.file.close()
+
+
+def test_condition_sampler_layout():
+    codes = np.repeat(np.arange(5), [50, 10, 10, 3, 10])
+    contexts = np.zeros(len(codes), dtype=int)
+    rng = np.random.default_rng(0)
+    s = ConditionBatchSampler(
+        codes, contexts, np.arange(len(codes)), n_conditions=3, n_cells=4, n_sources=20, rng=rng
+    )
+    for _ in range(20):
+        anchors, conds, sources = s.sample()
+        assert anchors.shape == (3, 4) and conds.shape == (3,) and len(sources) == 20
+        assert len(set(conds)) == 3
+        for row, c in zip(anchors, conds, strict=True):
+            assert (codes[row] == c).all()
+        assert not set(sources) & set(anchors.ravel())
+
+
+def test_condition_sampler_balances_conditions():
+    codes = np.repeat([0, 1], [1000, 20])  # a large control and a rare perturbation
+    s = ConditionBatchSampler(
+        codes,
+        np.zeros(1020, int),
+        np.arange(1020),
+        n_conditions=1,
+        n_cells=2,
+        n_sources=4,
+        rng=np.random.default_rng(0),
+    )
+    drawn = [s.sample()[1][0] for _ in range(400)]
+    assert 0.4 < np.mean(drawn) < 0.6
+
+
+def test_condition_sampler_keeps_contexts_apart():
+    codes = np.tile(np.repeat([0, 1], 10), 2)
+    contexts = np.repeat([0, 1], 20)
+    s = ConditionBatchSampler(
+        codes,
+        contexts,
+        np.arange(40),
+        n_conditions=2,
+        n_cells=3,
+        n_sources=5,
+        rng=np.random.default_rng(1),
+    )
+    for _ in range(20):
+        anchors, _, sources = s.sample()
+        ctx = set(contexts[anchors.ravel()]) | set(contexts[sources])
+        assert len(ctx) == 1
+
+
+def test_splitter_batches_and_validation():
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(4), 25)
+    x = rng.normal(size=(100, 6)).astype(np.float32)
+    labels = np.vstack([np.zeros(3), np.eye(3)])
+    dm = PerturbationDataSplitter(
+        x,
+        codes,
+        np.zeros(100, int),
+        labels,
+        validation_size=0.2,
+        n_conditions_per_batch=2,
+        n_cells_per_condition=3,
+        n_sources=8,
+    )
+    assert dm.n_val == 20 and dm.n_train == 80
+    assert not set(dm.train_idx) & set(dm.val_idx)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x_anchor"].shape == (2, 3, 6)
+    assert batch["label_anchor"].shape == (2, 3)
+    assert batch["x_source"].shape == (8, 6)
+    assert len(dm.train_dataloader()) == len(list(dm.train_dataloader()))
+    v1 = [b["x_anchor"] for b in dm.val_dataloader()]
+    v2 = [b["x_anchor"] for b in dm.val_dataloader()]
+    assert all((a == b).all() for a, b in zip(v1, v2, strict=True))
+
+
+def test_splitter_rejects_bad_validation_size():
+    with pytest.raises(ValueError, match="validation_size"):
+        PerturbationDataSplitter(
+            np.zeros((4, 2)),
+            np.zeros(4, int),
+            np.zeros(4, int),
+            np.zeros((1, 1)),
+            validation_size=1.5,
+        )
