@@ -36,7 +36,7 @@ def test_module_imports_torch_only(path):
 
 @pytest.mark.parametrize(
     "path",
-    sorted((SRC / "tl").glob("*.py")) + [SRC / "data" / "_simulate.py"],
+    [*sorted((SRC / "tl").glob("*.py")), SRC / "data" / "_simulate.py"],
     ids=lambda p: p.name,
 )
 def test_tools_do_not_import_model(path):
