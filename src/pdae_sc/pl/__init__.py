@@ -1,3 +1,22 @@
-"""Plotting of predictions against observations."""
+"""Plotting of predictions against observations.
 
-__all__: list[str] = []
+Every function takes the data first and its options by keyword, draws on ``ax`` (a new
+figure when ``None``), returns the Axes (a Figure for multi-panel plots) and never calls
+``plt.show()``.
+"""
+
+from ._compare import distributions, mean_change
+from ._history import history
+from ._joint import embedding, joint_embedding
+from ._metrics import metrics
+from ._shifts import perturbation_embedding
+
+__all__ = [
+    "distributions",
+    "embedding",
+    "history",
+    "joint_embedding",
+    "mean_change",
+    "metrics",
+    "perturbation_embedding",
+]

@@ -1,0 +1,109 @@
+"""Shared helpers of the plotting functions: axes, condition selection, dense rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+from scipy import sparse
+
+from pdae_sc.data import parse_condition
+
+# Colours of the three sources of cells, shared by the comparison plots.
+COLORS = {"control": "#9e9e9e", "observed": "#1f77b4", "predicted": "#ff7f0e"}
+
+
+def get_ax(ax: Axes | None, figsize: tuple[float, float] = (4.5, 4.0)) -> Axes:
+    """Return ``ax``, or the Axes of a new figure when ``ax`` is ``None``."""
+    if ax is None:
+        import matplotlib.pyplot as plt  # pyplot picks a backend: import it only when needed
+
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    elif not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}.")
+    return ax
+
+
+def dense_rows(adata: AnnData, mask: np.ndarray) -> np.ndarray:
+    """Rows of ``adata.X`` selected by ``mask`` as a dense float64 array."""
+    rows = adata.X[np.flatnonzero(mask)]
+    rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
+    return rows.astype(np.float64)
+
+
+def _obs_labels(adata: AnnData, key: str, name: str) -> np.ndarray:
+    if key not in adata.obs:
+        raise KeyError(
+            f"perturbation_key={key!r} is not a column of {name}.obs ({list(adata.obs.columns)})."
+        )
+    return np.asarray(adata.obs[key].astype(str))
+
+
+def condition_mask(
+    adata: AnnData,
+    condition: str,
+    *,
+    perturbation_key: str,
+    control_group: str,
+    delimiter: str,
+    name: str,
+) -> np.ndarray:
+    """Cells of ``adata`` whose condition equals ``condition`` (``"A+B"`` matches ``"B+A"``).
+
+    Raises ``KeyError`` listing the available conditions when no cell matches.
+    """
+    labels = _obs_labels(adata, perturbation_key, name)
+    target = parse_condition(condition, control_group=control_group, delimiter=delimiter)
+    uniq = list(dict.fromkeys(labels))
+    hits = [
+        u
+        for u in uniq
+        if parse_condition(u, control_group=control_group, delimiter=delimiter) == target
+    ]
+    if not hits:
+        raise KeyError(
+            f"condition={condition!r} has no cells in {name}.obs[{perturbation_key!r}]; "
+            f"available: {uniq[:20]}."
+        )
+    return np.isin(labels, hits)
+
+
+def control_rows(
+    adata_control: AnnData,
+    *,
+    perturbation_key: str,
+    control_group: str,
+    delimiter: str,
+) -> np.ndarray:
+    """Control cells of ``adata_control`` (all of them without ``perturbation_key``)."""
+    if perturbation_key not in adata_control.obs:
+        return dense_rows(adata_control, np.ones(adata_control.n_obs, dtype=bool))
+    mask = condition_mask(
+        adata_control,
+        control_group,
+        perturbation_key=perturbation_key,
+        control_group=control_group,
+        delimiter=delimiter,
+        name="adata_control",
+    )
+    return dense_rows(adata_control, mask)
+
+
+def check_same_genes(reference: AnnData, other: AnnData, name: str) -> None:
+    """Raise ``ValueError`` unless ``other`` has the genes of ``reference`` in the same order."""
+    if not reference.var_names.equals(other.var_names):
+        raise ValueError(
+            f"adata_pred and {name} must have the same var_names in the same order "
+            f"({reference.n_vars} vs {other.n_vars} genes); subset with "
+            f"{name}[:, adata_pred.var_names]."
+        )
+
+
+def as_list(value: str | Sequence[str], name: str) -> list[str]:
+    """A string or a sequence of strings as a non-empty list."""
+    out = [value] if isinstance(value, str) else list(value)
+    if not out:
+        raise ValueError(f"{name} is empty; give at least one name.")
+    return out
