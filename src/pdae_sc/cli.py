@@ -140,9 +140,9 @@ def _demo_figure(metrics, test, preds, condition, path) -> None:
     mean = obs.mean(0)
     _, _, vt = np.linalg.svd(obs - mean, full_matrices=False)
     for name, x, colour in [
-        ("observed", obs, "black"),
-        ("pdae", _rows(preds["pdae"], condition), "tab:red"),
         ("additive", _rows(preds["additive"], condition), "tab:green"),
+        ("pdae", _rows(preds["pdae"], condition), "tab:red"),
+        ("observed", obs, "black"),
     ]:
         pc = (x - mean) @ vt[:2].T
         axes[1].scatter(pc[:, 0], pc[:, 1], s=5, alpha=0.4, label=name, color=colour)
