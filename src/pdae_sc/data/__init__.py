@@ -1,5 +1,7 @@
 """Perturbation labels, simulated data, batch sampling and split helpers."""
 
+from ._conventions import CONTROL_VALUES, GUIDE_PATTERN, standardize_perturbations
+from ._guides import add_guide_assignment, assign_guides
 from ._labels import (
     EncodedConditions,
     closest_names,
@@ -12,7 +14,11 @@ from ._simulate import simulate
 from ._split import describe_split, split_perturbations
 
 __all__ = [
+    "CONTROL_VALUES",
+    "GUIDE_PATTERN",
     "EncodedConditions",
+    "add_guide_assignment",
+    "assign_guides",
     "closest_names",
     "describe_split",
     "encode_conditions",
@@ -21,4 +27,5 @@ __all__ = [
     "parse_condition",
     "simulate",
     "split_perturbations",
+    "standardize_perturbations",
 ]

@@ -48,6 +48,21 @@ class PerturbationField(BaseAnnDataField):
         min_cells_per_condition: int,
     ):
         super().__init__()
+        if not isinstance(delimiter, str) or delimiter.strip() == "":
+            raise ValueError(
+                f"delimiter={delimiter!r}; use a non-blank string that separates combined "
+                "perturbations, e.g. '+'."
+            )
+        if control_group.strip() == "" or delimiter in control_group:
+            raise ValueError(
+                f"control_group={control_group!r} is empty or contains the delimiter "
+                f"{delimiter!r}, so it cannot be told apart from a combination; rename the "
+                "control label (e.g. to 'ctrl') or pass another delimiter."
+            )
+        if not isinstance(min_cells_per_condition, int) or min_cells_per_condition < 1:
+            raise ValueError(
+                f"min_cells_per_condition={min_cells_per_condition!r}; use a positive integer."
+            )
         self._attr_key = perturbation_key
         self.control_group = control_group
         self.delimiter = delimiter
@@ -109,13 +124,21 @@ class PerturbationField(BaseAnnDataField):
             raise ValueError(
                 f"control_group={self.control_group!r} does not occur in "
                 f"adata.obs[{self._attr_key!r}]; most frequent labels: {values}. Pass the label "
-                "of the unperturbed cells as control_group."
+                "of the unperturbed cells as control_group (the model needs control cells "
+                "and perturbed cells)."
             )
         if enc.n_conditions < 2:
             raise ValueError(
                 f"adata.obs[{self._attr_key!r}] holds only the control {self.control_group!r}; "
                 "the model needs perturbed cells to learn perturbation shifts."
             )
+        for key in self.context_keys:
+            n_missing = int(adata.obs[key].isna().sum())
+            if n_missing:
+                raise ValueError(
+                    f"context_keys column adata.obs[{key!r}] has {n_missing} missing values; "
+                    "fill them (e.g. with 'unknown') or remove those cells before setup."
+                )
         counts = enc.counts()
         small = [
             (c, int(n))

@@ -116,6 +116,11 @@ def parse_condition(
             f"Perturbation label {condition!r} has type {type(condition).__name__}; labels "
             "must be strings such as 'A' or 'A+B' (convert the column with .astype(str))."
         )
+    if condition.strip() == "":
+        raise ValueError(
+            f"Perturbation label {condition!r} is empty; name a condition such as 'A' or "
+            f"'A{delimiter}B', or the control {control_group!r}."
+        )
     tokens = condition.split(delimiter)
     doses = _parse_dosage(dosage, len(tokens), condition, delimiter)
     out: dict[str, float] = {}
@@ -140,14 +145,19 @@ def parse_condition(
                 "perturbation once and put a larger dose in the dosage column instead."
             )
         if not math.isfinite(dose):
-            raise ValueError(f"Dose {dose!r} of {token!r} in {condition!r} is not finite.")
+            raise ValueError(
+                f"Dose {dose!r} of {token!r} in {condition!r} is not finite; doses must be "
+                "finite numbers (fix the dosage column)."
+            )
         if dose != 0.0:
             out[token] = float(dose)
     return out
 
 
 def _format_dose(dose: float) -> str:
-    return f"{dose:g}"
+    # shortest string that parses back to the same float, never in exponent notation
+    # (an exponent such as "1e+16" would contain the default delimiter)
+    return np.format_float_positional(float(dose), trim="-")
 
 
 def format_condition(
@@ -160,7 +170,8 @@ def format_condition(
 
     Returns
     -------
-    ``(condition, dosage)``; ``dosage`` is ``None`` when every dose is 1.
+    ``(condition, dosage)``; ``dosage`` is ``None`` when every dose is 1. Doses are written
+    exactly (shortest round-trip form), so :func:`parse_condition` gives back ``label``.
 
     Examples
     --------
@@ -175,6 +186,32 @@ def format_condition(
     if all(d == 1.0 for d in doses):
         return condition, None
     return condition, delimiter.join(_format_dose(d) for d in doses)
+
+
+def _check_case_variants(vocabulary: Sequence[str], control_group: str, name: str) -> None:
+    """Raise ``ValueError`` for perturbation names that differ only by letter case."""
+    by_lower: dict[str, list[str]] = {}
+    for token in vocabulary:
+        by_lower.setdefault(token.casefold(), []).append(token)
+    control_like = by_lower.get(control_group.casefold())
+    if control_like:
+        raise ValueError(
+            f"Perturbation {control_like[0]!r} in adata.obs[{name!r}] differs from "
+            f"control_group={control_group!r} only by letter case, so it would be learned as a "
+            "perturbation. Use one spelling for the control, e.g. "
+            f"adata.obs[{name!r}] = adata.obs[{name!r}].astype(str).str.replace("
+            f"{control_like[0]!r}, {control_group!r}, regex=False)."
+        )
+    clashes = [sorted(v) for v in by_lower.values() if len(v) > 1]
+    if clashes:
+        a, b = clashes[0][:2]
+        raise ValueError(
+            f"Perturbation names in adata.obs[{name!r}] differ only by letter case: "
+            f"{clashes[:5]}; they would be learned as different perturbations. "
+            "Harmonise the spelling, e.g. "
+            f"adata.obs[{name!r}] = adata.obs[{name!r}].astype(str).str.replace("
+            f"{b!r}, {a!r}, regex=False)."
+        )
 
 
 def label_vector(label: Mapping[str, float], vocabulary: Sequence[str]) -> np.ndarray:
@@ -252,8 +289,9 @@ def encode_conditions(
     dosages
         Optional doses per cell (see :func:`parse_condition`).
     vocabulary
-        Known elementary perturbations. ``None`` builds it from the labels (sorted); when
-        given, a label with an unknown perturbation raises ``KeyError``.
+        Known elementary perturbations. ``None`` builds it from the labels (sorted; names
+        that differ only by letter case, from each other or from ``control_group``, raise
+        ``ValueError``); when given, a label with an unknown perturbation raises ``KeyError``.
     name
         Name of the label column, used in error messages.
 
@@ -298,6 +336,7 @@ def encode_conditions(
         )
     if vocabulary is None:
         vocabulary = sorted({tok for lab in parsed for tok in lab})
+        _check_case_variants(vocabulary, control_group, name)
     vocabulary = list(vocabulary)
 
     key_to_cond: dict[tuple, int] = {}

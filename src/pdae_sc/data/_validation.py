@@ -9,7 +9,13 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-__all__ = ["MatrixStats", "check_matrix", "get_matrix"]
+__all__ = [
+    "MatrixStats",
+    "check_matrix",
+    "check_unique_names",
+    "check_var_names_match",
+    "get_matrix",
+]
 
 _CHUNK = 10_000
 
@@ -34,6 +40,72 @@ def get_matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def check_unique_names(adata: AnnData) -> None:
+    """Raise ``ValueError`` when ``adata.obs_names`` or ``adata.var_names`` have duplicates.
+
+    Duplicated cell names make ``obs["pdae_source_cell"]`` ambiguous; duplicated gene names
+    make the genes of a saved model ambiguous.
+    """
+    for axis in ("obs", "var"):
+        names = getattr(adata, f"{axis}_names")
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()[:5].tolist()
+            raise ValueError(
+                f"adata.{axis}_names has duplicates (e.g. {dup}); make them unique with "
+                f"adata.{axis}_names_make_unique()."
+            )
+
+
+def check_var_names_match(
+    expected,
+    adata: AnnData,
+    *,
+    what: str = "the model",
+    names_code: str = "model.adata.var_names",
+) -> None:
+    """Raise ``ValueError`` unless ``adata.var_names`` equal ``expected``, in the same order.
+
+    Parameters
+    ----------
+    expected
+        Gene names the model was trained on, in order.
+    adata
+        AnnData to check.
+    what
+        How to refer to the model in messages.
+    names_code
+        Python expression for the model's gene names, used in the suggested fix.
+    """
+    expected = np.asarray(expected, dtype=str)
+    got = np.asarray(adata.var_names, dtype=str)
+    if np.array_equal(expected, got):
+        return
+    fix = f"adata = adata[:, {names_code}].copy()"
+    missing = np.setdiff1d(expected, got)
+    extra = np.setdiff1d(got, expected)
+    if len(missing):
+        others = (
+            f" and has {len(extra)} genes it was not trained on (e.g. {extra[:5].tolist()})"
+            if len(extra)
+            else ""
+        )
+        raise ValueError(
+            f"adata misses {len(missing)} of the {len(expected)} genes of {what} (e.g. "
+            f"{missing[:5].tolist()}){others}. The model needs all of its genes, in its "
+            f"order: use data with these genes, then {fix}."
+        )
+    if len(extra):
+        raise ValueError(
+            f"adata has {len(extra)} genes that {what} was not trained on (e.g. "
+            f"{extra[:5].tolist()}); keep only the model's genes, in its order: {fix}."
+        )
+    first = int(np.flatnonzero(expected != got)[0])
+    raise ValueError(
+        f"adata has the genes of {what} but in a different order (position {first} holds "
+        f"{str(got[first])!r} instead of {str(expected[first])!r}); reorder them: {fix}."
+    )
+
+
 def _chunks(matrix, n_obs: int):
     dense_or_csr = isinstance(matrix, np.ndarray) or sp.issparse(matrix)
     step = n_obs if dense_or_csr and n_obs * max(1, matrix.shape[1]) < 5e7 else _CHUNK
@@ -42,11 +114,13 @@ def _chunks(matrix, n_obs: int):
         yield block.data if sp.issparse(block) else np.asarray(block), block
 
 
-def check_matrix(matrix, *, name: str = "adata.X", warn_counts: bool = True) -> MatrixStats:
+def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixStats:
     """Check that an expression matrix can be used, chunk by chunk, without modifying it.
 
-    Raises ``ValueError`` for non-finite values, a non-numeric dtype or a sparse format that
-    cannot be sliced by rows; warns when the values look like raw counts.
+    Raises ``ValueError`` for non-finite values, an empty matrix or a sparse format other than
+    CSR/CSC, and ``TypeError`` for a non-numeric dtype. Integer and float16 matrices are
+    accepted (minibatches are cast to float32). Warns when the values look like raw counts
+    and when a CSC matrix will make row access slow.
 
     Parameters
     ----------
@@ -54,8 +128,9 @@ def check_matrix(matrix, *, name: str = "adata.X", warn_counts: bool = True) -> 
         Dense, sparse or backed matrix of shape ``(n_cells, n_genes)``.
     name
         How to refer to the matrix in messages.
-    warn_counts
-        Warn when every value is a non-negative integer and the maximum exceeds 50.
+    warn
+        Warn when every value is a non-negative integer and the maximum exceeds 50 (raw
+        counts), and when the matrix is CSC.
 
     Returns
     -------
@@ -66,9 +141,23 @@ def check_matrix(matrix, *, name: str = "adata.X", warn_counts: bool = True) -> 
             f"{name} is a sparse {matrix.format.upper()} matrix, which cannot be sliced by "
             f"cells; convert it with {name} = {name}.tocsr()."
         )
+    if warn and sp.issparse(matrix) and matrix.format == "csc":
+        warnings.warn(
+            f"{name} is a sparse CSC matrix: PDAE reads rows (cells), which is slow in CSC. "
+            f"Convert it once with {name} = {name}.tocsr().",
+            UserWarning,
+            stacklevel=3,
+        )
     dtype = np.dtype(getattr(matrix, "dtype", np.float32))
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise TypeError(f"{name} has dtype {dtype}; expression must be numeric.")
+        raise TypeError(
+            f"{name} has dtype {dtype}; expression must be numeric (float or integer), e.g. "
+            f"{name} = {name}.astype(np.float32)."
+        )
+    if len(matrix.shape) != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ValueError(
+            f"{name} has shape {tuple(matrix.shape)}; it needs at least one cell and one gene."
+        )
     lo, hi, integer = np.inf, -np.inf, True
     n_obs = matrix.shape[0]
     has_implicit_zero = False
@@ -93,7 +182,7 @@ def check_matrix(matrix, *, name: str = "adata.X", warn_counts: bool = True) -> 
         lo, hi = min(lo, 0.0), max(hi, 0.0)
     if not np.isfinite(lo):
         lo = hi = 0.0
-    if warn_counts and integer and lo >= 0 and hi > 50:
+    if warn and integer and lo >= 0 and hi > 50:
         warnings.warn(
             f"{name} looks like raw counts (non-negative integers up to {hi:g}). PDAE expects "
             "log-normalised expression: run sc.pp.normalize_total(adata) and sc.pp.log1p(adata) "

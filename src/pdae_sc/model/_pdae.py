@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -15,20 +16,26 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from lightning.pytorch import Callback
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 
 from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_labels
 from pdae_sc.data._labels import EncodedConditions, label_vector, parse_condition
 from pdae_sc.data._sampler import PerturbationDataSplitter, RowGatherer
-from pdae_sc.data._validation import check_matrix, get_matrix
+from pdae_sc.data._validation import (
+    check_matrix,
+    check_unique_names,
+    check_var_names_match,
+    get_matrix,
+)
 from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
 from pdae_sc.tl._extrapolation import STATUS_OUTSIDE, extrapolation_table
 
+from ._trainer import GracefulInterrupt, PDAETrainRunner
 from ._training_plan import PDAETrainingPlan
 
 __all__ = ["PDAE", "ExtrapolationWarning"]
@@ -88,7 +95,7 @@ class PDAE(BaseModelClass):
     _module_cls = PDAEModule
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = PDAETrainRunner
 
     def __init__(
         self,
@@ -105,10 +112,10 @@ class PDAE(BaseModelClass):
     ):
         super().__init__(adata)
         if output_activation == "auto":
-            stats = check_matrix(self._matrix(self.adata), warn_counts=False)
+            stats = check_matrix(self._matrix(self.adata), warn=False)
             output_activation = "relu" if stats.min >= 0 else "none"
         elif output_activation in ("relu", "softplus"):
-            stats = check_matrix(self._matrix(self.adata), warn_counts=False)
+            stats = check_matrix(self._matrix(self.adata), warn=False)
             if stats.min < 0:
                 raise ValueError(
                     f"output_activation={output_activation!r} can only produce non-negative "
@@ -195,19 +202,15 @@ class PDAE(BaseModelClass):
             raise TypeError(f"control_group={control_group!r} must be a string label.")
         if isinstance(context_keys, str):
             context_keys = [context_keys]
-        if not adata.var_names.is_unique:
-            dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-            raise ValueError(
-                f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
-                "adata.var_names_make_unique()."
-            )
+        check_unique_names(adata)
         check_matrix(
             get_matrix(adata, layer),
             name="adata.X" if layer is None else f"adata.layers[{layer!r}]",
         )
         setup_method_args = cls._get_setup_method_args(**locals())
         fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            # correct_data_format=False: scvi-tools would rewrite a non-contiguous X in place
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False),
             PerturbationField(
                 perturbation_key,
                 control_group=control_group,
@@ -247,7 +250,12 @@ class PDAE(BaseModelClass):
         return enc, ctx_codes, list(ctx_names)
 
     def _validate(self, adata: AnnData | None) -> AnnData:
-        adata = self.adata if adata is None else adata
+        if adata is None:
+            return self._validate_anndata(self.adata)
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        x_state = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+        check_var_names_match(x_state["column_names"], adata)
         return self._validate_anndata(adata)
 
     def target_labels(
@@ -296,6 +304,7 @@ class PDAE(BaseModelClass):
         batch_size: int = 128,
         enable_progress_bar: bool = True,
         plan_kwargs: dict | None = None,
+        ckpt_path: str | os.PathLike | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train the PDAE with Lightning, on the GPU when there is one.
@@ -303,6 +312,18 @@ class PDAE(BaseModelClass):
         Each step of the default (grouped) estimator draws ``n_conditions_per_batch``
         conditions of one context, ``n_cells_per_condition`` observed cells of each and
         ``n_sources`` source cells; an epoch has about one draw per training cell.
+
+        Faults: a non-finite loss or gradient skips that update, stops training and raises
+        :class:`~pdae_sc.model.NonFiniteLossError`; the model keeps the weights of the last
+        finite step and the history so far, and counts as trained if any update was made.
+        Ctrl+C (in the main thread) stops training after the current step with a warning and
+        leaves a usable model; a second Ctrl+C aborts at once.
+
+        Resuming: pass Lightning checkpoint callbacks, e.g.
+        ``callbacks=[ModelCheckpoint(dirpath="ckpt", save_last=True)]``, then continue on a
+        model built the same way with ``model.train(max_epochs=N, ckpt_path="ckpt/last.ckpt")``:
+        weights, optimiser state and the epoch counter are restored, and training runs from
+        the saved epoch up to ``N`` (the minibatch draws differ from an uninterrupted run).
 
         Parameters
         ----------
@@ -328,13 +349,25 @@ class PDAE(BaseModelClass):
             Show a progress bar.
         plan_kwargs
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``).
+        ckpt_path
+            Lightning checkpoint (``.ckpt``) to resume from; ``max_epochs`` counts the epochs
+            already done.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` / Lightning's ``Trainer``.
+            Passed to :class:`scvi.train.Trainer` / Lightning's ``Trainer`` (e.g.
+            ``callbacks``).
 
         Returns
         -------
         ``None``; fills ``model.history`` (per-epoch losses) and sets ``model.is_trained``.
         """
+        if max_epochs is not None and (
+            not isinstance(max_epochs, int | np.integer)
+            or isinstance(max_epochs, bool)
+            or max_epochs < 1
+        ):
+            raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
+        if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
         for name, value in [
             ("n_conditions_per_batch", n_conditions_per_batch),
             ("n_cells_per_condition", n_cells_per_condition),
@@ -364,8 +397,6 @@ class PDAE(BaseModelClass):
         steps = splitter._n_batches(splitter.n_train)
         if max_epochs is None:
             max_epochs = _epochs_for_steps(steps)
-        if not isinstance(max_epochs, int | np.integer) or max_epochs < 1:
-            raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
         if early_stopping and splitter.n_val == 0:
             raise ValueError(
                 "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
@@ -379,6 +410,19 @@ class PDAE(BaseModelClass):
             )
         if splitter.n_val > 0:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if ckpt_path is not None:
+            if not os.path.isfile(ckpt_path):
+                raise FileNotFoundError(
+                    f"ckpt_path={str(ckpt_path)!r} is not a file; pass a .ckpt written by a "
+                    "Lightning ModelCheckpoint callback (e.g. 'dirpath/last.ckpt')."
+                )
+            trainer_kwargs["ckpt_path"] = os.fspath(ckpt_path)
+        interrupt = GracefulInterrupt()
+        callbacks = trainer_kwargs.get("callbacks") or []
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        was_trained = self.is_trained_
         runner = self._train_runner_cls(
             self,
             training_plan=plan,
@@ -389,8 +433,34 @@ class PDAE(BaseModelClass):
             enable_progress_bar=enable_progress_bar,
             **trainer_kwargs,
         )
-        runner()
+        try:
+            with interrupt.installed(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
+                runner()
+        except SystemExit as exc:  # Lightning exits on KeyboardInterrupt; undo that
+            if not runner.trainer.interrupted:
+                raise
+            self._finish_training(was_trained, plan, splitter)
+            raise KeyboardInterrupt(
+                "Training was aborted; the model keeps the weights of the last step."
+            ) from exc
+        self._finish_training(was_trained, plan, splitter)
+        if plan.nonfinite_error is not None:
+            raise plan.nonfinite_error
+        if interrupt.stopped_epoch is not None:
+            warnings.warn(
+                f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
+                f"{int(max_epochs)}; the model keeps the weights of the last step and "
+                "model.history the epochs run so far.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _finish_training(self, was_trained: bool, plan, splitter) -> None:
+        """Leave a usable model after training ended, normally or after a fault."""
         self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
+        self.module.eval()
+        self.is_trained_ = bool(was_trained or plan.n_updates > 0)
 
     # ------------------------------------------------------------------ queries
     def _check_trained(self) -> None:
@@ -729,13 +799,18 @@ class PDAE(BaseModelClass):
         parent = os.path.dirname(dir_path)
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".pdae-save-", dir=parent)
+        old = os.path.join(tmp, "old")
         try:
             target = os.path.join(tmp, "model")
             super().save(target, overwrite=False, save_anndata=save_anndata, **kwargs)
             if os.path.exists(dir_path):
-                old = os.path.join(tmp, "old")
                 os.replace(dir_path, old)
-            os.replace(target, dir_path)
+            try:
+                os.replace(target, dir_path)
+            except BaseException:
+                if os.path.exists(old) and not os.path.exists(dir_path):
+                    os.replace(old, dir_path)  # put the previous model back
+                raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -748,7 +823,9 @@ class PDAE(BaseModelClass):
         dir_path
             Directory written by :meth:`save`.
         adata
-            AnnData with the training genes; default the AnnData saved with the model.
+            AnnData with the training genes in the training order; default the AnnData saved
+            with the model. Different or reordered genes raise ``ValueError``, before
+            ``adata`` is touched.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (e.g. ``accelerator``).
 
@@ -757,10 +834,43 @@ class PDAE(BaseModelClass):
         The loaded :class:`PDAE`.
         """
         if not os.path.isdir(dir_path):
-            raise FileNotFoundError(f"No saved model at {dir_path!r}.")
+            raise FileNotFoundError(f"No saved model at {str(dir_path)!r}.")
+        if adata is not None:
+            if not isinstance(adata, AnnData):
+                raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+            check_var_names_match(
+                cls.load_var_names(dir_path, prefix=kwargs.get("prefix")),
+                adata,
+                what=f"the model saved at {str(dir_path)!r}",
+                names_code=f"PDAE.load_var_names({str(dir_path)!r})",
+            )
         model = super().load(dir_path, adata=adata, **kwargs)
         model.is_trained_ = True
         return model
+
+    @staticmethod
+    def load_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
+        """Genes of a saved model, in its order, without loading the model.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        prefix
+            File name prefix used when saving.
+
+        Returns
+        -------
+        The model's ``var_names``; ``adata[:, PDAE.load_var_names(path)]`` matches them.
+        """
+        path = os.path.join(dir_path, f"{prefix or ''}model.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No saved model file at {path!r}; save it with save().")
+        try:  # memory-mapped: the weights are not read
+            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # an old (non-zip) torch file
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        return pd.Index(np.asarray(saved["var_names"], dtype=str))
 
 
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 4000) -> int:
