@@ -6,8 +6,6 @@ import logging
 import math
 import numbers
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -33,18 +31,22 @@ from pdae_sc.data._validation import (
 )
 from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
-from pdae_sc.tl._extrapolation import STATUS_OUTSIDE, extrapolation_table
+from pdae_sc.tl._extrapolation import extrapolation_table
 
+from ._persistence import atomic_save, read_var_names
+from ._prediction import (
+    ExtrapolationWarning,
+    draw_sources,
+    make_generator,
+    prediction_adata,
+    warn_outside_span,
+)
 from ._trainer import GracefulInterrupt, PDAETrainRunner
 from ._training_plan import PDAETrainingPlan
 
 __all__ = ["PDAE", "ExtrapolationWarning"]
 
 logger = logging.getLogger(__name__)
-
-
-class ExtrapolationWarning(UserWarning):
-    """A prediction target lies outside the linear span of the training labels."""
 
 
 class PDAE(BaseModelClass):
@@ -583,7 +585,7 @@ class PDAE(BaseModelClass):
         idx = np.flatnonzero(mask)
         if len(idx) == 0:
             raise ValueError(f"No source cells for source={source!r} in context={context!r}.")
-        return idx, enc, ctx_codes, ctx_names
+        return idx, enc
 
     def predict(
         self,
@@ -636,34 +638,17 @@ class PDAE(BaseModelClass):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
         table = self.check_extrapolation(perturbations, dosages=dosages)
         targets = self.target_labels(perturbations, dosages)
-        outside = table.index[table["status"] == STATUS_OUTSIDE].tolist()
-        if outside:
-            warnings.warn(
-                f"Targets {outside} lie outside the linear span of the training labels: the "
-                "PDAE cannot identify their effect, and their predictions are not supported by "
-                "the model's guarantee. See model.check_extrapolation().",
-                ExtrapolationWarning,
-                stacklevel=2,
-            )
-        src_idx, enc, ctx_codes, ctx_names = self._source_cells(source, context)
+        warn_outside_span(table)
+        src_idx, enc = self._source_cells(source, context)
         n = len(src_idx) if n_cells is None else int(n_cells)
         rng = np.random.default_rng(seed)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(rng.integers(2**63 - 1)))
+        gen = make_generator(rng, self.device)
         gather = RowGatherer(self._matrix(self.adata))
         labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
         self.module.eval()
         blocks, rows = [], []
-        for t, target in enumerate(targets):
-            if n <= len(src_idx):
-                picks = np.sort(rng.choice(src_idx, size=n, replace=False))
-            else:
-                picks = np.concatenate(
-                    [
-                        np.tile(src_idx, n // len(src_idx)),
-                        rng.choice(src_idx, size=n % len(src_idx), replace=False),
-                    ]
-                )
+        for target in targets:
+            picks = draw_sources(src_idx, n, rng)
             target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
             codes = enc.codes[picks]
 
@@ -673,42 +658,20 @@ class PDAE(BaseModelClass):
 
             with torch.inference_mode():
                 blocks.append(self._map(fn, gather, picks, batch_size))
-            rows.append((t, picks))
-        return self._prediction_adata(
-            perturbations, dosages, blocks, rows, enc, ctx_codes, ctx_names, table
-        )
-
-    def _prediction_adata(
-        self, perturbations, dosages, blocks, rows, enc, ctx_codes, ctx_names, table
-    ) -> AnnData:
+            rows.append(picks)
         state = self._state
-        key = self.adata_manager.registry["setup_args"]["perturbation_key"]
-        obs_names = self.adata.obs_names.to_numpy()
-        cond = np.asarray(enc.conditions, dtype=object)
-        parts = []
-        for t, picks in rows:
-            part = {
-                key: perturbations[t],
-                "pdae_source": cond[enc.codes[picks]],
-                "pdae_source_cell": obs_names[picks],
-            }
-            if state["dosage_key"] is not None:
-                part[state["dosage_key"]] = (
-                    "1" if dosages is None or dosages[t] is None else str(dosages[t])
-                )
-            if state["context_keys"]:
-                src_obs = self.adata.obs.iloc[picks]
-                for k in state["context_keys"]:
-                    part[k] = src_obs[k].to_numpy()
-            parts.append(pd.DataFrame(part))
-        obs = pd.concat(parts, ignore_index=True)
-        for col in obs.columns:
-            obs[col] = obs[col].astype(str).astype("category")
-        obs.index = pd.Index([f"pdae_{i}" for i in range(len(obs))])
-        x = np.concatenate(blocks).astype(np.float32, copy=False)
-        out = AnnData(X=x, obs=obs, var=pd.DataFrame(index=self.adata.var_names.copy()))
-        out.uns["pdae"] = {"method": "pdae", "extrapolation": table.reset_index()}
-        return out
+        return prediction_adata(
+            self.adata,
+            perturbation_key=self.adata_manager.registry["setup_args"]["perturbation_key"],
+            perturbations=perturbations,
+            dosages=dosages,
+            dosage_key=state["dosage_key"],
+            context_keys=state["context_keys"],
+            enc=enc,
+            picks=rows,
+            blocks=blocks,
+            table=table,
+        )
 
     def get_counterfactual(
         self,
@@ -744,22 +707,13 @@ class PDAE(BaseModelClass):
         self._check_trained()
         adata = self._validate(adata)
         target = self.target_labels([perturbation], None if dosage is None else [dosage])[0]
-        if (
-            self.check_extrapolation([perturbation], dosages=None if dosage is None else [dosage])[
-                "status"
-            ].iloc[0]
-            == STATUS_OUTSIDE
-        ):
-            warnings.warn(
-                f"{perturbation!r} lies outside the span of the training labels.",
-                ExtrapolationWarning,
-                stacklevel=2,
-            )
+        warn_outside_span(
+            self.check_extrapolation([perturbation], dosages=None if dosage is None else [dosage])
+        )
         enc, _, _ = self._encode(adata)
         labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
         target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(np.random.default_rng(seed).integers(2**63 - 1)))
+        gen = make_generator(np.random.default_rng(seed), self.device)
         self.module.eval()
 
         def fn(x, start):
@@ -791,28 +745,11 @@ class PDAE(BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.save`.
         """
-        dir_path = os.path.abspath(dir_path)
-        if os.path.exists(dir_path) and not overwrite:
-            raise FileExistsError(
-                f"{dir_path} already exists; pass overwrite=True or choose another directory."
-            )
-        parent = os.path.dirname(dir_path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".pdae-save-", dir=parent)
-        old = os.path.join(tmp, "old")
-        try:
-            target = os.path.join(tmp, "model")
-            super().save(target, overwrite=False, save_anndata=save_anndata, **kwargs)
-            if os.path.exists(dir_path):
-                os.replace(dir_path, old)
-            try:
-                os.replace(target, dir_path)
-            except BaseException:
-                if os.path.exists(old) and not os.path.exists(dir_path):
-                    os.replace(old, dir_path)  # put the previous model back
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        def write(target: str) -> None:
+            BaseModelClass.save(self, target, overwrite=False, save_anndata=save_anndata, **kwargs)
+
+        atomic_save(write, dir_path, overwrite=overwrite)
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> PDAE:
@@ -863,14 +800,7 @@ class PDAE(BaseModelClass):
         -------
         The model's ``var_names``; ``adata[:, PDAE.load_var_names(path)]`` matches them.
         """
-        path = os.path.join(dir_path, f"{prefix or ''}model.pt")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No saved model file at {path!r}; save it with save().")
-        try:  # memory-mapped: the weights are not read
-            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:  # an old (non-zip) torch file
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-        return pd.Index(np.asarray(saved["var_names"], dtype=str))
+        return read_var_names(dir_path, prefix=prefix)
 
 
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 4000) -> int:
