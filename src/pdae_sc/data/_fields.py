@@ -10,8 +10,9 @@ from anndata import AnnData
 from scvi.data.fields import BaseAnnDataField
 
 from ._labels import EncodedConditions, encode_conditions
+from ._validation import MatrixStats
 
-__all__ = ["PERTURBATION_REGISTRY_KEY", "PerturbationField", "context_labels"]
+__all__ = ["PERTURBATION_REGISTRY_KEY", "PerturbationField", "context_codes", "context_labels"]
 
 PERTURBATION_REGISTRY_KEY = "perturbation"
 _CONTEXT_SEP = " | "
@@ -19,22 +20,47 @@ _CONTEXT_SEP = " | "
 
 def context_labels(obs: pd.DataFrame, context_keys: Sequence[str] | None) -> np.ndarray:
     """One context name per cell: the values of ``context_keys`` joined (``"all"`` if none)."""
+    codes, names = context_codes(obs, context_keys)
+    return np.asarray(names, dtype=object)[codes]
+
+
+def context_codes(
+    obs: pd.DataFrame, context_keys: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Context code of every cell and the context names, in order of first appearance.
+
+    A context name is the values of ``context_keys`` as strings, joined by ``" | "``
+    (``"all"`` without context keys). Only integer codes are built per cell, so this stays
+    cheap for millions of cells.
+    """
     if not context_keys:
-        return np.full(len(obs), "all", dtype=object)
-    cols = [obs[k].astype(str).to_numpy(dtype=object) for k in context_keys]
-    out = cols[0]
-    for c in cols[1:]:
-        out = out + _CONTEXT_SEP + c
-    return out
+        return np.zeros(len(obs), dtype=np.int64), ["all"]
+    codes = np.zeros(len(obs), dtype=np.int64)
+    names = [""]
+    for i, key in enumerate(context_keys):
+        key_codes, uniques = pd.factorize(obs[key], use_na_sentinel=False)
+        combined, first = pd.factorize(codes * max(1, len(uniques)) + key_codes)
+        sep = "" if i == 0 else _CONTEXT_SEP
+        names = [
+            names[c // max(1, len(uniques))] + sep + str(uniques[c % max(1, len(uniques))])
+            for c in first
+        ]
+        codes = combined.astype(np.int64)
+    # values that differ but print alike (1 and "1") share a name: merge them
+    name_codes, merged = pd.factorize(pd.Index(names, dtype=object))
+    if len(merged) < len(names):
+        codes = name_codes[codes]
+    return codes, [str(n) for n in merged]
 
 
 class PerturbationField(BaseAnnDataField):
     """Parse ``adata.obs[perturbation_key]`` (and doses, contexts) into the model's registry.
 
     The state registry keeps the vocabulary of elementary perturbations, the training
-    conditions with their label matrix and cell counts, and the contexts. It is saved with
-    the model, so a loaded model knows what it was trained on. Nothing is written to
-    ``adata``.
+    conditions with their label matrix and cell counts, the contexts with the cells of each
+    condition in each context, the layer holding raw counts (if any) and the range of the
+    registered expression. It is saved with the model, so a loaded model knows what it was
+    trained on. Nothing is written to ``adata``.
     """
 
     def __init__(
@@ -46,6 +72,8 @@ class PerturbationField(BaseAnnDataField):
         dosage_key: str | None,
         context_keys: Sequence[str] | None,
         min_cells_per_condition: int,
+        counts_layer: str | None = None,
+        matrix_stats: MatrixStats | None = None,
     ):
         super().__init__()
         if not isinstance(delimiter, str) or delimiter.strip() == "":
@@ -69,6 +97,8 @@ class PerturbationField(BaseAnnDataField):
         self.dosage_key = dosage_key
         self.context_keys = list(context_keys or [])
         self.min_cells_per_condition = min_cells_per_condition
+        self.counts_layer = counts_layer
+        self.matrix_stats = matrix_stats
 
     registry_key = PERTURBATION_REGISTRY_KEY
     attr_name = "obs"
@@ -84,7 +114,7 @@ class PerturbationField(BaseAnnDataField):
         return False
 
     def validate_field(self, adata: AnnData) -> None:
-        """Check that every column the field reads exists."""
+        """Check that every column (and the counts layer) the field reads exists."""
         for role, key in [
             ("perturbation_key", self._attr_key),
             ("dosage_key", self.dosage_key),
@@ -94,6 +124,12 @@ class PerturbationField(BaseAnnDataField):
                     f"{role}={key!r} is not a column of adata.obs; available columns: "
                     f"{list(adata.obs.columns)[:20]}."
                 )
+        if self.counts_layer is not None and self.counts_layer not in adata.layers:
+            raise KeyError(
+                f"counts_layer={self.counts_layer!r} is not in adata.layers; available layers: "
+                f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts in "
+                "adata.layers['counts']."
+            )
 
     def encode(self, adata: AnnData, vocabulary: Sequence[str] | None = None) -> EncodedConditions:
         """Encode the conditions of ``adata`` (over ``vocabulary`` if given)."""
@@ -152,7 +188,10 @@ class PerturbationField(BaseAnnDataField):
                 f"adata = adata[~adata.obs[{self._attr_key!r}].isin([...])].copy()) or lower "
                 "min_cells_per_condition."
             )
-        contexts = pd.unique(context_labels(adata.obs, self.context_keys)).tolist()
+        ctx_codes, contexts = context_codes(adata.obs, self.context_keys)
+        context_counts = np.zeros((len(contexts), enc.n_conditions), dtype=np.int64)
+        np.add.at(context_counts, (ctx_codes, enc.codes), 1)
+        stats = self.matrix_stats
         return {
             "vocabulary": enc.vocabulary,
             "conditions": enc.conditions,
@@ -163,7 +202,13 @@ class PerturbationField(BaseAnnDataField):
             "delimiter": self.delimiter,
             "dosage_key": self.dosage_key,
             "context_keys": self.context_keys,
-            "contexts": contexts,
+            "contexts": list(contexts),
+            # cells of every training condition in every context, (n_contexts, n_conditions)
+            "context_condition_counts": context_counts,
+            "counts_layer": self.counts_layer,
+            "matrix_stats": None
+            if stats is None
+            else {"min": stats.min, "max": stats.max, "all_integer": stats.all_integer},
         }
 
     def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:

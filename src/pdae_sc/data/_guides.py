@@ -62,6 +62,10 @@ def _guide_targets(
 
 
 def _check_counts(x, name: str):
+    if hasattr(x, "to_memory"):  # backed sparse guide counts (small): read them
+        x = x.to_memory()
+    elif not sparse.issparse(x) and not isinstance(x, np.ndarray):  # backed dense
+        x = np.asarray(x[()])
     x = sparse.csr_matrix(x, dtype=np.float64)
     if x.nnz and (not np.isfinite(x.data).all() or x.data.min() < 0):
         raise ValueError(

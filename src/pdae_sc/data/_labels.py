@@ -305,8 +305,12 @@ def encode_conditions(
     >>> enc.conditions, enc.codes.tolist()
     (['ctrl', 'A', 'A+B'], [0, 1, 2, 2])
     """
-    labels_s = pd.Series(np.asarray(perturbations, dtype=object))
-    missing = labels_s.isna().to_numpy()
+    # Factorise labels and doses separately (a categorical column costs only its codes), so
+    # memory per cell stays a few integers for millions of cells.
+    if not isinstance(perturbations, pd.Series):
+        perturbations = pd.Series(np.asarray(perturbations, dtype=object))
+    lab_codes, lab_uniques = pd.factorize(perturbations)  # missing labels get -1
+    missing = lab_codes < 0
     if missing.any():
         raise ValueError(
             f"{int(missing.sum())} cells have a missing {name!r} label (e.g. cell at position "
@@ -314,16 +318,18 @@ def encode_conditions(
             f"{control_group!r} if they are unperturbed) or remove them before setup."
         )
     if dosages is None:
-        dose_s = pd.Series([None] * len(labels_s), dtype=object)
+        pair_codes, uniques = lab_codes, [(raw, None) for raw in lab_uniques]
     else:
-        dose_s = pd.Series(np.asarray(dosages, dtype=object))
-        if len(dose_s) != len(labels_s):
+        if not isinstance(dosages, pd.Series):
+            dosages = pd.Series(np.asarray(dosages, dtype=object))
+        if len(dosages) != len(perturbations):
             raise ValueError(
-                f"Got {len(dose_s)} dosages for {len(labels_s)} cells; give one per cell."
+                f"Got {len(dosages)} dosages for {len(perturbations)} cells; give one per cell."
             )
-    pair_codes, uniques = pd.factorize(
-        pd.MultiIndex.from_arrays([labels_s.astype(object), dose_s.astype(object)])
-    )
+        dose_codes, dose_uniques = pd.factorize(dosages, use_na_sentinel=False)
+        n_doses = max(1, len(dose_uniques))
+        pair_codes, pair_index = pd.factorize(lab_codes.astype(np.int64) * n_doses + dose_codes)
+        uniques = [(lab_uniques[p // n_doses], dose_uniques[p % n_doses]) for p in pair_index]
     parsed = []
     for raw, dose in uniques:
         if isinstance(raw, str) and raw.strip() == "":

@@ -17,7 +17,8 @@ __all__ = [
     "get_matrix",
 ]
 
-_CHUNK = 10_000
+#: Largest number of matrix entries (dense) or stored values (sparse) checked at once.
+_CHUNK_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,26 @@ def check_var_names_match(
 
 
 def _chunks(matrix, n_obs: int):
-    dense_or_csr = isinstance(matrix, np.ndarray) or sp.issparse(matrix)
-    step = n_obs if dense_or_csr and n_obs * max(1, matrix.shape[1]) < 5e7 else _CHUNK
+    """Values of ``matrix`` in pieces of at most ``_CHUNK_ELEMENTS``, never copying it whole.
+
+    Yields ``(values, has_implicit_zero)``: views of an in-memory sparse matrix's stored
+    values or of a dense array's rows, and rows read from a backed matrix.
+    """
+    if sp.issparse(matrix):
+        implicit = matrix.nnz < n_obs * matrix.shape[1]
+        data = matrix.data
+        if data.size == 0:
+            yield data, implicit
+        for start in range(0, data.size, _CHUNK_ELEMENTS):
+            yield data[start : start + _CHUNK_ELEMENTS], implicit
+        return
+    step = max(1, _CHUNK_ELEMENTS // max(1, matrix.shape[1]))
     for start in range(0, n_obs, step):
-        block = matrix[start : start + step]
-        yield block.data if sp.issparse(block) else np.asarray(block), block
+        block = matrix[start : start + step]  # a view for arrays, a read for backed data
+        if sp.issparse(block):
+            yield block.data, block.nnz < block.shape[0] * block.shape[1]
+        else:
+            yield np.asarray(block).ravel(), False
 
 
 def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixStats:
@@ -161,9 +177,8 @@ def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixS
     lo, hi, integer = np.inf, -np.inf, True
     n_obs = matrix.shape[0]
     has_implicit_zero = False
-    for values, block in _chunks(matrix, n_obs):
-        if sp.issparse(block) and block.nnz < block.shape[0] * block.shape[1]:
-            has_implicit_zero = True
+    for values, implicit_zero in _chunks(matrix, n_obs):
+        has_implicit_zero |= implicit_zero
         if values.size == 0:
             continue
         if np.issubdtype(values.dtype, np.floating):
@@ -185,8 +200,9 @@ def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixS
     if warn and integer and lo >= 0 and hi > 50:
         warnings.warn(
             f"{name} looks like raw counts (non-negative integers up to {hi:g}). PDAE expects "
-            "log-normalised expression: run sc.pp.normalize_total(adata) and sc.pp.log1p(adata) "
-            "(keeping the counts in a layer, e.g. adata.layers['counts'] = adata.X.copy()).",
+            "log-normalised expression: run pdae.data.normalize_counts(adata), which keeps the "
+            "counts in adata.layers['counts'] and writes normalize_total + log1p into X, then "
+            "setup_anndata(..., counts_layer='counts').",
             UserWarning,
             stacklevel=3,
         )

@@ -15,13 +15,15 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from lightning.pytorch import Callback
+from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_labels
+from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_codes
 from pdae_sc.data._labels import EncodedConditions, label_vector, parse_condition
+from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter, RowGatherer
 from pdae_sc.data._validation import (
     check_matrix,
@@ -33,12 +35,15 @@ from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
 from pdae_sc.tl._extrapolation import extrapolation_table
 
+from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import atomic_save, read_var_names
 from ._prediction import (
     ExtrapolationWarning,
+    counts_matrix,
     draw_sources,
     make_generator,
     prediction_adata,
+    source_size_factors,
     warn_outside_span,
 )
 from ._trainer import GracefulInterrupt, PDAETrainRunner
@@ -60,7 +65,8 @@ class PDAE(BaseModelClass):
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata`.
+        AnnData registered with :meth:`setup_anndata`, or a MuData set up with
+        :meth:`setup_mudata` (the model then uses the AnnData that registered).
     n_latent
         Latent width.
     n_hidden
@@ -101,7 +107,7 @@ class PDAE(BaseModelClass):
 
     def __init__(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         *,
         n_latent: int = 32,
         n_hidden: Sequence[int] = (256, 256),
@@ -112,16 +118,24 @@ class PDAE(BaseModelClass):
         estimator: Literal["grouped", "all_pairs"] = "grouped",
         **module_kwargs,
     ):
+        if isinstance(adata, MuData):  # the AnnData that setup_mudata registered
+            adata = registered_adata(type(self), adata)
         super().__init__(adata)
+        if output_activation in ("auto", "relu", "softplus"):
+            # the range recorded by setup_anndata; scan only for registries without it
+            recorded = self._state.get("matrix_stats")
+            data_min = (
+                recorded["min"]
+                if recorded is not None
+                else check_matrix(self._matrix(self.adata), warn=False).min
+            )
         if output_activation == "auto":
-            stats = check_matrix(self._matrix(self.adata), warn=False)
-            output_activation = "relu" if stats.min >= 0 else "none"
+            output_activation = "relu" if data_min >= 0 else "none"
         elif output_activation in ("relu", "softplus"):
-            stats = check_matrix(self._matrix(self.adata), warn=False)
-            if stats.min < 0:
+            if data_min < 0:
                 raise ValueError(
                     f"output_activation={output_activation!r} can only produce non-negative "
-                    f"values, but the registered data have minimum {stats.min:g}; use "
+                    f"values, but the registered data have minimum {data_min:g}; use "
                     "output_activation='none' (or 'auto')."
                 )
         n_hidden = tuple(int(h) for h in n_hidden)
@@ -157,6 +171,7 @@ class PDAE(BaseModelClass):
         layer: str | None = None,
         context_keys: Sequence[str] | None = None,
         min_cells_per_condition: int = 2,
+        counts_layer: str | None = None,
         **kwargs,
     ) -> None:
         """Register perturbation labels (and doses, contexts) of ``adata`` for the PDAE.
@@ -187,16 +202,27 @@ class PDAE(BaseModelClass):
             and the source cells of a prediction come from the target's context.
         min_cells_per_condition
             Conditions with fewer cells raise an error.
+        counts_layer
+            Optional layer with the raw counts behind the log-normalised expression (as kept
+            by :func:`pdae_sc.data.normalize_counts`); lets :meth:`predict` return counts
+            (``scale="counts"``).
 
         Returns
         -------
         ``None``. ``adata.X`` and ``adata.obs`` are not changed; scvi-tools records the
         registration in ``adata.uns["_scvi_uuid"]`` and ``adata.uns["_scvi_manager_uuid"]``.
+
+        Notes
+        -----
+        ``adata`` may be sparse (CSR) or backed (``anndata.read_h5ad(path, backed="r")``):
+        setup scans the matrix in chunks (about four million values at a time), and training
+        and prediction read only the rows of each minibatch, so the matrix is never
+        densified or copied as a whole.
         """
         if not isinstance(adata, AnnData):
             raise TypeError(
-                f"adata must be an AnnData, got {type(adata).__name__}; for MuData pass the "
-                "RNA modality, e.g. mdata['rna']."
+                f"adata must be an AnnData, got {type(adata).__name__}; for a MuData use "
+                f"{cls.__name__}.setup_mudata(mdata, rna='rna', ...)."
             )
         if not isinstance(perturbation_key, str):
             raise TypeError(f"perturbation_key={perturbation_key!r} must be a column name (str).")
@@ -205,11 +231,26 @@ class PDAE(BaseModelClass):
         if isinstance(context_keys, str):
             context_keys = [context_keys]
         check_unique_names(adata)
-        check_matrix(
+        setup_method_args = cls._get_setup_method_args(**locals())
+        stats = check_matrix(
             get_matrix(adata, layer),
             name="adata.X" if layer is None else f"adata.layers[{layer!r}]",
         )
-        setup_method_args = cls._get_setup_method_args(**locals())
+        if counts_layer is not None:
+            if counts_layer not in adata.layers:
+                raise KeyError(
+                    f"counts_layer={counts_layer!r} is not in adata.layers; available: "
+                    f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts "
+                    "in adata.layers['counts']."
+                )
+            counts_stats = check_matrix(
+                get_matrix(adata, counts_layer), name=f"adata.layers[{counts_layer!r}]", warn=False
+            )
+            if counts_stats.min < 0:
+                raise ValueError(
+                    f"counts_layer={counts_layer!r} has negative values (minimum "
+                    f"{counts_stats.min:g}); it must hold the raw counts."
+                )
         fields = [
             # correct_data_format=False: scvi-tools would rewrite a non-contiguous X in place
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False),
@@ -220,11 +261,123 @@ class PDAE(BaseModelClass):
                 dosage_key=dosage_key,
                 context_keys=context_keys,
                 min_cells_per_condition=min_cells_per_condition,
+                counts_layer=counts_layer,
+                matrix_stats=stats,
             ),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        *,
+        rna: str = "rna",
+        perturbation_key: str | None = None,
+        guide_modality: str | None = None,
+        control_group: str = "ctrl",
+        key_added: str = "perturbation",
+        min_counts: float = 5,
+        min_fraction: float | None = None,
+        max_perturbations: int | None = 2,
+        guide_kwargs: dict | None = None,
+        delimiter: str = "+",
+        dosage_key: str | None = None,
+        layer: str | None = None,
+        counts_layer: str | None = None,
+        context_keys: Sequence[str] | None = None,
+        min_cells_per_condition: int = 2,
+    ) -> AnnData:
+        """Register a MuData (e.g. from ``muon.read_h5mu``): expression of one modality, labels.
+
+        The labels come from either
+
+        - ``perturbation_key``: a column of ``mdata[rna].obs`` (or of ``mdata.obs``, then
+          copied into ``mdata[rna].obs``), written like the labels of :meth:`setup_anndata`;
+        - ``guide_modality``: a modality of guide-capture UMI counts (cells × guides). The
+          guides of each cell are called by :func:`pdae_sc.data.assign_guides`: a guide counts
+          when it has at least ``min_counts`` UMIs (and ``min_fraction`` of the cell's guide
+          UMIs, if given); a cell is labelled with the set of genes its guides target, joined
+          by ``"+"`` (several guides make a combination), ``control_group`` if it has only
+          non-targeting guides, ``"unassigned"`` if none passes, ``"multiplet"`` if it targets
+          more than ``max_perturbations`` genes. The labels are written to
+          ``mdata[rna].obs[key_added]`` and ``mdata[rna].obs[f"{key_added}_assigned"]``.
+
+        Cells with a missing, ``"unassigned"`` or ``"multiplet"`` label are left out of
+        training (their number is logged at INFO level) but stay in ``mdata``. The model is
+        registered on ``mdata[rna]`` itself when every cell has a label, else on an
+        in-memory copy of the labelled cells; this AnnData is returned and ``PDAE(mdata)``
+        uses it.
+
+        Parameters
+        ----------
+        mdata
+            MuData with an expression modality (log-normalised, see
+            :func:`pdae_sc.data.normalize_counts`) and, optionally, a guide modality.
+        rna
+            Expression modality.
+        perturbation_key
+            Column with the labels; give this or ``guide_modality``.
+        guide_modality
+            Modality with guide UMI counts; give this or ``perturbation_key``.
+        control_group
+            Label of the unperturbed cells.
+        key_added
+            Column written with the guide-derived labels (``guide_modality`` only).
+        min_counts, min_fraction, max_perturbations
+            Guide assignment rule (see above and :func:`pdae_sc.data.assign_guides`).
+        guide_kwargs
+            More arguments of :func:`pdae_sc.data.assign_guides`, e.g.
+            ``{"guide_to_perturbation": {...}, "control_guides": [...]}``.
+        delimiter, dosage_key, layer, counts_layer, context_keys, min_cells_per_condition
+            As in :meth:`setup_anndata`, for ``mdata[rna]``.
+
+        Returns
+        -------
+        The registered AnnData (``mdata[rna]`` or the copy of its labelled cells). Writes
+        ``mdata.uns["pdae_setup"]`` (modality, label column, id of the registered AnnData)
+        and, with ``guide_modality``, the two label columns above; scvi-tools records the
+        registration in the ``uns`` of the registered AnnData. ``X`` is not changed.
+
+        Examples
+        --------
+        >>> import muon as mu  # doctest: +SKIP
+        >>> mdata = mu.read_h5mu("screen.h5mu")  # doctest: +SKIP
+        >>> PDAE.setup_mudata(  # doctest: +SKIP
+        ...     mdata, rna="rna", guide_modality="gdo", min_counts=5
+        ... )
+        >>> model = PDAE(mdata)  # doctest: +SKIP
+        """
+        kwargs = {"min_counts": min_counts, "min_fraction": min_fraction}
+        kwargs.update(max_perturbations=max_perturbations, **(guide_kwargs or {}))
+        if isinstance(context_keys, str):
+            context_keys = [context_keys]
+        adata, perturbation_key = mudata_training_data(
+            mdata,
+            rna=rna,
+            perturbation_key=perturbation_key,
+            guide_modality=guide_modality,
+            key_added=key_added,
+            control_group=control_group,
+            dosage_key=dosage_key,
+            context_keys=list(context_keys or []),
+            guide_kwargs=kwargs if guide_modality is not None else guide_kwargs,
+        )
+        cls.setup_anndata(
+            adata,
+            perturbation_key,
+            control_group=control_group,
+            delimiter=delimiter,
+            dosage_key=dosage_key,
+            layer=layer,
+            context_keys=context_keys,
+            min_cells_per_condition=min_cells_per_condition,
+            counts_layer=counts_layer,
+        )
+        record_mudata_setup(mdata, adata, rna=rna, perturbation_key=perturbation_key)
+        return adata
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -247,9 +400,8 @@ class PDAE(BaseModelClass):
     def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
         field = self._field(adata)
         enc = field.encode(adata, vocabulary=self._state["vocabulary"])
-        ctx = context_labels(adata.obs, self._state["context_keys"])
-        ctx_codes, ctx_names = pd.factorize(ctx)
-        return enc, ctx_codes, list(ctx_names)
+        ctx_codes, ctx_names = context_codes(adata.obs, self._state["context_keys"])
+        return enc, ctx_codes, ctx_names
 
     def _validate(self, adata: AnnData | None) -> AnnData:
         if adata is None:
@@ -327,6 +479,18 @@ class PDAE(BaseModelClass):
         weights, optimiser state and the epoch counter are restored, and training runs from
         the saved epoch up to ``N`` (the minibatch draws differ from an uninterrupted run).
 
+        Speed and scale: on a GPU the expression matrix is kept on the device when it takes
+        less than half of its free memory (else minibatches are gathered on the host and
+        copied from pinned memory). Mixed precision: ``precision="bf16-mixed"`` (or
+        ``"16-mixed"``); the losses' distances stay in float32. ``plan_kwargs={"compile":
+        True}`` runs the loss through :func:`torch.compile`. Several GPUs:
+        ``strategy="ddp", devices=N`` (in a script, which Lightning launches once per device;
+        save on one process only, ``if model.trainer.is_global_zero: model.save(...)``), or
+        ``strategy="ddp_notebook"`` in Jupyter (``"ddp_spawn"`` in a script with an
+        ``if __name__ == "__main__":`` guard). Each process draws its own conditions, an
+        epoch is shared between the processes, and scvi-tools switches early stopping off.
+        See ``benchmarks/results/speed.md`` for what each option buys.
+
         Parameters
         ----------
         max_epochs
@@ -356,7 +520,7 @@ class PDAE(BaseModelClass):
             already done.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning's ``Trainer`` (e.g.
-            ``callbacks``).
+            ``callbacks``, ``precision``, ``strategy``, ``max_time``).
 
         Returns
         -------
@@ -470,12 +634,22 @@ class PDAE(BaseModelClass):
             raise RuntimeError("The model is not trained yet; call model.train() first.")
 
     @torch.inference_mode()
-    def _map(self, fn, x_rows: RowGatherer, idx: np.ndarray, batch_size: int) -> np.ndarray:
-        out = []
+    def _map(
+        self,
+        fn,
+        x_rows: RowGatherer,
+        idx: np.ndarray,
+        batch_size: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``fn`` on rows ``idx``, ``batch_size`` at a time, written into one array (``out``)."""
         for start in range(0, len(idx), batch_size):
             x = torch.from_numpy(x_rows(idx[start : start + batch_size])).to(self.device)
-            out.append(fn(x, start).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+            y = fn(x, start).cpu().numpy()
+            if out is None:
+                out = np.empty((len(idx), y.shape[1]), dtype=y.dtype)
+            out[start : start + len(y)] = y
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
     def get_latent_representation(
         self, adata: AnnData | None = None, *, basal: bool = False, batch_size: int = 4096
@@ -527,8 +701,32 @@ class PDAE(BaseModelClass):
             columns=[f"latent_{i}" for i in range(w.shape[1])],
         )
 
+    def _context_condition_counts(self) -> tuple[list[str], np.ndarray]:
+        """Contexts and the cells of each training condition in each, ``(n_ctx, n_cond)``."""
+        state = self._state
+        if state.get("context_condition_counts") is not None:
+            return list(state["contexts"]), np.asarray(state["context_condition_counts"])
+        # registries saved before this was recorded: count on the registered data
+        enc, ctx_codes, ctx_names = self._encode(self.adata)
+        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
+        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels])[enc.codes]
+        counts = np.zeros((len(ctx_names), len(state["conditions"])), dtype=np.int64)
+        ok = cond >= 0
+        np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
+        return ctx_names, counts
+
+    def _check_context(self, context: str) -> int:
+        contexts, _ = self._context_condition_counts()
+        if context not in contexts:
+            raise ValueError(f"context={context!r} is unknown; known contexts: {contexts}.")
+        return contexts.index(context)
+
     def check_extrapolation(
-        self, perturbations: Sequence[str], *, dosages: Sequence[object] | None = None
+        self,
+        perturbations: Sequence[str],
+        *,
+        dosages: Sequence[object] | None = None,
+        context: str | None = None,
     ) -> pd.DataFrame:
         """Can predictions for these targets be trusted?
 
@@ -537,18 +735,29 @@ class PDAE(BaseModelClass):
         every dose stays within the training range (interpolation) and out of range otherwise
         (extrapolation, less accurate). Unknown perturbation names raise ``KeyError``.
 
+        With contexts (``context_keys``), the shift is shared by all contexts, so the span is
+        that of the labels of every context: a perturbation measured in one cell line can be
+        predicted in another, from that cell line's cells. ``context`` adds whether the target
+        was measured in that context; if it was measured only elsewhere its status is
+        ``"seen in another context"``.
+
         Parameters
         ----------
         perturbations
             Target conditions, e.g. ``["A+B", "C"]``.
         dosages
             Optional doses per target.
+        context
+            Target context (a value of ``context_keys``, joined by ``" | "`` for several).
 
         Returns
         -------
         DataFrame indexed by target with ``in_span``, ``span_distance``, ``in_range``,
         ``seen``, ``rank_train`` and ``status`` (see
-        :func:`pdae_sc.tl.extrapolation_table`).
+        :func:`pdae_sc.tl.extrapolation_table`). With ``context`` also ``context``,
+        ``seen_in_context`` (the target condition was measured in this context),
+        ``n_cells_in_context`` (its cells there, 0 if none) and ``n_source_cells`` (training
+        cells of the context, the default sources of :meth:`predict`).
         """
         if isinstance(perturbations, str):
             perturbations = [perturbations]
@@ -556,7 +765,19 @@ class PDAE(BaseModelClass):
         names = list(perturbations)
         if dosages is not None:
             names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
-        return extrapolation_table(self._state["label_matrix"], targets, names=names)
+        train = np.asarray(self._state["label_matrix"])
+        if context is None:
+            return extrapolation_table(train, targets, names=names)
+        i = self._check_context(context)
+        counts = self._context_condition_counts()[1][i]
+        table = extrapolation_table(
+            train, targets, names=names, context_train_labels=train[counts > 0]
+        )
+        match = np.all(np.abs(targets[:, None, :] - train[None, :, :]) <= 1e-6, axis=2)
+        table.insert(0, "context", context)
+        table["n_cells_in_context"] = (match * counts[None, :]).sum(axis=1).astype(np.int64)
+        table["n_source_cells"] = int(counts.sum())
+        return table
 
     # ------------------------------------------------------------------ prediction
     def _source_cells(self, source: str, context: str | None):
@@ -597,6 +818,7 @@ class PDAE(BaseModelClass):
         context: str | None = None,
         seed: int | None = None,
         batch_size: int = 4096,
+        scale: Literal["log1p", "counts"] = "log1p",
     ) -> AnnData:
         """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
 
@@ -616,27 +838,48 @@ class PDAE(BaseModelClass):
             ``"all"`` (every registered cell of the context), the control label, or a
             training condition whose cells are moved.
         context
-            Restrict sources to one context (see ``context_keys``); default all contexts.
+            Take the sources from one context (see ``context_keys``) and predict there; the
+            target may have been measured only in other contexts (the shift is shared).
+            Default: sources from all contexts.
         seed
             Seed of the source draw and the decoder noise; the same seed gives the same cells.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass; sources are read and decoded in chunks of this size, so
+            backed or sparse data are never densified as a whole.
+        scale
+            ``"log1p"``: the registered (log-normalised) expression in ``X``. ``"counts"``:
+            also ``layers["counts"]``, each predicted cell put back on the count scale of its
+            source cell, ``rint(expm1(x) * s)``, where ``s = total / target_sum`` is
+            ``sum(counts) / sum(expm1(x))`` of the source cell over the registered genes.
+            Needs ``counts_layer`` in :meth:`setup_anndata`. No noise is added: the decoder's
+            samples already carry the cell-to-cell variation.
 
         Returns
         -------
-        AnnData of predicted cells with the training ``var_names``: ``obs[perturbation_key]``
-        (the target), ``obs[dosage_key]`` (if doses are registered), ``obs["pdae_source"]``
-        (condition of the source cell), ``obs["pdae_source_cell"]`` (its obs name), the
-        context columns, and ``uns["pdae"]`` with ``method="pdae"`` and ``extrapolation``
-        (the :meth:`check_extrapolation` table). Warns with :class:`ExtrapolationWarning` for
-        targets outside the span of the training labels.
+        AnnData of predicted cells with the training ``var_names``: ``X`` (float32, dense),
+        ``obs[perturbation_key]`` (the target), ``obs[dosage_key]`` (if doses are registered),
+        ``obs["pdae_source"]`` (condition of the source cell), ``obs["pdae_source_cell"]``
+        (its obs name), the context columns, and ``uns["pdae"]`` with ``method="pdae"`` and
+        ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
+        With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
+        ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
+        outside the span of the training labels.
         """
         self._check_trained()
         if isinstance(perturbations, str):
             perturbations = [perturbations]
         if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells <= 0):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
-        table = self.check_extrapolation(perturbations, dosages=dosages)
+        if scale not in ("log1p", "counts"):
+            raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
+        counts_layer = self._state.get("counts_layer")
+        if scale == "counts" and counts_layer is None:
+            raise ValueError(
+                "scale='counts' needs the raw counts of the source cells: register them with "
+                "setup_anndata(..., counts_layer='counts') (pdae.data.normalize_counts keeps "
+                "the counts in adata.layers['counts'])."
+            )
+        table = self.check_extrapolation(perturbations, dosages=dosages, context=context)
         targets = self.target_labels(perturbations, dosages)
         warn_outside_span(table)
         src_idx, enc = self._source_cells(source, context)
@@ -646,8 +889,9 @@ class PDAE(BaseModelClass):
         gather = RowGatherer(self._matrix(self.adata))
         labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
         self.module.eval()
-        blocks, rows = [], []
-        for target in targets:
+        x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
+        rows = []
+        for t, target in enumerate(targets):
             picks = draw_sources(src_idx, n, rng)
             target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
             codes = enc.codes[picks]
@@ -657,8 +901,14 @@ class PDAE(BaseModelClass):
                 return self.module.move(x, lab, target_t, generator=gen)
 
             with torch.inference_mode():
-                blocks.append(self._map(fn, gather, picks, batch_size))
+                self._map(fn, gather, picks, batch_size, out=x_out[t * n : (t + 1) * n])
             rows.append(picks)
+        layers = obs_extra = None
+        if scale == "counts":
+            count_rows = RowGatherer(get_matrix(self.adata, counts_layer))
+            factors = source_size_factors(gather, count_rows, np.concatenate(rows), batch_size)
+            layers = {"counts": counts_matrix(x_out, factors, batch_size)}
+            obs_extra = {"pdae_size_factor": factors.astype(np.float32)}
         state = self._state
         return prediction_adata(
             self.adata,
@@ -669,8 +919,10 @@ class PDAE(BaseModelClass):
             context_keys=state["context_keys"],
             enc=enc,
             picks=rows,
-            blocks=blocks,
+            x=x_out,
             table=table,
+            layers=layers,
+            obs_extra=obs_extra,
         )
 
     def get_counterfactual(

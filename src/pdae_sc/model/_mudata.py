@@ -1,0 +1,41 @@
+"""Link a MuData to the AnnData that ``PDAE.setup_mudata`` registered for it."""
+
+from __future__ import annotations
+
+from anndata import AnnData
+from mudata import MuData
+
+__all__ = ["MUDATA_SETUP_KEY", "record_mudata_setup", "registered_adata"]
+
+#: Key of ``mdata.uns`` where ``setup_mudata`` records what it registered.
+MUDATA_SETUP_KEY = "pdae_setup"
+_UUID_KEY = "_scvi_uuid"
+
+
+def record_mudata_setup(mdata: MuData, adata: AnnData, *, rna: str, perturbation_key: str):
+    """Write ``mdata.uns[MUDATA_SETUP_KEY]``: the modality, the label column, the AnnData id."""
+    mdata.uns[MUDATA_SETUP_KEY] = {
+        "modality": rna,
+        "perturbation_key": perturbation_key,
+        "adata_uuid": str(adata.uns[_UUID_KEY]),
+        "n_cells": int(adata.n_obs),
+        "all_cells": bool(adata is mdata.mod[rna]),
+    }
+
+
+def registered_adata(model_cls, mdata: MuData) -> AnnData:
+    """The AnnData that ``model_cls.setup_mudata(mdata, ...)`` registered in this session."""
+    record = mdata.uns.get(MUDATA_SETUP_KEY)
+    if not isinstance(record, dict) or "adata_uuid" not in record:
+        raise ValueError(
+            f"This MuData is not set up; call {model_cls.__name__}.setup_mudata(mdata, "
+            "rna='rna', perturbation_key=... or guide_modality=...) first."
+        )
+    manager = model_cls._setup_adata_manager_store.get(str(record["adata_uuid"]))
+    if manager is None or manager.adata is None:
+        raise ValueError(
+            f"mdata was set up in another session or copied (mdata.uns[{MUDATA_SETUP_KEY!r}] "
+            f"names a registration this session does not know); call "
+            f"{model_cls.__name__}.setup_mudata(mdata, ...) again."
+        )
+    return manager.adata
