@@ -12,7 +12,12 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-__all__ = ["ConditionBatchSampler", "PerturbationDataSplitter", "RowGatherer"]
+__all__ = [
+    "ConditionBatchSampler",
+    "PerturbationDataSplitter",
+    "RowGatherer",
+    "choose_data_device",
+]
 
 
 class RowGatherer:
@@ -94,6 +99,9 @@ class ConditionBatchSampler:
             source_index, source_contexts = cell_index, contexts
         self.context_ids = np.unique(self.group_context)
         self.context_sources = {c: source_index[source_contexts == c] for c in self.context_ids}
+        # scratch mask over rows: marks the anchors of a draw (faster than np.isin)
+        top = max(int(cell_index.max(initial=-1)), int(source_index.max(initial=-1)))
+        self._is_anchor = np.zeros(top + 1, dtype=bool)
 
     def _draw(self, pool: np.ndarray, size: int) -> np.ndarray:
         return pool[self.rng.choice(len(pool), size=size, replace=len(pool) < size)]
@@ -106,7 +114,9 @@ class ConditionBatchSampler:
         anchors = np.stack([self._draw(self.group_cells[g], self.n_cells) for g in chosen])
         pool = self.context_sources[context]
         candidates = self._draw(pool, min(len(pool), self.n_sources + anchors.size))
-        sources = candidates[~np.isin(candidates, anchors)][: self.n_sources]
+        self._is_anchor[anchors] = True
+        sources = candidates[~self._is_anchor[candidates]][: self.n_sources]
+        self._is_anchor[anchors] = False
         if len(sources) < 2:  # tiny data: fall back to any cells of the context
             sources = self._draw(pool, max(2, self.n_sources))
         return anchors, self.group_condition[chosen], sources
@@ -145,8 +155,48 @@ class _UniformSampler:
         ]
 
 
+def _parse_data_device(data_device) -> str | torch.device:
+    if isinstance(data_device, str) and data_device in ("auto", "host"):
+        return data_device
+    try:
+        return torch.device(data_device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"data_device={data_device!r}; use 'auto', 'host' or a torch device such as "
+            "'cpu' or 'cuda:0'."
+        ) from None
+
+
+def choose_data_device(
+    data_device: str | torch.device,
+    device: torch.device,
+    *,
+    n_bytes: int,
+    free_bytes: int | None,
+    max_memory_fraction: float = 0.5,
+) -> torch.device | None:
+    """Where to keep the dense matrix when training on ``device`` (``None``: on the host).
+
+    ``"auto"`` keeps it on a CUDA ``device`` when its ``n_bytes`` take at most
+    ``max_memory_fraction`` of the ``free_bytes`` there, and on the host otherwise (CPU
+    training gathers rows straight from the user's matrix); ``"host"`` never moves it; a
+    torch device is used as given.
+    """
+    if not isinstance(data_device, str):
+        return data_device
+    if data_device == "auto" and device.type == "cuda" and free_bytes is not None:
+        return device if n_bytes <= max_memory_fraction * free_bytes else None
+    return None
+
+
 class PerturbationDataSplitter(pl.LightningDataModule):
     """Split cells of every condition into train/validation and serve PDAE minibatches.
+
+    Where minibatches are gathered is decided in :meth:`setup` (see :meth:`place`): on a
+    CUDA device the whole matrix is copied to the device when it fits in
+    ``max_memory_fraction`` of the free device memory, and rows are gathered there by torch
+    indexing; otherwise rows are gathered on the host and pinned for a fast copy. Under
+    data-parallel training each process draws its own conditions (see :meth:`shard`).
 
     Parameters
     ----------
@@ -168,6 +218,12 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         Cells per all-pairs batch.
     seed
         Seed of the split and of the batch draws.
+    data_device
+        ``"auto"`` (device-resident on CUDA when the matrix fits, else host), ``"host"``
+        (always gather on the host), or a torch device to keep the dense matrix on (e.g.
+        ``"cpu"`` or ``"cuda:0"``).
+    max_memory_fraction
+        Largest share of the free device memory the resident matrix may take (``"auto"``).
     """
 
     def __init__(
@@ -184,23 +240,42 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         n_sources: int = 128,
         batch_size: int = 128,
         seed: int = 0,
+        data_device: str | torch.device = "auto",
+        max_memory_fraction: float = 0.5,
     ):
         super().__init__()
+        if not 0.0 <= validation_size < 1.0:
+            raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
+        if not 0.0 < max_memory_fraction <= 1.0:
+            raise ValueError(
+                f"max_memory_fraction={max_memory_fraction!r}; use a fraction in (0, 1]."
+            )
         self.gather = RowGatherer(matrix)
+        self.shape = tuple(matrix.shape)
         self.codes, self.contexts = np.asarray(codes), np.asarray(contexts)
         self.label_table = torch.as_tensor(np.asarray(label_table, dtype=np.float32))
         self.estimator = estimator
         self.layout = (n_conditions_per_batch, n_cells_per_condition, n_sources)
         self.batch_size = batch_size
-        rng = np.random.default_rng(seed)
-        self.train_idx, self.val_idx = self._split(validation_size, rng)
+        self.validation_size = validation_size
+        self.data_device = _parse_data_device(data_device)
+        self.max_memory_fraction = max_memory_fraction
+        self.rank, self.world_size = 0, 1
+        self.pin_memory = False
+        self._resident: torch.Tensor | None = None
+        self._labels = self.label_table
+        self._reseed(seed)
+
+    def _reseed(self, seed: int) -> None:
+        self.seed = int(seed)
+        rng = np.random.default_rng(self.seed)
+        self.train_idx, self.val_idx = self._split(self.validation_size, rng)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
-        self._train_rng = np.random.default_rng(rng.integers(2**63))
+        self._train_seed = int(rng.integers(2**63))
         self._val_seed = int(rng.integers(2**63))
+        self.shard(self.rank, self.world_size)
 
     def _split(self, validation_size: float, rng: np.random.Generator):
-        if not 0.0 <= validation_size < 1.0:
-            raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
         val = []
         for c in np.unique(self.codes):
             cells = np.flatnonzero(self.codes == c)
@@ -212,6 +287,81 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         train_mask[val_idx] = False
         return np.flatnonzero(train_mask), val_idx
 
+    # -- distributed training and data placement ------------------------------------------
+    def shard(self, rank: int, world_size: int) -> None:
+        """Draw the batches of process ``rank`` of ``world_size`` (data-parallel training).
+
+        Every process keeps the same train/validation split; its draws come from its own
+        random stream (seeded with the splitter's training seed plus ``rank``), so processes
+        draw different conditions and cells, and an epoch has ``1 / world_size`` of the
+        single-process steps in each process.
+        """
+        if not (0 <= rank < world_size):
+            raise ValueError(f"rank={rank!r}, world_size={world_size!r}; need 0 <= rank < size.")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self._train_rng = np.random.default_rng(self._train_seed + self.rank)
+
+    def place(self, device: str | torch.device, *, free_bytes: int | None = None):
+        """Decide where minibatches are gathered when training on ``device``.
+
+        Parameters
+        ----------
+        device
+            The training device.
+        free_bytes
+            Free memory of ``device`` (default: asked from CUDA; ignored for other devices).
+
+        Returns
+        -------
+        The device holding the dense matrix, or ``None`` when rows are gathered on the host
+        (then :attr:`pin_memory` is set for CUDA training).
+        """
+        device = torch.device(device)
+        if self.data_device == "auto" and device.type == "cuda" and free_bytes is None:
+            free_bytes = torch.cuda.mem_get_info(device)[0]
+        target = choose_data_device(
+            self.data_device,
+            device,
+            n_bytes=4 * self.shape[0] * self.shape[1],
+            free_bytes=free_bytes,
+            max_memory_fraction=self.max_memory_fraction,
+        )
+        self.pin_memory = device.type == "cuda" and target is None
+        if target is None:
+            self._resident, self._labels = None, self.label_table
+        elif self._resident is None or self._resident.device != target:
+            self._resident = self._dense_on(target)
+            self._labels = self.label_table.to(target)
+        return target
+
+    def _dense_on(self, device: torch.device, chunk: int = 65536) -> torch.Tensor:
+        matrix = self.gather.matrix
+        if device.type == "cpu" and isinstance(matrix, np.ndarray) and matrix.dtype == np.float32:
+            return torch.from_numpy(np.ascontiguousarray(matrix))  # no copy when contiguous
+        n, p = self.shape
+        out = torch.empty((n, p), dtype=torch.float32, device=device)
+        for a in range(0, n, chunk):
+            rows = torch.from_numpy(self.gather(np.arange(a, min(n, a + chunk))))
+            out[a : a + len(rows)] = rows.to(device)
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        """Agree on the split across processes, shard the draws, place the matrix."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        if trainer.world_size > 1:
+            seed = trainer.strategy.broadcast(self.seed, src=0)
+            if seed != self.seed:  # unseeded processes: use the split of rank 0
+                self._reseed(seed)
+            self.shard(trainer.global_rank, trainer.world_size)
+        self.place(trainer.strategy.root_device)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Release the device copy of the matrix after training."""
+        self._resident, self._labels = None, self.label_table
+
+    # -- batches ----------------------------------------------------------------------------
     def _sampler(self, idx: np.ndarray, rng: np.random.Generator):
         if self.estimator == "all_pairs":
             return _UniformSampler(idx, self.contexts[idx], self.batch_size, rng)
@@ -232,25 +382,35 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         per_step = (
             self.batch_size if self.estimator == "all_pairs" else self.layout[0] * self.layout[1]
         )
-        return max(1, math.ceil(n_cells / per_step))
+        return max(1, math.ceil(n_cells / (per_step * self.world_size)))
+
+    def _rows(self, idx: np.ndarray) -> torch.Tensor:
+        """Rows ``idx`` of the matrix in one gather, on the data device, shape ``(len, p)``."""
+        if self._resident is None:
+            return torch.from_numpy(self.gather(idx))
+        return self._resident[self._index(idx)]
+
+    def _index(self, idx: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return t if self._resident is None else t.to(self._resident.device, non_blocking=True)
 
     def make_batch(self, sampler) -> dict[str, torch.Tensor]:
         """Gather one minibatch of tensors from a sampler's index draw."""
         if self.estimator == "all_pairs":
             idx = sampler.sample()
-            return {
-                "x": torch.from_numpy(self.gather(idx)),
-                "label": self.label_table[torch.from_numpy(self.codes[idx])],
-            }
+            return {"x": self._rows(idx), "label": self._labels[self._index(self.codes[idx])]}
         anchors, conditions, sources = sampler.sample()
-        rows = self.gather(np.concatenate([anchors.ravel(), sources]))
+        rows = self._rows(np.concatenate([anchors.ravel(), sources]))
         n_anchor = anchors.size
         return {
-            "x_anchor": torch.from_numpy(rows[:n_anchor]).reshape(*anchors.shape, -1),
-            "label_anchor": self.label_table[torch.from_numpy(conditions)],
-            "x_source": torch.from_numpy(rows[n_anchor:]),
-            "label_source": self.label_table[torch.from_numpy(self.codes[sources])],
+            "x_anchor": rows[:n_anchor].reshape(*anchors.shape, -1),
+            "label_anchor": self._labels[self._index(conditions)],
+            "x_source": rows[n_anchor:],
+            "label_source": self._labels[self._index(self.codes[sources])],
         }
+
+    def _loader(self, stream: _BatchStream) -> DataLoader:
+        return DataLoader(stream, batch_size=None, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         """One epoch: about one draw of every training cell as an observed cell."""
@@ -259,16 +419,17 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             self._sampler(self.train_idx, self._train_rng),
             self._n_batches(self.n_train),
         )
-        return DataLoader(stream, batch_size=None)
+        return self._loader(stream)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches (the same every epoch) from held-out cells, if any."""
         if self.n_val == 0:
             return []
+        seed = self._val_seed + self.rank
         stream = _BatchStream(
             self,
-            self._sampler(self.val_idx, np.random.default_rng(self._val_seed)),
+            self._sampler(self.val_idx, np.random.default_rng(seed)),
             self._n_batches(self.n_val),
-            fixed_seed=self._val_seed,
+            fixed_seed=seed,
         )
-        return DataLoader(stream, batch_size=None)
+        return self._loader(stream)

@@ -31,7 +31,13 @@ class PDAETrainingPlan(pl.LightningModule):
     ``model.history``). A non-finite loss (or gradient) skips the optimiser step, so the
     weights stay at their last finite values, stops training after the current step and is
     kept in :attr:`nonfinite_error`, which :meth:`pdae_sc.model.PDAE.train` raises once
-    Lightning has shut down cleanly.
+    Lightning has shut down cleanly. Under data-parallel training (``strategy="ddp"``) the
+    decision is taken jointly by all processes, so they stop together.
+
+    Mixed precision comes from Lightning (``model.train(precision="bf16-mixed")`` or
+    ``"16-mixed"``); the pairwise distances of the losses stay in float32. With
+    ``"16-mixed"`` an overflowing gradient is left to Lightning's gradient scaler (the step
+    is skipped and the scale lowered) instead of stopping training.
 
     Parameters
     ----------
@@ -41,6 +47,11 @@ class PDAETrainingPlan(pl.LightningModule):
         Adam learning rate.
     weight_decay
         Adam weight decay.
+    compile
+        Run the module's loss through :func:`torch.compile` (compiled lazily, in each
+        process, on the first step); a dict is passed to :func:`torch.compile` (e.g.
+        ``{"mode": "reduce-overhead"}`` for CUDA graphs on a GPU). Off by default: see
+        ``benchmarks/results/speed.md`` for when it pays off.
 
     Attributes
     ----------
@@ -50,13 +61,56 @@ class PDAETrainingPlan(pl.LightningModule):
         Optimiser updates made (steps with a finite loss and finite gradients).
     """
 
-    def __init__(self, module: PDAEModule, *, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        module: PDAEModule,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        compile: bool | dict = False,
+    ):
         super().__init__()
+        if not isinstance(compile, bool | dict):
+            raise TypeError(f"compile={compile!r}; use True, False or a dict of options.")
         self.module = module
         self.lr = lr
         self.weight_decay = weight_decay
+        self.compile = compile
+        self._loss_fn = None
         self.nonfinite_error: NonFiniteLossError | None = None
-        self.n_updates = 0
+        self._drop_update = False
+        # A buffer, not an int: Lightning's spawn launchers (ddp_spawn, ddp_notebook) copy
+        # the state dict of rank 0 back to the main process, and this count with it.
+        self.register_buffer("_n_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def n_updates(self) -> int:
+        """Optimiser updates made (steps with a finite loss and finite gradients)."""
+        return int(self._n_updates.item())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Accept checkpoints written before the update counter was part of the state."""
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("_n_updates", torch.zeros((), dtype=torch.long))
+
+    def loss(self, batch: dict[str, torch.Tensor]):
+        """The module's :class:`~pdae_sc.module.PDAELoss` of a batch (compiled if asked)."""
+        if self.compile is False:
+            return self.module(batch)
+        if self._loss_fn is None:
+            options = {} if self.compile is True else self.compile
+            self._loss_fn = torch.compile(self.module.forward, **options)
+        return self._loss_fn(batch)
+
+    @property
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _finite_everywhere(self, loss: torch.Tensor) -> bool:
+        finite = bool(torch.isfinite(loss))
+        if self._distributed:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return finite
 
     def _stop(self, what: str) -> None:
         if self.nonfinite_error is None:
@@ -71,17 +125,38 @@ class PDAETrainingPlan(pl.LightningModule):
         self.trainer.should_stop = True
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor | None:
-        out = self.module(batch)
-        if not torch.isfinite(out.loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.terms().items())
-            self._stop(f"The {split} loss became {out.loss.item()} (terms: {terms})")
-            return None  # Lightning skips backward and the optimiser step
+        out = self.loss(batch)
+        if not self._finite_everywhere(out.loss):
+            if torch.isfinite(out.loss):
+                self._stop(f"The {split} loss became non-finite in another process")
+            else:
+                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.terms().items())
+                self._stop(f"The {split} loss became {out.loss.item()} (terms: {terms})")
+            if not self._distributed:
+                return None  # Lightning skips backward and the optimiser step
+            # DDP needs a backward pass in every process: a zero loss, and no update.
+            self._drop_update = True
+            return sum((p * 0.0).sum() for p in self.module.parameters())
         n = batch["x_anchor"].shape[0] if "x_anchor" in batch else batch["x"].shape[0]
+        sync = self._distributed
         self.log(
-            f"{split}_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n
+            f"{split}_loss",
+            out.loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=sync,
         )
         for name, value in out.terms().items():
-            self.log(f"{name}_{split}", value, on_step=False, on_epoch=True, batch_size=n)
+            self.log(
+                f"{name}_{split}",
+                value,
+                on_epoch=True,
+                on_step=False,
+                batch_size=n,
+                sync_dist=sync,
+            )
         return out.loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
@@ -100,8 +175,15 @@ class PDAETrainingPlan(pl.LightningModule):
         params = [p for p in self.module.parameters() if p.grad is not None]
         if not params:
             return
+        if self._drop_update:
+            for p in params:
+                p.grad = None
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self._n_updates += 1  # "16-mixed": the gradient scaler skips overflowing steps
+            return
         if _all_finite([p.grad for p in params]):
-            self.n_updates += 1
+            self._n_updates += 1
             return
         for p in params:
             p.grad = None  # Adam skips parameters without a gradient

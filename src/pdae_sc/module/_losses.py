@@ -36,16 +36,48 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> t
     Returns
     -------
     Distances, shape ``(..., n, m)``. The squared distance is clamped at ``1e-12`` before the
-    root, so coincident points give a finite (zero) gradient. Computed in at least float32.
+    root, so coincident points give a finite (zero) gradient. Computed in at least float32,
+    also under mixed-precision autocast (which is switched off here: the expansion
+    ``|a|^2 + |b|^2 - 2 a.b`` cancels catastrophically in half precision).
     """
-    if a.dtype in (torch.float16, torch.bfloat16):
-        a, b = a.float(), b.float()
-    sq = (
-        a.pow(2).sum(-1, keepdim=True)
-        + b.pow(2).sum(-1).unsqueeze(-2)
-        - 2.0 * a @ b.transpose(-1, -2)
-    ).clamp_min(_EPS)
-    return sq.pow(beta / 2.0)
+    with torch.autocast(a.device.type, enabled=False):
+        same = b is a
+        a = _at_least_float32(a)
+        b = a if same else _at_least_float32(b)
+        a2 = _sq_norms(a)
+        return _distances(a, a2, b, a2 if same else _sq_norms(b), beta)
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _sq_norms(a: torch.Tensor) -> torch.Tensor:
+    return a.pow(2).sum(-1)
+
+
+class _Gram(torch.autograd.Function):
+    """``a @ a^T`` with a one-matmul backward, ``(g + g^T) @ a`` (autograd would use two)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a)
+        return a @ a.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (a,) = ctx.saved_tensors
+        with torch.autocast(a.device.type, enabled=False):  # float32, like the forward
+            return (grad + grad.transpose(-1, -2)) @ a
+
+
+def _distances(
+    a: torch.Tensor, a2: torch.Tensor, b: torch.Tensor, b2: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """``||a_i - b_j||^beta`` from the points and their squared norms ``a2``, ``b2``."""
+    prod = _Gram.apply(a) if b is a else a @ b.transpose(-1, -2)
+    sq = (a2.unsqueeze(-1) + b2.unsqueeze(-2) - 2.0 * prod).clamp_min(_EPS)
+    return sq.sqrt() if beta == 1.0 else sq.pow(beta / 2.0)
 
 
 def _mean_offdiagonal(d: torch.Tensor) -> torch.Tensor:
@@ -87,8 +119,11 @@ def grouped_energy_score(
     """
     if y.shape[-2] < 2:
         raise ValueError("grouped_energy_score needs at least 2 predicted cells per group.")
-    cross = pairwise_distances(x, y, beta).mean((-1, -2))
-    diversity = _mean_offdiagonal(pairwise_distances(y, y, beta))
+    with torch.autocast(y.device.type, enabled=False):  # distances in float32 (see above)
+        x, y = _at_least_float32(x), _at_least_float32(y)
+        y2 = _sq_norms(y)  # once for both terms
+        cross = _distances(x, _sq_norms(x), y, y2, beta).mean((-1, -2))
+        diversity = _mean_offdiagonal(_distances(y, y2, y, y2, beta))
     per_group = cross - 0.5 * diversity
     if weights is None:
         return per_group.mean()
@@ -124,8 +159,10 @@ def all_pairs_energy_score(x: torch.Tensor, y: torch.Tensor, beta: float = 1.0) 
     b = x.shape[0]
     if b < 3:
         raise ValueError("all_pairs_energy_score needs a batch of at least 3 cells.")
-    keep = ~torch.eye(b, dtype=torch.bool, device=x.device)
-    y_off = y[keep].reshape(b, b - 1, y.shape[-1])
+    # Drop the diagonal without a boolean mask (static shapes, friendly to torch.compile):
+    # in the flattened (B*B) rows the diagonal sits every B+1 rows from row 0.
+    p = y.shape[-1]
+    y_off = y.reshape(b * b, p)[1:].reshape(b - 1, b + 1, p)[:, :b].reshape(b, b - 1, p)
     return grouped_energy_score(x.unsqueeze(1), y_off, beta)
 
 

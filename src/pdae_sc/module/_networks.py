@@ -112,7 +112,7 @@ class StochasticDecoder(nn.Module):
         out = self.net(z)
         if self.output_noise:
             eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
-            out = out + self.noise_scales() * eps
+            out = torch.addcmul(out, eps, self.noise_scales())
         if self.output_activation == "softplus":
             out = F.softplus(out)
         elif self.output_activation == "relu":
