@@ -99,6 +99,7 @@ def run_split(train, tests, *, seed, dosage_key, all_pairs_epochs):
                                                 n_cells=N_PRED, seed=seed, **kw)
         table = models["pdae"].check_extrapolation(targets, dosages=doses)
         for name, pred in preds.items():
+            pred.uns["pdae"]["method"] = name  # both PDAE variants report "pdae" otherwise
             df = pdae.tl.evaluate(pred, test, adata_control=train, seed=seed, **kw)
             rows.append(df.assign(split=split, seed=seed, train_seconds=times.get(name, 0.0)))
         oracle = pdae.tl.predict_baseline(train, targets, method="oracle_half", dosages=doses,
