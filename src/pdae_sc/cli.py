@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 __all__ = ["main", "run_demo"]
 
-logger = logging.getLogger("pdae_sc")
-
 
 def _quiet() -> None:
     """Keep the terminal readable: no Lightning banners or known-harmless warnings."""

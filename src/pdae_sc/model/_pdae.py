@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 import os
@@ -50,8 +49,6 @@ from ._trainer import GracefulInterrupt, PDAETrainRunner
 from ._training_plan import PDAETrainingPlan
 
 __all__ = ["PDAE", "ExtrapolationWarning"]
-
-logger = logging.getLogger(__name__)
 
 
 class PDAE(BaseModelClass):
