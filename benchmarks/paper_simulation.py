@@ -29,12 +29,11 @@ import warnings
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scvi  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import scvi
 
-import pdae_sc as pdae  # noqa: E402
+import pdae_sc as pdae
 
 warnings.filterwarnings("ignore", message=".*IterableDataset.*")
 warnings.filterwarnings("ignore", message=".*logging interval.*")
@@ -46,11 +45,13 @@ N_PRED = 500
 
 
 def doubles_data(seed: int):
-    adata = pdae.data.simulate(n_perturbations=10, n_genes=100, n_cells_per_condition=100,
-                               basal="laplace", seed=seed)
+    adata = pdae.data.simulate(
+        n_perturbations=10, n_genes=100, n_cells_per_condition=100, basal="laplace", seed=seed
+    )
     unseen = adata.obs["perturbation"].astype(str).str.contains(r"\bP9\b", regex=True)
-    split = pdae.data.split_perturbations(adata[~unseen], holdout="doubles", n_holdout=10,
-                                          seed=seed)
+    split = pdae.data.split_perturbations(
+        adata[~unseen], holdout="doubles", n_holdout=10, seed=seed
+    )
     train = adata[~unseen][split == "train"].copy()
     test = adata[~unseen][split == "test"].copy()
     return train, {"doubles": test}, adata[unseen & (adata.obs["n_perturbations"] == 1)].copy()
@@ -63,26 +64,38 @@ def doses_data(seed: int):
         for d in (0.5, 1.0, 2.0, 4.0):
             conds.append(f"P{i}")
             doses.append(d)
-    adata = pdae.data.simulate(n_perturbations=k, n_genes=100, n_cells_per_condition=100,
-                               conditions=conds, dosages=doses, basal="laplace", seed=seed)
+    adata = pdae.data.simulate(
+        n_perturbations=k,
+        n_genes=100,
+        n_cells_per_condition=100,
+        conditions=conds,
+        dosages=doses,
+        basal="laplace",
+        seed=seed,
+    )
     dose = adata.obs["dose"].astype(str)
     train = adata[dose.isin(["0", "0.5", "2"])].copy()
-    return train, {"dose_interpolation": adata[dose == "1"].copy(),
-                   "dose_extrapolation": adata[dose == "4"].copy()}
+    return train, {
+        "dose_interpolation": adata[dose == "1"].copy(),
+        "dose_extrapolation": adata[dose == "4"].copy(),
+    }
 
 
 def _targets(test, dosage_key):
     t = test.obs[["perturbation"] + ([dosage_key] if dosage_key else [])].drop_duplicates()
     return t["perturbation"].astype(str).tolist(), (
-        t[dosage_key].astype(str).tolist() if dosage_key else None)
+        t[dosage_key].astype(str).tolist() if dosage_key else None
+    )
 
 
 def run_split(train, tests, *, seed, dosage_key, all_pairs_epochs):
     rows, times = [], {}
     kw = {"dosage_key": dosage_key} if dosage_key else {}
     models = {}
-    for name, est, epochs in [("pdae", "grouped", None),
-                              ("pdae_all_pairs", "all_pairs", all_pairs_epochs)]:
+    for name, est, epochs in [
+        ("pdae", "grouped", None),
+        ("pdae_all_pairs", "all_pairs", all_pairs_epochs),
+    ]:
         scvi.settings.seed = seed
         pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **kw)
         model = pdae.model.PDAE(train, estimator=est)
@@ -92,23 +105,30 @@ def run_split(train, tests, *, seed, dosage_key, all_pairs_epochs):
         models[name] = model
     for split, test in tests.items():
         targets, doses = _targets(test, dosage_key)
-        preds = {n: m.predict(targets, dosages=doses, n_cells=N_PRED, seed=seed)
-                 for n, m in models.items()}
+        preds = {
+            n: m.predict(targets, dosages=doses, n_cells=N_PRED, seed=seed)
+            for n, m in models.items()
+        }
         for b in BASELINES:
-            preds[b] = pdae.tl.predict_baseline(train, targets, method=b, dosages=doses,
-                                                n_cells=N_PRED, seed=seed, **kw)
+            preds[b] = pdae.tl.predict_baseline(
+                train, targets, method=b, dosages=doses, n_cells=N_PRED, seed=seed, **kw
+            )
         table = models["pdae"].check_extrapolation(targets, dosages=doses)
         for name, pred in preds.items():
             pred.uns["pdae"]["method"] = name  # both PDAE variants report "pdae" otherwise
             df = pdae.tl.evaluate(pred, test, adata_control=train, seed=seed, **kw)
             rows.append(df.assign(split=split, seed=seed, train_seconds=times.get(name, 0.0)))
-        oracle = pdae.tl.predict_baseline(train, targets, method="oracle_half", dosages=doses,
-                                          adata_true=test, seed=seed, **kw)
+        oracle = pdae.tl.predict_baseline(
+            train, targets, method="oracle_half", dosages=doses, adata_true=test, seed=seed, **kw
+        )
         ref = test[oracle.uns["pdae"]["oracle_reference_cells"]]
         df = pdae.tl.evaluate(oracle, ref, adata_control=train, seed=seed, **kw)
         rows.append(df.assign(split=split, seed=seed, train_seconds=0.0))
-        print(f"  seed {seed} {split}: {len(targets)} targets, span check: "
-              f"{table['status'].value_counts().to_dict()}", flush=True)
+        print(
+            f"  seed {seed} {split}: {len(targets)} targets, span check: "
+            f"{table['status'].value_counts().to_dict()}",
+            flush=True,
+        )
     return rows, models
 
 
@@ -131,7 +151,7 @@ def unseen_flags(models, unseen, seed):
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     metrics = ["energy_distance", "mmd", "mean_l2", "pearson_delta"]
     g = df.groupby(["split", "method"], sort=False)
-    per_seed = df.groupby(["split", "method", "seed"], sort=False)[metrics + ["train_seconds"]]
+    per_seed = df.groupby(["split", "method", "seed"], sort=False)[[*metrics, "train_seconds"]]
     seed_means = per_seed.mean().groupby(["split", "method"], sort=False)
     mean, sd = seed_means.mean(), seed_means.std()
     out = pd.DataFrame(index=mean.index)
@@ -160,8 +180,9 @@ def figure(df: pd.DataFrame, path: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--all-pairs-epochs", type=int, default=30)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -171,13 +192,15 @@ def main() -> None:
     t0 = time.time()
     for seed in args.seeds:
         train, tests, unseen = doubles_data(seed)
-        r, models = run_split(train, tests, seed=seed, dosage_key=None,
-                              all_pairs_epochs=args.all_pairs_epochs)
+        r, models = run_split(
+            train, tests, seed=seed, dosage_key=None, all_pairs_epochs=args.all_pairs_epochs
+        )
         rows += r
         flags += unseen_flags(models, unseen, seed)
         train, tests = doses_data(seed)
-        r, _ = run_split(train, tests, seed=seed, dosage_key="dose",
-                         all_pairs_epochs=args.all_pairs_epochs)
+        r, _ = run_split(
+            train, tests, seed=seed, dosage_key="dose", all_pairs_epochs=args.all_pairs_epochs
+        )
         rows += r
     df = pd.concat(rows, ignore_index=True)
     df.to_csv(os.path.join(args.out, "paper_simulation.csv"), index=False)
@@ -186,9 +209,11 @@ def main() -> None:
     flags_df = pd.DataFrame(flags)
     figure(df, os.path.join(args.out, "paper_simulation.png"))
     with open(os.path.join(args.out, "paper_simulation.md"), "w") as fh:
-        fh.write(f"# Paper-style simulation (seeds {args.seeds}, all-pairs epochs "
-                 f"{args.all_pairs_epochs})\n\nMean ± sd over seeds of the per-seed mean over "
-                 "held-out conditions; `train_seconds` is wall time on this machine.\n\n")
+        fh.write(
+            f"# Paper-style simulation (seeds {args.seeds}, all-pairs epochs "
+            f"{args.all_pairs_epochs})\n\nMean ± sd over seeds of the per-seed mean over "
+            "held-out conditions; `train_seconds` is wall time on this machine.\n\n"
+        )
         fh.write(summary.reset_index().to_markdown(index=False))
         fh.write("\n\n## Perturbations never seen in training\n\n")
         fh.write(flags_df.to_markdown(index=False))

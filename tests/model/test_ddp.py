@@ -138,9 +138,10 @@ def test_ddp_two_cpu_processes_train_save_load_predict(tmp_path, strategy):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_returns_the_trained_model_to_the_main_process(tmp_path):
+def test_ddp_spawn_returns_the_trained_model_to_the_main_process(tmp_path, monkeypatch):
     """``ddp_spawn`` (and ``ddp_notebook``) train in child processes; rank 0's weights and
     update count come back to the calling process."""
+    monkeypatch.chdir(tmp_path)  # scvi's logger writes lightning_logs/ into the cwd under DDP
     adata = _small()
     model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(32,), n_noise=4)
     before = [p.detach().clone() for p in model.module.parameters()]

@@ -208,6 +208,42 @@ def test_save_load_roundtrip(trained, tmp_path):
         assert loaded.perturbations == model.perturbations
 
 
+def test_load_drops_only_the_misleading_download_message(trained, tmp_path, capsys):
+    """scvi-tools logs "File ... already downloaded" for every local load; load drops that
+    line (nothing is downloaded), keeps the logger's other messages and its filters."""
+    import logging
+
+    model, _ = trained
+    model.save(tmp_path / "model")
+    log = logging.getLogger("scvi.data._download")
+    filters_before = list(log.filters)
+    capsys.readouterr()
+    PDAE.load(tmp_path / "model", model.adata)
+    assert "already downloaded" not in capsys.readouterr().out
+    assert log.filters == filters_before
+    from pdae_sc.model._persistence import quiet_local_load
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        with quiet_local_load():
+            log.info("File x already downloaded")
+            log.info("No backup URL provided for missing file x")
+        log.info("File y already downloaded")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    assert records == ["No backup URL provided for missing file x", "File y already downloaded"]
+
+
 def test_sparse_and_layer_input(small_adata):
     adata = small_adata.copy()
     adata.layers["expr"] = sp.csr_matrix(np.clip(adata.X, 0, None))

@@ -27,7 +27,35 @@ __all__ = [
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
-    """Return up to ``n`` names from ``known`` closest to ``name`` (for error messages)."""
+    """Return up to ``n`` names from ``known`` closest to ``name`` (for error messages).
+
+    Names are ranked by :func:`difflib.get_close_matches` (similarity at least 0.5); when
+    none is that similar, names that contain ``name`` or are contained in it (ignoring
+    letter case) are returned instead.
+
+    Parameters
+    ----------
+    name
+        The name that was not found, e.g. a misspelt perturbation.
+    known
+        The valid names.
+    n
+        Maximum number of suggestions.
+
+    Returns
+    -------
+    The closest known names, best first (empty when nothing is close).
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> pdae.data.closest_names("KLF", ["KLF1", "MAP2K6", "CEBPA"])
+    ['KLF1']
+    >>> pdae.data.closest_names("klf1_guide", ["KLF1", "MAP2K6", "CEBPA"])
+    ['KLF1']
+    >>> pdae.data.closest_names("XYZ", ["KLF1", "MAP2K6", "CEBPA"])
+    []
+    """
     known = list(known)
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
     if not close:
@@ -168,6 +196,17 @@ def format_condition(
 ) -> tuple[str, str | None]:
     """Format ``{perturbation: dose}`` back into a condition string and a dosage string.
 
+    The inverse of :func:`parse_condition`.
+
+    Parameters
+    ----------
+    label
+        Mapping from each elementary perturbation to its dose; empty for the control.
+    control_group
+        Label of the control condition, returned for an empty ``label``.
+    delimiter
+        Separator between the elementary perturbations of a combination (and their doses).
+
     Returns
     -------
     ``(condition, dosage)``; ``dosage`` is ``None`` when every dose is 1. Doses are written
@@ -175,8 +214,13 @@ def format_condition(
 
     Examples
     --------
-    >>> format_condition({"A": 1.0, "B": 0.5}, control_group="ctrl")
+    >>> import pdae_sc as pdae
+    >>> pdae.data.format_condition({"A": 1.0, "B": 0.5}, control_group="ctrl")
     ('A+B', '1+0.5')
+    >>> pdae.data.format_condition({"A": 1.0, "B": 1.0}, control_group="ctrl")
+    ('A+B', None)
+    >>> pdae.data.format_condition({}, control_group="ctrl")
+    ('ctrl', None)
     """
     if not label:
         return control_group, None
@@ -215,7 +259,31 @@ def _check_case_variants(vocabulary: Sequence[str], control_group: str, name: st
 
 
 def label_vector(label: Mapping[str, float], vocabulary: Sequence[str]) -> np.ndarray:
-    """Label vector of shape ``(K,)`` over ``vocabulary``; unknown names raise ``KeyError``."""
+    """Label vector of shape ``(K,)`` over ``vocabulary``; unknown names raise ``KeyError``.
+
+    Parameters
+    ----------
+    label
+        Mapping from each elementary perturbation to its dose, e.g. from
+        :func:`parse_condition`.
+    vocabulary
+        The K known elementary perturbations, in the order of the vector's entries.
+
+    Returns
+    -------
+    Array of shape ``(K,)`` (float64): the dose of each perturbation of ``label``, 0
+    elsewhere (the zero vector for the control).
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> pdae.data.label_vector({"A": 1.0, "C": 0.5}, ["A", "B", "C"])
+    array([1. , 0. , 0.5])
+    >>> pdae.data.label_vector({"D": 1.0}, ["A", "B", "C"])
+    Traceback (most recent call last):
+    ...
+    KeyError: "Unknown perturbation 'D': it was not among the 3 elementary perturbations ..."
+    """
     index = {name: i for i, name in enumerate(vocabulary)}
     vec = np.zeros(len(vocabulary), dtype=np.float64)
     for name, dose in label.items():
@@ -233,7 +301,9 @@ def _canonical_key(label: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
 class EncodedConditions:
     """Per-cell condition codes and the label matrix of the distinct conditions.
 
-    Attributes
+    Returned by :func:`encode_conditions`; the fields are read-only.
+
+    Parameters
     ----------
     codes
         Condition index of each cell, shape ``(n_cells,)``.
@@ -246,6 +316,19 @@ class EncodedConditions:
         ``c`` (the control is the zero row).
     vocabulary
         The K elementary perturbations, in column order of ``labels``.
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> enc = pdae.data.encode_conditions(["ctrl", "A", "A+B", "B+A"], control_group="ctrl")
+    >>> enc.conditions, enc.vocabulary, enc.n_conditions
+    (['ctrl', 'A', 'A+B'], ['A', 'B'], 3)
+    >>> enc.labels
+    array([[0., 0.],
+           [1., 0.],
+           [1., 1.]])
+    >>> enc.codes.tolist(), enc.dosages
+    ([0, 1, 2, 2], [None, None, None])
     """
 
     codes: np.ndarray
@@ -260,7 +343,19 @@ class EncodedConditions:
         return len(self.conditions)
 
     def counts(self) -> np.ndarray:
-        """Number of cells per condition, shape ``(n_conditions,)``."""
+        """Number of cells per condition, shape ``(n_conditions,)``.
+
+        Returns
+        -------
+        Array of cell counts, aligned with ``conditions``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> enc = pdae.data.encode_conditions(["ctrl", "A", "A+B", "B+A"], control_group="ctrl")
+        >>> enc.counts()
+        array([1, 1, 2])
+        """
         return np.bincount(self.codes, minlength=self.n_conditions)
 
 

@@ -159,9 +159,17 @@ def add_predictions_to_mudata(
 
     Examples
     --------
-    >>> pred = model.predict(["A+B"], n_cells=500)  # doctest: +SKIP
-    >>> add_predictions_to_mudata(mdata, pred)  # doctest: +SKIP
-    >>> mdata["pdae"].obs["perturbation"].unique()  # doctest: +SKIP
+    >>> import mudata as md
+    >>> import pdae_sc as pdae
+    >>> rna = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> mdata = md.MuData({"rna": rna})
+    >>> adata = pdae.model.PDAE.setup_mudata(mdata, perturbation_key="perturbation")
+    >>> model = pdae.model.PDAE(mdata, n_latent=8)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> pred = model.predict(["P0+P1"], n_cells=50, seed=0)
+    >>> pdae.data.add_predictions_to_mudata(mdata, pred)
+    >>> mdata["pdae"].obs["perturbation"].unique().tolist()
+    ['P0+P1']
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}.")

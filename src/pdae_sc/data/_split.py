@@ -385,6 +385,19 @@ def describe_split(
     ``"unseen_perturbation"`` (a perturbation absent from training: out of span), with doses
     ``"interpolation"``/``"extrapolation"`` (every dose within / some dose beyond the
     training doses of that perturbation), else ``"combo_seen{n}"`` or ``"single"``.
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10)
+    >>> _ = pdae.data.split_perturbations(
+    ...     adata, n_holdout=1, seen_singles=1, seed=0, key_added="split"
+    ... )
+    >>> table = pdae.data.describe_split(adata, "split")
+    >>> table.loc[table["split"] == "test", ["condition", "kind", "n_cells", "n_seen_singles"]]
+      condition         kind  n_cells  n_seen_singles
+    2        P1       single       10               0
+    6     P1+P2  combo_seen1       10               1
     """
     enc = _encode(adata, perturbation_key, control_group, delimiter, dosage_key)
     if isinstance(split, str):

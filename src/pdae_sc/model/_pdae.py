@@ -35,7 +35,7 @@ from pdae_sc.module._networks import OutputActivation
 from pdae_sc.tl._extrapolation import extrapolation_table
 
 from ._mudata import record_mudata_setup, registered_adata
-from ._persistence import atomic_save, read_var_names
+from ._persistence import atomic_save, quiet_local_load, read_var_names
 from ._prediction import (
     ExtrapolationWarning,
     counts_matrix,
@@ -203,6 +203,8 @@ class PDAE(BaseModelClass):
             Optional layer with the raw counts behind the log-normalised expression (as kept
             by :func:`pdae_sc.data.normalize_counts`); lets :meth:`predict` return counts
             (``scale="counts"``).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
         Returns
         -------
@@ -215,6 +217,17 @@ class PDAE(BaseModelClass):
         setup scans the matrix in chunks (about four million values at a time), and training
         and prediction read only the rows of each minibatch, so the matrix is never
         densified or copied as a whole.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> adata.obs["perturbation"].unique()[:4].tolist()
+        ['ctrl', 'P0', 'P1', 'P2']
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata)
+        >>> model.perturbations
+        ['P0', 'P1', 'P2', 'P3']
         """
         if not isinstance(adata, AnnData):
             raise TypeError(
@@ -340,12 +353,25 @@ class PDAE(BaseModelClass):
 
         Examples
         --------
-        >>> import muon as mu  # doctest: +SKIP
-        >>> mdata = mu.read_h5mu("screen.h5mu")  # doctest: +SKIP
-        >>> PDAE.setup_mudata(  # doctest: +SKIP
-        ...     mdata, rna="rna", guide_modality="gdo", min_counts=5
-        ... )
-        >>> model = PDAE(mdata)  # doctest: +SKIP
+        A screen read with ``muon.read_h5mu("screen.h5mu")`` has an expression modality and
+        a guide modality; here both are simulated, with 8 UMIs of each guide a cell carries:
+
+        >>> import anndata as ad, mudata as md, numpy as np, pandas as pd
+        >>> import pdae_sc as pdae
+        >>> rna = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=20, seed=0)
+        >>> truth = rna.obs.pop("perturbation").astype(str)
+        >>> guides = ["P0_g1", "P1_g1", "P2_g1", "non-targeting_1"]
+        >>> umis = [[8 * (g.split("_")[0] in t.split("+")) for g in guides] for t in truth]
+        >>> umis = np.array(umis)
+        >>> umis[:, 3] = 8 * (truth == "ctrl")
+        >>> gdo = ad.AnnData(umis, obs=rna.obs[[]], var=pd.DataFrame(index=guides))
+        >>> mdata = md.MuData({"rna": rna, "gdo": gdo})
+        >>> adata = pdae.model.PDAE.setup_mudata(mdata, guide_modality="gdo", min_counts=5)
+        >>> bool((mdata["rna"].obs["perturbation"] == truth).all())
+        True
+        >>> model = pdae.model.PDAE(mdata)
+        >>> model.perturbations
+        ['P0', 'P1', 'P2']
         """
         kwargs = {"min_counts": min_counts, "min_fraction": min_fraction}
         kwargs.update(max_perturbations=max_perturbations, **(guide_kwargs or {}))
@@ -414,7 +440,32 @@ class PDAE(BaseModelClass):
     ) -> np.ndarray:
         """Label vectors of target conditions, shape ``(n_targets, K)``.
 
-        Raises ``KeyError`` (listing the closest known names) for an unknown perturbation.
+        Column ``k`` is the dose of :attr:`perturbations` ``[k]`` in the target (0 if absent);
+        these are the vectors the shift ``W`` multiplies.
+
+        Parameters
+        ----------
+        perturbations
+            Target conditions, e.g. ``["A+B", "C"]`` (the control label gives zeros).
+        dosages
+            Optional doses per target (same forms as in :meth:`setup_anndata`); default 1.
+
+        Returns
+        -------
+        Array of shape ``(n_targets, n_perturbations)``. An unknown perturbation raises
+        ``KeyError`` listing the closest known names.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata)
+        >>> model.target_labels(["P0+P2", "ctrl"])
+        array([[1., 0., 1.],
+               [0., 0., 0.]])
+        >>> model.target_labels(["P1"], dosages=[0.5])
+        array([[0. , 0.5, 0. ]])
         """
         if isinstance(perturbations, str):
             perturbations = [perturbations]
@@ -522,6 +573,27 @@ class PDAE(BaseModelClass):
         Returns
         -------
         ``None``; fills ``model.history`` (per-epoch losses) and sets ``model.is_trained``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=2, lr=1e-3, enable_progress_bar=False)
+        >>> model.is_trained_
+        True
+        >>> len(model.history["train_loss"])  # one row per epoch
+        2
+
+        With a validation split and early stopping (``validation_loss`` in the history):
+
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(
+        ...     max_epochs=3, early_stopping=True, validation_size=0.2, enable_progress_bar=False
+        ... )
+        >>> "validation_loss" in model.history
+        True
         """
         if max_epochs is not None and (
             not isinstance(max_epochs, int | np.integer)
@@ -665,6 +737,18 @@ class PDAE(BaseModelClass):
         Returns
         -------
         Array of shape ``(n_cells, n_latent)``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model.get_latent_representation().shape
+        (200, 8)
+        >>> train.obsm["X_pdae_basal"] = model.get_latent_representation(basal=True)
         """
         self._check_trained()
         adata = self._validate(adata)
@@ -690,6 +774,19 @@ class PDAE(BaseModelClass):
         -------
         DataFrame, perturbations × latent dimensions (``latent_0`` ...). The shift of a
         combination is the sum of its rows (times doses).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> emb = model.get_perturbation_embedding()
+        >>> emb.shape
+        (4, 8)
+        >>> shift_p0_p1 = emb.loc["P0"] + emb.loc["P1"]  # the shift the model adds for "P0+P1"
         """
         w = self.module.shift_matrix.detach().cpu().numpy().T
         return pd.DataFrame(
@@ -725,7 +822,7 @@ class PDAE(BaseModelClass):
         dosages: Sequence[object] | None = None,
         context: str | None = None,
     ) -> pd.DataFrame:
-        """Can predictions for these targets be trusted?
+        """Tell whether predictions for these targets can be trusted.
 
         A target is covered by the PDAE guarantee when its label vector lies in the linear
         span of the training labels (``in_span``); inside the span it is ``in_range`` when
@@ -755,6 +852,23 @@ class PDAE(BaseModelClass):
         ``seen_in_context`` (the target condition was measured in this context),
         ``n_cells_in_context`` (its cells there, 0 if none) and ``n_source_cells`` (training
         cells of the context, the default sources of :meth:`predict`).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> table = model.check_extrapolation(["P0+P1", "P2+P3"])
+        >>> table[["in_span", "in_range", "seen", "status"]]
+                in_span  in_range   seen             status
+        target
+        P0+P1      True      True  False  in span, in range
+        P2+P3      True      True   True   seen in training
+        >>> model.check_extrapolation(["P0"], dosages=[3.0])["status"].tolist()
+        ['in span, out of range']
         """
         if isinstance(perturbations, str):
             perturbations = [perturbations]
@@ -861,6 +975,28 @@ class PDAE(BaseModelClass):
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
         outside the span of the training labels.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> pred = model.predict(["P0+P1"], n_cells=100, seed=0)
+        >>> pred
+        AnnData object with n_obs × n_vars = 100 × 100
+            obs: 'perturbation', 'pdae_source', 'pdae_source_cell'
+            uns: 'pdae'
+        >>> pred.uns["pdae"]["extrapolation"]["status"].tolist()
+        ['in span, in range']
+
+        Score the prediction against the measured cells, next to a baseline:
+
+        >>> additive = pdae.tl.predict_baseline(train, ["P0+P1"], method="additive", seed=0)
+        >>> scores = pdae.tl.evaluate(pred, adata, adata_control=train)
+        >>> scores_additive = pdae.tl.evaluate(additive, adata, adata_control=train)
         """
         self._check_trained()
         if isinstance(perturbations, str):
@@ -952,6 +1088,18 @@ class PDAE(BaseModelClass):
         Returns
         -------
         ``None``; writes ``adata.layers[layer_added]`` (dense float32, cells × genes).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
+        >>> train.layers["unperturbed"].shape
+        (200, 100)
         """
         self._check_trained()
         adata = self._validate(adata)
@@ -993,6 +1141,19 @@ class PDAE(BaseModelClass):
             Also save the registered AnnData (needed by :meth:`load` without ``adata``).
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path)
+        >>> model.save(path, overwrite=True)  # without overwrite=True this raises
+        >>> loaded = pdae.model.PDAE.load(path, adata)
         """
 
         def write(target: str) -> None:
@@ -1018,6 +1179,20 @@ class PDAE(BaseModelClass):
         Returns
         -------
         The loaded :class:`PDAE`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path, save_anndata=True)
+        >>> pdae.model.PDAE.load(path).predict(["P0+P1"], n_cells=10, seed=0).shape
+        (10, 100)
+        >>> loaded = pdae.model.PDAE.load(path, adata)  # or with a matching AnnData
         """
         if not os.path.isdir(dir_path):
             raise FileNotFoundError(f"No saved model at {str(dir_path)!r}.")
@@ -1030,7 +1205,8 @@ class PDAE(BaseModelClass):
                 what=f"the model saved at {str(dir_path)!r}",
                 names_code=f"PDAE.load_var_names({str(dir_path)!r})",
             )
-        model = super().load(dir_path, adata=adata, **kwargs)
+        with quiet_local_load():
+            model = super().load(dir_path, adata=adata, **kwargs)
         model.is_trained_ = True
         return model
 
@@ -1048,6 +1224,22 @@ class PDAE(BaseModelClass):
         Returns
         -------
         The model's ``var_names``; ``adata[:, PDAE.load_var_names(path)]`` matches them.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path)
+        >>> genes = pdae.model.PDAE.load_var_names(path)
+        >>> genes[:3].tolist()
+        ['gene_0', 'gene_1', 'gene_2']
+        >>> reordered = adata[:, adata.var_names[::-1]].copy()  # genes in another order
+        >>> model = pdae.model.PDAE.load(path, reordered[:, genes].copy())
         """
         return read_var_names(dir_path, prefix=prefix)
 

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["atomic_save", "read_var_names"]
+__all__ = ["atomic_save", "quiet_local_load", "read_var_names"]
+
+
+def _not_already_downloaded(record: logging.LogRecord) -> bool:
+    return "already downloaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_local_load() -> Iterator[None]:
+    """Drop scvi-tools' "File ... already downloaded" log line while loading a local model.
+
+    scvi-tools' loader goes through its download helper, which logs that message (at INFO,
+    printed by scvi's handler) for every local file; nothing is downloaded by a load. Other
+    messages are kept, and the filter is removed on exit.
+    """
+    log = logging.getLogger("scvi.data._download")
+    log.addFilter(_not_already_downloaded)
+    try:
+        yield
+    finally:
+        log.removeFilter(_not_already_downloaded)
 
 
 def atomic_save(

@@ -27,7 +27,37 @@ __all__ = [
 
 
 class ExtrapolationWarning(UserWarning):
-    """A prediction target lies outside the linear span of the training labels."""
+    """A prediction target lies outside the linear span of the training labels.
+
+    Emitted by :meth:`pdae_sc.model.PDAE.predict`: the PDAE cannot identify the effect of
+    such a target, so its prediction is not covered by the model's guarantee.
+    :meth:`pdae_sc.model.PDAE.check_extrapolation` tells beforehand which targets are
+    affected. Turn the warning into an error with :func:`warnings.simplefilter` to refuse
+    such predictions, or silence it the same way.
+
+    Examples
+    --------
+    A model trained only on the combination ``P0+P1`` cannot separate the effects of ``P0``
+    and ``P1``, so ``P0`` alone lies outside the span:
+
+    >>> import warnings
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(
+    ...     n_perturbations=2, n_cells_per_condition=20, conditions=["ctrl", "P0+P1"], seed=0
+    ... )
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model.check_extrapolation(["P0", "P0+P1"])["in_span"].tolist()
+    [False, True]
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", pdae.model.ExtrapolationWarning)
+    ...     try:
+    ...         model.predict(["P0"], n_cells=10, seed=0)
+    ...     except pdae.model.ExtrapolationWarning as warning:
+    ...         print(warning)
+    Targets ['P0'] lie outside the linear span of the training labels: ...
+    """
 
 
 def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:

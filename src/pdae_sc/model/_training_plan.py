@@ -16,7 +16,26 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a non-finite loss or gradient.
 
     Raised by :meth:`pdae_sc.model.PDAE.train` after training stopped; the model keeps the
-    weights of the last finite step.
+    weights of the last finite step. A subclass of :class:`FloatingPointError`; its message
+    says when it happened and what to try (a lower learning rate, log-normalised data).
+
+    Examples
+    --------
+    A far too large learning rate makes the loss overflow after the first update:
+
+    >>> import pdae_sc as pdae
+    >>> issubclass(pdae.model.NonFiniteLossError, FloatingPointError)
+    True
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
+    >>> try:
+    ...     model.train(max_epochs=3, lr=1e30, enable_progress_bar=False)
+    ... except pdae.model.NonFiniteLossError as error:
+    ...     print("Lower the learning rate" in str(error))
+    True
+    >>> model.is_trained  # the finite first update was kept
+    True
     """
 
 
@@ -59,6 +78,26 @@ class PDAETrainingPlan(pl.LightningModule):
         The :class:`NonFiniteLossError` that stopped training, or ``None``.
     n_updates
         Optimiser updates made (steps with a finite loss and finite gradients).
+
+    Examples
+    --------
+    :meth:`pdae_sc.model.PDAE.train` builds the plan; ``plan_kwargs`` passes options to it:
+
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
+    >>> model.train(max_epochs=1, enable_progress_bar=False, plan_kwargs={"weight_decay": 1e-4})
+    >>> plan = model.trainer.lightning_module
+    >>> type(plan).__name__, plan.weight_decay, plan.n_updates > 0, plan.nonfinite_error
+    ('PDAETrainingPlan', 0.0001, True, None)
+    >>> plan.configure_optimizers()
+    Adam (
+    ...
+        lr: 0.001
+    ...
+        weight_decay: 0.0001
+    )
     """
 
     def __init__(
@@ -94,7 +133,36 @@ class PDAETrainingPlan(pl.LightningModule):
         state.setdefault("_n_updates", torch.zeros((), dtype=torch.long))
 
     def loss(self, batch: dict[str, torch.Tensor]):
-        """The module's :class:`~pdae_sc.module.PDAELoss` of a batch (compiled if asked)."""
+        """The module's :class:`~pdae_sc.module.PDAELoss` of a batch (compiled if asked).
+
+        Parameters
+        ----------
+        batch
+            A training batch, as passed to :meth:`~pdae_sc.module.PDAEModule.forward`:
+            ``x_anchor``, ``label_anchor``, ``x_source`` and ``label_source`` for the grouped
+            estimator, ``x`` and ``label`` for the all-pairs one.
+
+        Returns
+        -------
+        The :class:`~pdae_sc.module.PDAELoss`: the total loss and its terms, all scalars.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(5, 2, n_latent=3, n_hidden=(8,), n_noise=2)
+        >>> plan = pdae.model.PDAETrainingPlan(module)
+        >>> batch = {
+        ...     "x_anchor": torch.randn(2, 4, 5),  # 2 conditions x 4 cells x 5 genes
+        ...     "label_anchor": torch.eye(2),  # conditions P0 and P1
+        ...     "x_source": torch.randn(6, 5),  # 6 control cells
+        ...     "label_source": torch.zeros(6, 2),
+        ... }
+        >>> out = plan.loss(batch)
+        >>> out.loss.shape, bool(torch.isfinite(out.loss)), sorted(out.terms())
+        (torch.Size([]), True, ['energy', 'prior', 'reconstruction', 'sparsity'])
+        """
         if self.compile is False:
             return self.module(batch)
         if self._loss_fn is None:

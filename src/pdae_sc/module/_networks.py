@@ -25,6 +25,16 @@ class MLP(nn.Sequential):
         Hidden widths, e.g. ``(256, 256)``.
     n_output
         Output width.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pdae_sc as pdae
+    >>> mlp = pdae.module.MLP(10, (32, 16), 4)
+    >>> len(mlp)  # Linear, ELU, Linear, ELU, Linear
+    5
+    >>> mlp(torch.randn(8, 10)).shape
+    torch.Size([8, 4])
     """
 
     def __init__(self, n_input: int, n_hidden: Sequence[int], n_output: int):
@@ -59,6 +69,30 @@ class StochasticDecoder(nn.Module):
     output_activation
         ``"none"``, ``"softplus"`` or ``"relu"`` (``relu`` puts mass at exactly 0, like the
         zeros of log1p-normalised counts).
+
+    Examples
+    --------
+    Each call draws fresh noise, so the same latents decode to different cells; a generator
+    makes the draws reproducible:
+
+    >>> import torch
+    >>> import pdae_sc as pdae
+    >>> _ = torch.manual_seed(0)
+    >>> decoder = pdae.module.StochasticDecoder(
+    ...     8, 100, (32,), n_noise=4, noise_scale=1.0, output_noise=True, output_activation="relu"
+    ... )
+    >>> z = torch.randn(5, 8)
+    >>> x = decoder(z)
+    >>> x.shape
+    torch.Size([5, 100])
+    >>> bool((x >= 0).all())  # relu output
+    True
+    >>> torch.equal(decoder(z), decoder(z))
+    False
+    >>> a = decoder(z, generator=torch.Generator().manual_seed(1))
+    >>> b = decoder(z, generator=torch.Generator().manual_seed(1))
+    >>> torch.equal(a, b)
+    True
     """
 
     def __init__(
@@ -87,7 +121,26 @@ class StochasticDecoder(nn.Module):
             self.raw_noise_scale = nn.Parameter(torch.full((n_output,), -2.25))
 
     def noise_scales(self) -> torch.Tensor | None:
-        """Per-gene output noise scales, shape ``(n_output,)``, or ``None``."""
+        """Per-gene output noise scales ``s``, learned, of the decoder.
+
+        Returns
+        -------
+        Scales, shape ``(n_output,)``, or ``None`` when the decoder has no output noise.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> kwargs = dict(n_noise=4, noise_scale=1.0, output_activation="none")
+        >>> decoder = pdae.module.StochasticDecoder(8, 100, (32,), output_noise=True, **kwargs)
+        >>> scales = decoder.noise_scales()
+        >>> scales.shape
+        torch.Size([100])
+        >>> round(scales[0].item(), 2)  # initial value
+        0.1
+        >>> decoder = pdae.module.StochasticDecoder(8, 100, (32,), output_noise=False, **kwargs)
+        >>> print(decoder.noise_scales())
+        None
+        """
         return F.softplus(self.raw_noise_scale) if self.output_noise else None
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -25,7 +25,43 @@ Estimator = Literal["grouped", "all_pairs"]
 
 @dataclass
 class PDAELoss:
-    """Total loss and its (unweighted) terms; all scalars."""
+    """Total loss and its (unweighted) terms; all scalars.
+
+    Returned by :meth:`PDAEModule.grouped_loss`, :meth:`PDAEModule.all_pairs_loss` and the
+    module's ``forward``.
+
+    Parameters
+    ----------
+    loss
+        Weighted sum of the four terms, the quantity to minimise.
+    energy
+        Perturbation energy score (grouped or all-pairs estimator).
+    reconstruction
+        Energy score of the cells against two decodes of their own latent.
+    prior
+        Energy distance of the basal latents ``z_basal`` to ``N(0, I)``.
+    sparsity
+        Group sparsity of the shift matrix ``W``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pdae_sc as pdae
+    >>> _ = torch.manual_seed(0)
+    >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+    >>> out = module.all_pairs_loss(torch.randn(6, 20), torch.eye(3).repeat(2, 1))
+    >>> isinstance(out, pdae.module.PDAELoss)
+    True
+    >>> total = (
+    ...     module.energy_weight * out.energy
+    ...     + module.reconstruction_weight * out.reconstruction
+    ...     + module.prior_weight * out.prior
+    ...     + module.sparsity_weight * out.sparsity
+    ... )
+    >>> bool(torch.allclose(out.loss, total))
+    True
+    >>> out.loss.backward()
+    """
 
     loss: torch.Tensor
     energy: torch.Tensor
@@ -34,7 +70,22 @@ class PDAELoss:
     sparsity: torch.Tensor
 
     def terms(self) -> dict[str, torch.Tensor]:
-        """The terms by name, for logging."""
+        """The terms by name, for logging.
+
+        Returns
+        -------
+        Dictionary of the unweighted scalar terms ``energy``, ``reconstruction``, ``prior``
+        and ``sparsity`` (the total ``loss`` is not included).
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> zero = torch.tensor(0.0)
+        >>> out = pdae.module.PDAELoss(zero, zero, zero, zero, zero)
+        >>> list(out.terms())
+        ['energy', 'reconstruction', 'prior', 'sparsity']
+        """
         return {
             "energy": self.energy,
             "reconstruction": self.reconstruction,
@@ -77,6 +128,32 @@ class PDAEModule(nn.Module):
         energy distance of ``z_basal`` to ``N(0, I)`` and the group sparsity of ``W``.
     detach_encoder
         Stop the reconstruction gradient at the encoder output.
+
+    Examples
+    --------
+    A small module for 20 genes and ``K = 3`` elementary perturbations. Control cells have
+    the zero label vector; a combination is the sum of its parts:
+
+    >>> import torch
+    >>> import pdae_sc as pdae
+    >>> _ = torch.manual_seed(0)
+    >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+    >>> x = torch.randn(6, 20)
+    >>> labels = torch.zeros(6, 3)
+    >>> module.encode(x).shape
+    torch.Size([6, 4])
+    >>> module.shift_matrix.shape
+    torch.Size([4, 3])
+    >>> target = torch.tensor([1.0, 1.0, 0.0])  # perturbations 0 and 1 together
+    >>> module.move(x, labels, target).shape
+    torch.Size([6, 20])
+
+    One training step on the all-pairs loss:
+
+    >>> optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    >>> out = module.all_pairs_loss(x, torch.eye(3).repeat(2, 1))
+    >>> out.loss.backward()
+    >>> optimizer.step()
     """
 
     def __init__(
@@ -142,15 +219,92 @@ class PDAEModule(nn.Module):
         return self.shift.weight
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent ``g(x)``, shape ``(n, n_latent)``, of cells ``x`` of shape ``(n, n_input)``."""
+        """Encode cells to their latents ``g(x)``, perturbation shift included.
+
+        Parameters
+        ----------
+        x
+            Cells, shape ``(n, n_input)``.
+
+        Returns
+        -------
+        Latents ``g(x)``, shape ``(n, n_latent)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> module.encode(torch.randn(6, 20)).shape
+        torch.Size([6, 4])
+        """
         return self.encoder(x)
 
     def basal(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """``z_basal = g(x) - W l``, shape ``(n, n_latent)``; ``labels`` has shape ``(n, K)``."""
+        """Basal latents ``z_basal = g(x) - W l``: the cells with their perturbation removed.
+
+        Parameters
+        ----------
+        x
+            Cells, shape ``(n, n_input)``.
+        labels
+            Their label vectors ``l``, shape ``(n, K)``.
+
+        Returns
+        -------
+        Basal latents, shape ``(n, n_latent)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> x = torch.randn(6, 20)
+        >>> labels = torch.eye(3).repeat(2, 1)
+        >>> z_basal = module.basal(x, labels)
+        >>> z_basal.shape
+        torch.Size([6, 4])
+        >>> expected = module.encode(x) - labels @ module.shift_matrix.T
+        >>> bool(torch.allclose(z_basal, expected))
+        True
+
+        For control cells (zero labels) the basal latent is the encoding itself:
+
+        >>> torch.equal(module.basal(x, torch.zeros(6, 3)), module.encode(x))
+        True
+        """
         return self.encoder(x) - self.shift(labels)
 
     def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``f(z, xi)``, shape ``(n, n_input)``, with fresh noise."""
+        """Sample ``f(z, xi)`` with fresh noise: one random cell per latent.
+
+        Parameters
+        ----------
+        z
+            Latents, shape ``(n, n_latent)``.
+        generator
+            Optional torch generator for the noise draws (on the device of ``z``).
+
+        Returns
+        -------
+        Sampled cells, shape ``(n, n_input)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> z = torch.randn(6, 4)
+        >>> module.decode(z).shape
+        torch.Size([6, 20])
+        >>> a = module.decode(z, generator=torch.Generator().manual_seed(1))
+        >>> b = module.decode(z, generator=torch.Generator().manual_seed(1))
+        >>> torch.equal(a, b)
+        True
+        """
         return self.decoder(z, generator=generator)
 
     def move(
@@ -160,7 +314,40 @@ class PDAEModule(nn.Module):
         target: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Move cells ``x`` (labels ``(n, K)``) to ``target`` (``(K,)`` or ``(n, K)``)."""
+        """Move cells to a target perturbation: sample ``f(g(x) - W l + W u, xi)``.
+
+        Parameters
+        ----------
+        x
+            Cells, shape ``(n, n_input)``.
+        labels
+            Their label vectors ``l``, shape ``(n, K)``.
+        target
+            Target label vector ``u``, shape ``(K,)`` (the same for every cell) or ``(n, K)``.
+        generator
+            Optional torch generator for the decoder noise (on the device of ``x``).
+
+        Returns
+        -------
+        Predicted cells, shape ``(n, n_input)``.
+
+        Examples
+        --------
+        Predict how six control cells respond to perturbations 0 and 1 combined:
+
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> x, labels = torch.randn(6, 20), torch.zeros(6, 3)
+        >>> module.move(x, labels, torch.tensor([1.0, 1.0, 0.0])).shape
+        torch.Size([6, 20])
+
+        Or move each cell to its own target:
+
+        >>> module.move(x, labels, torch.eye(3).repeat(2, 1)).shape
+        torch.Size([6, 20])
+        """
         z = self.basal(x, labels) + self.shift(target)
         return self.decode(z, generator=generator)
 
@@ -203,6 +390,24 @@ class PDAEModule(nn.Module):
         Returns
         -------
         The :class:`PDAELoss`. Costs ``G·S`` decodes and ``G·S·(n + S)`` distances.
+
+        Examples
+        --------
+        Two conditions of eight observed cells each, predicted from six control cells:
+
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> x_anchor = torch.randn(2, 8, 20)
+        >>> label_anchor = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+        >>> x_source, label_source = torch.randn(6, 20), torch.zeros(6, 3)
+        >>> out = module.grouped_loss(x_anchor, label_anchor, x_source, label_source)
+        >>> out.loss.shape
+        torch.Size([])
+        >>> out.loss.backward()
+        >>> module.shift_matrix.grad.shape
+        torch.Size([4, 3])
         """
         g, s = label_anchor.shape[0], x_source.shape[0]
         z_src = self.encoder(x_source)
@@ -226,6 +431,19 @@ class PDAEModule(nn.Module):
         Returns
         -------
         The :class:`PDAELoss`. Costs ``B^2`` decodes and ``B^3`` distances.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> _ = torch.manual_seed(0)
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> x = torch.randn(6, 20)
+        >>> labels = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]] * 2)
+        >>> out = module.all_pairs_loss(x, labels)
+        >>> out.loss.shape
+        torch.Size([])
+        >>> out.loss.backward()
         """
         b = x.shape[0]
         z = self.encoder(x)

@@ -74,8 +74,13 @@ def history(
     Examples
     --------
     >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=8)
+    >>> model.train(max_epochs=3, enable_progress_bar=False)
+    >>> ax = pdae.pl.history(model)  # train_loss
     >>> keys = ["energy_train", "reconstruction_train"]
-    >>> ax = pdae.pl.history(model, keys=keys, log=True)  # doctest: +SKIP
+    >>> ax = pdae.pl.history(model, keys=keys, log=True)
     """
     hist = _get_history(model_or_history)
     available = [k for k in hist if len(_as_series(hist[k], k))]

@@ -116,7 +116,12 @@ def embedding(
 
     Examples
     --------
-    >>> ax = pdae.pl.embedding(joint, color="origin", basis="pca")  # doctest: +SKIP
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=3, n_genes=20, seed=0)
+    >>> pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive")
+    >>> joint = pdae.pl.joint_embedding(adata, pred, basis="pca")
+    >>> ax = pdae.pl.embedding(joint, color="origin", basis="pca")
+    >>> axes = pdae.pl.embedding(joint, color=["origin", "perturbation"], basis="pca")
     """
     import scanpy as sc
 

@@ -141,9 +141,15 @@ def perturbation_embedding(
     Examples
     --------
     >>> import pdae_sc as pdae
-    >>> ax = pdae.pl.perturbation_embedding(  # doctest: +SKIP
-    ...     model, combinations=["P0+P1", "P2+P3"]
-    ... )
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=8)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> ax = pdae.pl.perturbation_embedding(model, combinations=["P0+P1", "P2+P3"])
+
+    The shift table alone (e.g. saved with ``to_csv``) works too:
+
+    >>> ax = pdae.pl.perturbation_embedding(model.get_perturbation_embedding(), dims=(0, 1))
     """
     df = _shift_table(model_or_df)
     if max_labels is not None and (not isinstance(max_labels, int) or max_labels < 0):

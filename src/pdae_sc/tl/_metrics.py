@@ -164,11 +164,24 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_l2(x: np.ndarray, y: np.ndarray) -> float:
-    """Euclidean distance between the mean profiles of ``x`` ``(n, G)`` and ``y`` ``(m, G)``.
+    """Euclidean distance between the mean profiles of two samples of cells.
+
+    Parameters
+    ----------
+    x
+        Cells of the first sample, shape ``(n, n_genes)``.
+    y
+        Cells of the second sample, shape ``(m, n_genes)``.
+
+    Returns
+    -------
+    ``||mean(x) - mean(y)||`` over the genes (0 when the mean profiles agree).
 
     Examples
     --------
-    >>> mean_l2(np.zeros((2, 2)), np.array([[3.0, 4.0]]))
+    >>> import numpy as np
+    >>> import pdae_sc as pdae
+    >>> pdae.tl.mean_l2(np.zeros((2, 2)), np.array([[3.0, 4.0]]))
     5.0
     """
     x, y = _check_pair(x, y)
@@ -178,12 +191,25 @@ def mean_l2(x: np.ndarray, y: np.ndarray) -> float:
 def r2_mean(x_pred: np.ndarray, x_true: np.ndarray) -> float:
     """R² of the true mean profile by the predicted one, across genes.
 
-    Same as ``sklearn.metrics.r2_score(x_true.mean(0), x_pred.mean(0))``; ``nan`` when the true
-    mean is the same for every gene.
+    Same as ``sklearn.metrics.r2_score(x_true.mean(0), x_pred.mean(0))``.
+
+    Parameters
+    ----------
+    x_pred
+        Predicted cells, shape ``(n, n_genes)``.
+    x_true
+        Observed cells, shape ``(m, n_genes)``.
+
+    Returns
+    -------
+    The R² (1 for a perfect prediction, negative when worse than a constant profile);
+    ``nan`` when the true mean is the same for every gene.
 
     Examples
     --------
-    >>> r2_mean(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 2.0, 4.0]]))
+    >>> import numpy as np
+    >>> import pdae_sc as pdae
+    >>> pdae.tl.r2_mean(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 2.0, 4.0]]))
     0.75
     """
     x_pred, x_true = _check_pair(x_pred, x_true)
@@ -200,13 +226,34 @@ def pearson_delta(
     """Pearson correlation of the predicted and true mean change versus control.
 
     Correlates ``mean(x_pred) - control_mean`` with ``mean(x_true) - control_mean`` over all
-    genes, or over ``genes`` (integer positions or a boolean mask). ``nan`` when either
-    change is constant over those genes.
+    genes, or over ``genes``.
+
+    Parameters
+    ----------
+    x_pred
+        Predicted cells, shape ``(n, n_genes)``.
+    x_true
+        Observed cells, shape ``(m, n_genes)``.
+    control_mean
+        Mean profile of the control cells, shape ``(n_genes,)``.
+    genes
+        Genes to correlate over: integer positions (e.g. from :func:`top_de_genes`) or a
+        boolean mask; ``None`` uses all genes.
+
+    Returns
+    -------
+    The Pearson correlation, in ``[-1, 1]``; ``nan`` when either change is constant over
+    those genes.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import pdae_sc as pdae
     >>> ctrl = np.zeros(3)
-    >>> pearson_delta(np.array([[1.0, 2.0, 3.0]]), np.array([[2.0, 4.0, 6.0]]), ctrl)
+    >>> pred, true = np.array([[1.0, 2.0, 3.0]]), np.array([[2.0, 4.0, 6.0]])
+    >>> pdae.tl.pearson_delta(pred, true, ctrl)
+    1.0
+    >>> pdae.tl.pearson_delta(pred, true, ctrl, genes=[True, True, False])
     1.0
     """
     x_pred, x_true = _check_pair(x_pred, x_true)
@@ -227,9 +274,24 @@ def top_de_genes(x_true: np.ndarray, control_mean: np.ndarray, *, n_genes: int =
     A simple, test-free stand-in for "top differentially expressed genes": genes are ranked
     by the absolute change of their mean versus control (ties broken by position).
 
+    Parameters
+    ----------
+    x_true
+        Observed cells of the condition, shape ``(n, n_genes)``.
+    control_mean
+        Mean profile of the control cells, shape ``(n_genes,)``.
+    n_genes
+        Number of genes to return (all genes when there are fewer).
+
+    Returns
+    -------
+    Integer positions of the genes, largest change first.
+
     Examples
     --------
-    >>> top_de_genes(np.array([[0.0, -3.0, 1.0]]), np.zeros(3), n_genes=2)
+    >>> import numpy as np
+    >>> import pdae_sc as pdae
+    >>> pdae.tl.top_de_genes(np.array([[0.0, -3.0, 1.0]]), np.zeros(3), n_genes=2)
     array([1, 2])
     """
     delta = np.abs(_as_2d(x_true, "x_true").mean(0) - np.asarray(control_mean).ravel())
