@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tracemalloc
+import warnings
 
 import anndata as ad
 import mudata as md
@@ -84,8 +85,11 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     assert isinstance(pred, ad.AnnData) and pred.shape == (12, 20)
     assert set(pred.obs["pdae_source_cell"]) <= set(train.obs_names)
 
-    pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae")
-    assert mdata["pdae"].n_obs == 12 and mdata.n_obs == 140 + 12
+    for pull in (None, False):  # mudata's default now, and the default of mudata 0.4
+        with md.set_options(pull_on_update=pull), warnings.catch_warnings():
+            warnings.simplefilter("error")  # shared gene names are expected: no warning
+            pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae", overwrite=True)
+        assert mdata["pdae"].n_obs == 12 and mdata.n_obs == 140 + 12
     with pytest.raises(ValueError, match="overwrite=True"):
         pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae")
     pdae.data.add_predictions_to_mudata(mdata, pred, key_added="again")  # names taken: renamed

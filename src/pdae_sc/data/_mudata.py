@@ -197,6 +197,12 @@ def add_predictions_to_mudata(
                 "rename them, e.g. pred.obs_names = 'pred_' + pred.obs_names."
             )
     mdata.mod[key_added] = pred
-    with warnings.catch_warnings():  # predictions share gene names with the RNA: expected
+    with warnings.catch_warnings():
+        # predictions share gene names with the RNA: expected (mudata words it either way,
+        # depending on its pull_on_update option)
         warnings.filterwarnings("ignore", message=".*var_names are intersecting.*")
+        warnings.filterwarnings("ignore", message=".*var_names are not unique.*")
+        # mudata >= 0.3.2 warns that update() will stop pulling obs/var columns in 0.4; only
+        # the global obs/var indices are needed here, which update() extends either way
+        warnings.filterwarnings("ignore", message=r".*\.update\(\) will not pull.*")
         mdata.update()
