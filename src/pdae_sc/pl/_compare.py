@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
 from pdae_sc.tl import pearson_delta
+from pdae_sc.tl._metrics import control_mean
 
 from ._utils import (
     COLORS,
@@ -23,34 +24,6 @@ from ._utils import (
 )
 
 __all__ = ["distributions", "mean_change"]
-
-
-def _control_mean(
-    adata_pred: AnnData,
-    adata_true: AnnData,
-    adata_control: AnnData | None,
-    *,
-    perturbation_key: str,
-    control_group: str,
-    delimiter: str,
-) -> np.ndarray:
-    kw = {
-        "perturbation_key": perturbation_key,
-        "control_group": control_group,
-        "delimiter": delimiter,
-    }
-    if adata_control is not None:
-        return control_rows(adata_control, **kw).mean(0)
-    for name, adata in (("adata_true", adata_true), ("adata_pred", adata_pred)):
-        try:
-            mask = condition_mask(adata, control_group, name=name, **kw)
-        except KeyError:
-            continue
-        return dense_rows(adata, mask).mean(0)
-    raise ValueError(
-        f"Neither adata_true nor adata_pred has {control_group!r} cells to compute the control "
-        "mean; pass the control cells as adata_control."
-    )
 
 
 def mean_change(
@@ -117,7 +90,7 @@ def mean_change(
     }
     x_pred = dense_rows(adata_pred, condition_mask(adata_pred, condition, name="adata_pred", **kw))
     x_true = dense_rows(adata_true, condition_mask(adata_true, condition, name="adata_true", **kw))
-    ctrl = _control_mean(adata_pred, adata_true, adata_control, **kw)
+    ctrl = control_mean(adata_pred, adata_true, adata_control, **kw)
     d_pred, d_true = x_pred.mean(0) - ctrl, x_true.mean(0) - ctrl
     r = pearson_delta(x_pred, x_true, ctrl)
 

@@ -364,6 +364,43 @@ def _control_mean(
     )
 
 
+def control_mean(
+    adata_pred: AnnData,
+    adata_true: AnnData,
+    adata_control: AnnData | None = None,
+    *,
+    perturbation_key: str = "perturbation",
+    control_group: str = "ctrl",
+    delimiter: str = "+",
+    layer: str | None = None,
+) -> np.ndarray:
+    """Mean control expression, as :func:`evaluate` and :func:`pdae_sc.pl.mean_change` use it.
+
+    Taken from ``adata_control`` (its control cells when it has ``perturbation_key``, else
+    all of its cells), else from the control cells of ``adata_true``, else of ``adata_pred``.
+    """
+    fallbacks = []
+    for name, adata in (("adata_true", adata_true), ("adata_pred", adata_pred)):
+        if perturbation_key not in adata.obs:
+            continue
+        enc = encode_conditions(
+            adata.obs[perturbation_key],
+            control_group=control_group,
+            delimiter=delimiter,
+            name=perturbation_key,
+        )
+        rows = np.flatnonzero(~enc.labels.any(axis=1)[enc.codes])
+        fallbacks.append((_matrix(adata, layer, name), rows))
+    return _control_mean(
+        adata_control,
+        fallbacks,
+        perturbation_key=perturbation_key,
+        control_group=control_group,
+        delimiter=delimiter,
+        layer=layer,
+    )
+
+
 def evaluate(
     adata_pred: AnnData,
     adata_true: AnnData,
