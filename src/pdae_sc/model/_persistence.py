@@ -8,12 +8,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
+from anndata import AnnData
+from scvi.model.base import BaseModelClass
 
-__all__ = ["atomic_save", "quiet_local_load", "read_var_names"]
+from pdae_sc.data._validation import check_var_names_match
+
+if TYPE_CHECKING:
+    from ._pdae import PDAE
+
+__all__ = ["PersistenceMixin", "atomic_save", "quiet_local_load", "read_var_names"]
 
 
 def _not_already_downloaded(record: logging.LogRecord) -> bool:
@@ -79,3 +87,128 @@ def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) ->
     except RuntimeError:  # an old (non-zip) torch file
         saved = torch.load(path, map_location="cpu", weights_only=False)
     return pd.Index(np.asarray(saved["var_names"], dtype=str))
+
+
+class PersistenceMixin:
+    """:meth:`save`, :meth:`load` and :meth:`load_var_names` of :class:`~pdae_sc.model.PDAE`."""
+
+    def save(
+        self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, **kwargs
+    ) -> None:
+        """Save the model in scvi-tools' format, atomically.
+
+        The files are written to a temporary directory next to ``dir_path`` and moved into
+        place only when complete; a failure, or a refused overwrite, leaves an existing model
+        at ``dir_path`` intact.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create.
+        overwrite
+            Replace an existing directory.
+        save_anndata
+            Also save the registered AnnData (needed by :meth:`load` without ``adata``).
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path)
+        >>> model.save(path, overwrite=True)  # without overwrite=True this raises
+        >>> loaded = pdae.model.PDAE.load(path, adata)
+        """
+
+        def write(target: str) -> None:
+            BaseModelClass.save(self, target, overwrite=False, save_anndata=save_anndata, **kwargs)
+
+        atomic_save(write, dir_path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> PDAE:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData with the training genes in the training order; default the AnnData saved
+            with the model. Different or reordered genes raise ``ValueError``, before
+            ``adata`` is touched.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (e.g. ``accelerator``).
+
+        Returns
+        -------
+        The loaded :class:`PDAE`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path, save_anndata=True)
+        >>> pdae.model.PDAE.load(path).predict(["P0+P1"], n_cells=10, seed=0).shape
+        (10, 100)
+        >>> loaded = pdae.model.PDAE.load(path, adata)  # or with a matching AnnData
+        """
+        if not os.path.isdir(dir_path):
+            raise FileNotFoundError(f"No saved model at {str(dir_path)!r}.")
+        if adata is not None:
+            if not isinstance(adata, AnnData):
+                raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+            check_var_names_match(
+                cls.load_var_names(dir_path, prefix=kwargs.get("prefix")),
+                adata,
+                what=f"the model saved at {str(dir_path)!r}",
+                names_code=f"PDAE.load_var_names({str(dir_path)!r})",
+            )
+        with quiet_local_load():
+            model = super().load(dir_path, adata=adata, **kwargs)
+        model.is_trained_ = True
+        return model
+
+    @staticmethod
+    def load_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
+        """Genes of a saved model, in its order, without loading the model.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        prefix
+            File name prefix used when saving.
+
+        Returns
+        -------
+        The model's ``var_names``; ``adata[:, PDAE.load_var_names(path)]`` matches them.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> path = tempfile.mkdtemp() + "/pdae_model"
+        >>> model.save(path)
+        >>> genes = pdae.model.PDAE.load_var_names(path)
+        >>> genes[:3].tolist()
+        ['gene_0', 'gene_1', 'gene_2']
+        >>> reordered = adata[:, adata.var_names[::-1]].copy()  # genes in another order
+        >>> model = pdae.model.PDAE.load(path, reordered[:, genes].copy())
+        """
+        return read_var_names(dir_path, prefix=prefix)

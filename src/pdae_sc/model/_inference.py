@@ -1,0 +1,450 @@
+"""Queries and prediction of the PDAE model class (a mixin of :class:`pdae_sc.model.PDAE`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from pdae_sc.data._labels import label_vector, parse_condition
+from pdae_sc.data._sampler import RowGatherer
+from pdae_sc.data._validation import get_matrix
+from pdae_sc.tl._extrapolation import extrapolation_table
+
+from ._prediction import (
+    counts_matrix,
+    draw_sources,
+    make_generator,
+    prediction_adata,
+    source_size_factors,
+    warn_outside_span,
+)
+
+__all__ = ["InferenceMixin"]
+
+
+class InferenceMixin:
+    """Latents, shifts, the extrapolation check and prediction of :class:`~pdae_sc.model.PDAE`."""
+
+    @torch.inference_mode()
+    def _map(
+        self,
+        fn,
+        x_rows: RowGatherer,
+        idx: np.ndarray,
+        batch_size: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``fn`` on rows ``idx``, ``batch_size`` at a time, written into one array (``out``)."""
+        for start in range(0, len(idx), batch_size):
+            x = torch.from_numpy(x_rows(idx[start : start + batch_size])).to(self.device)
+            y = fn(x, start).cpu().numpy()
+            if out is None:
+                out = np.empty((len(idx), y.shape[1]), dtype=y.dtype)
+            out[start : start + len(y)] = y
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def get_latent_representation(
+        self, adata: AnnData | None = None, *, basal: bool = False, batch_size: int = 4096
+    ) -> np.ndarray:
+        """Latent ``g(x)`` of each cell, or its basal latent ``g(x) - W l`` with ``basal=True``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes (default: the registered one).
+        basal
+            Subtract each cell's own perturbation shift.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        Array of shape ``(n_cells, n_latent)``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model.get_latent_representation().shape
+        (200, 8)
+        >>> train.obsm["X_pdae_basal"] = model.get_latent_representation(basal=True)
+        """
+        self._check_trained()
+        adata = self._validate(adata)
+        labels = None
+        if basal:
+            enc, _, _ = self._encode(adata)
+            labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+
+        def fn(x, start):
+            z = self.module.encode(x)
+            if labels is not None:
+                z = z - self.module.shift(labels[start : start + len(x)].to(self.device))
+            return z
+
+        idx = np.arange(adata.n_obs)
+        self.module.eval()
+        return self._map(fn, RowGatherer(self._matrix(adata)), idx, batch_size)
+
+    def get_perturbation_embedding(self) -> pd.DataFrame:
+        """Latent shift of each elementary perturbation (columns of ``W``).
+
+        Returns
+        -------
+        DataFrame, perturbations × latent dimensions (``latent_0`` ...). The shift of a
+        combination is the sum of its rows (times doses).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> emb = model.get_perturbation_embedding()
+        >>> emb.shape
+        (4, 8)
+        >>> shift_p0_p1 = emb.loc["P0"] + emb.loc["P1"]  # the shift the model adds for "P0+P1"
+        """
+        w = self.module.shift_matrix.detach().cpu().numpy().T
+        return pd.DataFrame(
+            w,
+            index=pd.Index(self.perturbations, name="perturbation"),
+            columns=[f"latent_{i}" for i in range(w.shape[1])],
+        )
+
+    def _context_condition_counts(self) -> tuple[list[str], np.ndarray]:
+        """Contexts and the cells of each training condition in each, ``(n_ctx, n_cond)``."""
+        state = self._state
+        if state.get("context_condition_counts") is not None:
+            return list(state["contexts"]), np.asarray(state["context_condition_counts"])
+        # registries saved before this was recorded: count on the registered data
+        enc, ctx_codes, ctx_names = self._encode(self.adata)
+        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
+        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels])[enc.codes]
+        counts = np.zeros((len(ctx_names), len(state["conditions"])), dtype=np.int64)
+        ok = cond >= 0
+        np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
+        return ctx_names, counts
+
+    def _check_context(self, context: str) -> int:
+        contexts, _ = self._context_condition_counts()
+        if context not in contexts:
+            raise ValueError(f"context={context!r} is unknown; known contexts: {contexts}.")
+        return contexts.index(context)
+
+    def check_extrapolation(
+        self,
+        perturbations: Sequence[str],
+        *,
+        dosages: Sequence[object] | None = None,
+        context: str | None = None,
+    ) -> pd.DataFrame:
+        """Tell whether predictions for these targets can be trusted.
+
+        A target is covered by the PDAE guarantee when its label vector lies in the linear
+        span of the training labels (``in_span``); inside the span it is ``in_range`` when
+        every dose stays within the training range (interpolation) and out of range otherwise
+        (extrapolation, less accurate). Unknown perturbation names raise ``KeyError``.
+
+        With contexts (``context_keys``), the shift is shared by all contexts, so the span is
+        that of the labels of every context: a perturbation measured in one cell line can be
+        predicted in another, from that cell line's cells. ``context`` adds whether the target
+        was measured in that context; if it was measured only elsewhere its status is
+        ``"seen in another context"``.
+
+        Parameters
+        ----------
+        perturbations
+            Target conditions, e.g. ``["A+B", "C"]``.
+        dosages
+            Optional doses per target.
+        context
+            Target context (a value of ``context_keys``, joined by ``" | "`` for several).
+
+        Returns
+        -------
+        DataFrame indexed by target with ``in_span``, ``span_distance``, ``in_range``,
+        ``seen``, ``rank_train`` and ``status`` (see
+        :func:`pdae_sc.tl.extrapolation_table`). With ``context`` also ``context``,
+        ``seen_in_context`` (the target condition was measured in this context),
+        ``n_cells_in_context`` (its cells there, 0 if none) and ``n_source_cells`` (training
+        cells of the context, the default sources of :meth:`predict`).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> table = model.check_extrapolation(["P0+P1", "P2+P3"])
+        >>> table[["in_span", "in_range", "seen", "status"]]
+                in_span  in_range   seen             status
+        target
+        P0+P1      True      True  False  in span, in range
+        P2+P3      True      True   True   seen in training
+        >>> model.check_extrapolation(["P0"], dosages=[3.0])["status"].tolist()
+        ['in span, out of range']
+        """
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        targets = self.target_labels(perturbations, dosages)
+        names = list(perturbations)
+        if dosages is not None:
+            names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
+        train = np.asarray(self._state["label_matrix"])
+        if context is None:
+            return extrapolation_table(train, targets, names=names)
+        i = self._check_context(context)
+        counts = self._context_condition_counts()[1][i]
+        table = extrapolation_table(
+            train, targets, names=names, context_train_labels=train[counts > 0]
+        )
+        match = np.all(np.abs(targets[:, None, :] - train[None, :, :]) <= 1e-6, axis=2)
+        table.insert(0, "context", context)
+        table["n_cells_in_context"] = (match * counts[None, :]).sum(axis=1).astype(np.int64)
+        table["n_source_cells"] = int(counts.sum())
+        return table
+
+    # ------------------------------------------------------------------ prediction
+    def _source_cells(self, source: str, context: str | None):
+        adata = self.adata
+        enc, ctx_codes, ctx_names = self._encode(adata)
+        mask = np.ones(adata.n_obs, dtype=bool)
+        if source != "all":
+            lab = parse_condition(
+                source,
+                control_group=self._state["control_group"],
+                delimiter=self._state["delimiter"],
+            )
+            vec = label_vector(lab, self._state["vocabulary"])
+            hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
+            if len(hits) == 0:
+                raise ValueError(
+                    f"source={source!r} is not a condition of the registered data; use 'all', "
+                    f"the control {self._state['control_group']!r} or one of "
+                    f"{enc.conditions[:10]}."
+                )
+            mask &= np.isin(enc.codes, hits)
+        if context is not None:
+            if context not in ctx_names:
+                raise ValueError(f"context={context!r} is unknown; known contexts: {ctx_names}.")
+            mask &= ctx_codes == ctx_names.index(context)
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
+            raise ValueError(f"No source cells for source={source!r} in context={context!r}.")
+        return idx, enc
+
+    def predict(
+        self,
+        perturbations: Sequence[str],
+        *,
+        dosages: Sequence[object] | None = None,
+        n_cells: int | None = None,
+        source: str = "all",
+        context: str | None = None,
+        seed: int | None = None,
+        batch_size: int = 4096,
+        scale: Literal["log1p", "counts"] = "log1p",
+    ) -> AnnData:
+        """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
+
+        Source cells are encoded, their own shift is subtracted, the target's shift is added
+        and the result is decoded with fresh noise; for more cells than sources, sources are
+        decoded again with new noise.
+
+        Parameters
+        ----------
+        perturbations
+            Target conditions (any combination of known perturbations).
+        dosages
+            Optional doses per target (same forms as in :meth:`setup_anndata`).
+        n_cells
+            Cells per target (default: the number of source cells).
+        source
+            ``"all"`` (every registered cell of the context), the control label, or a
+            training condition whose cells are moved.
+        context
+            Take the sources from one context (see ``context_keys``) and predict there; the
+            target may have been measured only in other contexts (the shift is shared).
+            Default: sources from all contexts.
+        seed
+            Seed of the source draw and the decoder noise; the same seed gives the same cells.
+        batch_size
+            Cells per forward pass; sources are read and decoded in chunks of this size, so
+            backed or sparse data are never densified as a whole.
+        scale
+            ``"log1p"``: the registered (log-normalised) expression in ``X``. ``"counts"``:
+            also ``layers["counts"]``, each predicted cell put back on the count scale of its
+            source cell, ``rint(expm1(x) * s)``, where ``s = total / target_sum`` is
+            ``sum(counts) / sum(expm1(x))`` of the source cell over the registered genes.
+            Needs ``counts_layer`` in :meth:`setup_anndata`. No noise is added: the decoder's
+            samples already carry the cell-to-cell variation.
+
+        Returns
+        -------
+        AnnData of predicted cells with the training ``var_names``: ``X`` (float32, dense),
+        ``obs[perturbation_key]`` (the target), ``obs[dosage_key]`` (if doses are registered),
+        ``obs["pdae_source"]`` (condition of the source cell), ``obs["pdae_source_cell"]``
+        (its obs name), the context columns, and ``uns["pdae"]`` with ``method="pdae"`` and
+        ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
+        With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
+        ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
+        outside the span of the training labels.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> pred = model.predict(["P0+P1"], n_cells=100, seed=0)
+        >>> pred
+        AnnData object with n_obs × n_vars = 100 × 100
+            obs: 'perturbation', 'pdae_source', 'pdae_source_cell'
+            uns: 'pdae'
+        >>> pred.uns["pdae"]["extrapolation"]["status"].tolist()
+        ['in span, in range']
+
+        Score the prediction against the measured cells, next to a baseline:
+
+        >>> additive = pdae.tl.predict_baseline(train, ["P0+P1"], method="additive", seed=0)
+        >>> scores = pdae.tl.evaluate(pred, adata, adata_control=train)
+        >>> scores_additive = pdae.tl.evaluate(additive, adata, adata_control=train)
+        """
+        self._check_trained()
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells <= 0):
+            raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
+        if scale not in ("log1p", "counts"):
+            raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
+        counts_layer = self._state.get("counts_layer")
+        if scale == "counts" and counts_layer is None:
+            raise ValueError(
+                "scale='counts' needs the raw counts of the source cells: register them with "
+                "setup_anndata(..., counts_layer='counts') (pdae.data.normalize_counts keeps "
+                "the counts in adata.layers['counts'])."
+            )
+        table = self.check_extrapolation(perturbations, dosages=dosages, context=context)
+        targets = self.target_labels(perturbations, dosages)
+        warn_outside_span(table)
+        src_idx, enc = self._source_cells(source, context)
+        n = len(src_idx) if n_cells is None else int(n_cells)
+        rng = np.random.default_rng(seed)
+        gen = make_generator(rng, self.device)
+        gather = RowGatherer(self._matrix(self.adata))
+        labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
+        self.module.eval()
+        x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
+        rows = []
+        for t, target in enumerate(targets):
+            picks = draw_sources(src_idx, n, rng)
+            target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+            codes = enc.codes[picks]
+
+            def fn(x, start, codes=codes, target_t=target_t):
+                lab = labels_all[codes[start : start + len(x)]].to(self.device)
+                return self.module.move(x, lab, target_t, generator=gen)
+
+            with torch.inference_mode():
+                self._map(fn, gather, picks, batch_size, out=x_out[t * n : (t + 1) * n])
+            rows.append(picks)
+        layers = obs_extra = None
+        if scale == "counts":
+            count_rows = RowGatherer(get_matrix(self.adata, counts_layer))
+            factors = source_size_factors(gather, count_rows, np.concatenate(rows), batch_size)
+            layers = {"counts": counts_matrix(x_out, factors, batch_size)}
+            obs_extra = {"pdae_size_factor": factors.astype(np.float32)}
+        state = self._state
+        return prediction_adata(
+            self.adata,
+            perturbation_key=self.adata_manager.registry["setup_args"]["perturbation_key"],
+            perturbations=perturbations,
+            dosages=dosages,
+            dosage_key=state["dosage_key"],
+            context_keys=state["context_keys"],
+            enc=enc,
+            picks=rows,
+            x=x_out,
+            table=table,
+            layers=layers,
+            obs_extra=obs_extra,
+        )
+
+    def get_counterfactual(
+        self,
+        adata: AnnData | None = None,
+        *,
+        perturbation: str,
+        dosage: object | None = None,
+        layer_added: str = "pdae_counterfactual",
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        """Write each cell's predicted expression under ``perturbation`` as a layer.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes (default: the registered one).
+        perturbation
+            Target condition, e.g. ``"A+B"`` or the control label.
+        dosage
+            Optional dose(s) of the target.
+        layer_added
+            Name of the layer to write.
+        seed
+            Seed of the decoder noise.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        ``None``; writes ``adata.layers[layer_added]`` (dense float32, cells × genes).
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()  # hold out a double
+        >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(train, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
+        >>> train.layers["unperturbed"].shape
+        (200, 100)
+        """
+        self._check_trained()
+        adata = self._validate(adata)
+        target = self.target_labels([perturbation], None if dosage is None else [dosage])[0]
+        warn_outside_span(
+            self.check_extrapolation([perturbation], dosages=None if dosage is None else [dosage])
+        )
+        enc, _, _ = self._encode(adata)
+        labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+        target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+        gen = make_generator(np.random.default_rng(seed), self.device)
+        self.module.eval()
+
+        def fn(x, start):
+            lab = labels[start : start + len(x)].to(self.device)
+            return self.module.move(x, lab, target_t, generator=gen)
+
+        adata.layers[layer_added] = self._map(
+            fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size
+        )

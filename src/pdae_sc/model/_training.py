@@ -1,0 +1,231 @@
+"""Training of the PDAE model class (a mixin of :class:`pdae_sc.model.PDAE`)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+
+from ._trainer import GracefulInterrupt
+
+__all__ = ["TrainingMixin"]
+
+
+class TrainingMixin:
+    """:meth:`train` of :class:`~pdae_sc.model.PDAE`."""
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        lr: float = 1e-3,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 10,
+        n_conditions_per_batch: int = 16,
+        n_cells_per_condition: int = 16,
+        n_sources: int = 128,
+        batch_size: int = 128,
+        enable_progress_bar: bool = True,
+        plan_kwargs: dict | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train the PDAE with Lightning, on the GPU when there is one.
+
+        Each step of the default (grouped) estimator draws ``n_conditions_per_batch``
+        conditions of one context, ``n_cells_per_condition`` observed cells of each and
+        ``n_sources`` source cells; an epoch has about one draw per training cell.
+
+        Faults: a non-finite loss or gradient skips that update, stops training and raises
+        :class:`~pdae_sc.model.NonFiniteLossError`; the model keeps the weights of the last
+        finite step and the history so far, and counts as trained if any update was made.
+        Ctrl+C (in the main thread) stops training after the current step with a warning and
+        leaves a usable model; a second Ctrl+C aborts at once.
+
+        Resuming: pass Lightning checkpoint callbacks, e.g.
+        ``callbacks=[ModelCheckpoint(dirpath="ckpt", save_last=True)]``, then continue on a
+        model built the same way with ``model.train(max_epochs=N, ckpt_path="ckpt/last.ckpt")``:
+        weights, optimiser state and the epoch counter are restored, and training runs from
+        the saved epoch up to ``N`` (the minibatch draws differ from an uninterrupted run).
+
+        Speed and scale: on a GPU the expression matrix is kept on the device when it takes
+        less than half of its free memory (else minibatches are gathered on the host and
+        copied from pinned memory). Mixed precision: ``precision="bf16-mixed"`` (or
+        ``"16-mixed"``); the losses' distances stay in float32. ``plan_kwargs={"compile":
+        True}`` runs the loss through :func:`torch.compile`. Several GPUs:
+        ``strategy="ddp", devices=N`` (in a script, which Lightning launches once per device;
+        save on one process only, ``if model.trainer.is_global_zero: model.save(...)``), or
+        ``strategy="ddp_notebook"`` in Jupyter (``"ddp_spawn"`` in a script with an
+        ``if __name__ == "__main__":`` guard). Each process draws its own conditions, an
+        epoch is shared between the processes, and scvi-tools switches early stopping off.
+        See ``benchmarks/results/speed.md`` for what each option buys.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs; default about 4,000 steps, between 20 and 400 epochs.
+        accelerator, devices
+            Lightning accelerator and devices (``"auto"`` picks a GPU when available).
+        lr
+            Adam learning rate.
+        validation_size
+            Fraction of each condition's cells held out to monitor ``validation_loss``
+            (default 0.1 with early stopping, else 0).
+        early_stopping
+            Stop when ``validation_loss`` has not improved for ``early_stopping_patience``
+            epochs.
+        early_stopping_patience
+            Epochs without improvement before stopping.
+        n_conditions_per_batch, n_cells_per_condition, n_sources
+            Grouped batch layout ``G``, ``n``, ``S``.
+        batch_size
+            Cells per step of the all-pairs estimator.
+        enable_progress_bar
+            Show a progress bar.
+        plan_kwargs
+            Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``).
+        ckpt_path
+            Lightning checkpoint (``.ckpt``) to resume from; ``max_epochs`` counts the epochs
+            already done.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` / Lightning's ``Trainer`` (e.g.
+            ``callbacks``, ``precision``, ``strategy``, ``max_time``).
+
+        Returns
+        -------
+        ``None``; fills ``model.history`` (per-epoch losses) and sets ``model.is_trained``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=20, seed=0)
+        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(max_epochs=2, lr=1e-3, enable_progress_bar=False)
+        >>> model.is_trained_
+        True
+        >>> len(model.history["train_loss"])  # one row per epoch
+        2
+
+        With a validation split and early stopping (``validation_loss`` in the history):
+
+        >>> model = pdae.model.PDAE(adata, n_latent=8)
+        >>> model.train(
+        ...     max_epochs=3, early_stopping=True, validation_size=0.2, enable_progress_bar=False
+        ... )
+        >>> "validation_loss" in model.history
+        True
+        """
+        if max_epochs is not None and (
+            not isinstance(max_epochs, int | np.integer)
+            or isinstance(max_epochs, bool)
+            or max_epochs < 1
+        ):
+            raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
+        if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
+        for name, value in [
+            ("n_conditions_per_batch", n_conditions_per_batch),
+            ("n_cells_per_condition", n_cells_per_condition),
+            ("n_sources", n_sources),
+            ("batch_size", batch_size),
+        ]:
+            if not isinstance(value, int | np.integer) or value < (
+                2 if name == "n_sources" else 1
+            ):
+                raise ValueError(f"{name}={value!r}; use a positive integer (n_sources >= 2).")
+        if validation_size is None:
+            validation_size = 0.1 if early_stopping else 0.0
+        enc, ctx_codes, _ = self._encode(self.adata)
+        splitter = self._data_splitter_cls(
+            self._matrix(self.adata),
+            enc.codes,
+            ctx_codes,
+            enc.labels,
+            estimator=self.module.estimator,
+            validation_size=validation_size,
+            n_conditions_per_batch=n_conditions_per_batch,
+            n_cells_per_condition=n_cells_per_condition,
+            n_sources=n_sources,
+            batch_size=batch_size,
+            seed=int(torch.randint(2**31 - 1, (1,)).item()),
+        )
+        steps = splitter._n_batches(splitter.n_train)
+        if max_epochs is None:
+            max_epochs = _epochs_for_steps(steps)
+        if early_stopping and splitter.n_val == 0:
+            raise ValueError(
+                "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
+            )
+        plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
+        if early_stopping:
+            trainer_kwargs.update(
+                early_stopping=True,
+                early_stopping_monitor="validation_loss",
+                early_stopping_patience=early_stopping_patience,
+            )
+        if splitter.n_val > 0:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if ckpt_path is not None:
+            if not os.path.isfile(ckpt_path):
+                raise FileNotFoundError(
+                    f"ckpt_path={str(ckpt_path)!r} is not a file; pass a .ckpt written by a "
+                    "Lightning ModelCheckpoint callback (e.g. 'dirpath/last.ckpt')."
+                )
+            trainer_kwargs["ckpt_path"] = os.fspath(ckpt_path)
+        interrupt = GracefulInterrupt()
+        callbacks = trainer_kwargs.get("callbacks") or []
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        was_trained = self.is_trained_
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+        try:
+            with interrupt.installed(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
+                runner()
+        except SystemExit as exc:  # Lightning exits on KeyboardInterrupt; undo that
+            if not runner.trainer.interrupted:
+                raise
+            self._finish_training(was_trained, plan, splitter)
+            raise KeyboardInterrupt(
+                "Training was aborted; the model keeps the weights of the last step."
+            ) from exc
+        self._finish_training(was_trained, plan, splitter)
+        if plan.nonfinite_error is not None:
+            raise plan.nonfinite_error
+        if interrupt.stopped_epoch is not None:
+            warnings.warn(
+                f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
+                f"{int(max_epochs)}; the model keeps the weights of the last step and "
+                "model.history the epochs run so far.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _finish_training(self, was_trained: bool, plan, splitter) -> None:
+        """Leave a usable model after training ended, normally or after a fault."""
+        self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
+        self.module.eval()
+        self.is_trained_ = bool(was_trained or plan.n_updates > 0)
+
+
+def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 4000) -> int:
+    return int(min(400, max(20, math.ceil(target_steps / max(1, steps_per_epoch)))))
