@@ -51,3 +51,56 @@ def test_train_and_predict_commands(tmp_path, capsys):
         == 2
     )
     assert "Unknown perturbation" in capsys.readouterr().err
+
+
+def _screen_h5mu(path):
+    """A small .h5mu screen: log-normalised RNA with counts, and guide UMI counts."""
+    import mudata as md
+    import numpy as np
+    import pandas as pd
+
+    rna = pdae.data.simulate(
+        n_perturbations=3, n_genes=12, n_cells_per_condition=15, counts=True, seed=0
+    )
+    truth = rna.obs.pop("perturbation").astype(str)
+    rna.X = rna.layers.pop("counts").astype(np.float32)
+    pdae.data.normalize_counts(rna)
+    guides = ["P0_g1", "P1_g1", "P2_g1", "non-targeting_1"]
+    umis = np.array([[9 * (g.split("_")[0] in t.split("+")) for g in guides] for t in truth])
+    umis[:, 3] = 9 * (truth == "ctrl")
+    gdo = ad.AnnData(umis.astype(np.float32), obs=rna.obs[[]], var=pd.DataFrame(index=guides))
+    md.MuData({"rna": rna, "gdo": gdo}).write_h5mu(path)
+    return truth
+
+
+def test_train_on_h5mu_with_guides_and_predict_counts(tmp_path, capsys):
+    data = tmp_path / "screen.h5mu"
+    _screen_h5mu(data)
+    model_dir = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model_dir), "--max-epochs", "1"]
+    argv += ["--guide-modality", "gdo", "--counts-layer", "counts"]
+    assert main(argv) == 0, capsys.readouterr().err
+    model = pdae.model.PDAE.load(model_dir)
+    assert model.perturbations == ["P0", "P1", "P2"]
+    out = tmp_path / "pred.h5ad"
+    argv = ["predict", str(model_dir), "--conditions", "P0+P1", "--n-cells", "5"]
+    assert main([*argv, "--scale", "counts", "--out", str(out)]) == 0
+    pred = ad.read_h5ad(out)
+    assert pred.n_obs == 5 and "counts" in pred.layers
+
+
+def test_train_input_errors_are_readable(tmp_path, capsys):
+    data = tmp_path / "data.h5ad"
+    pdae.data.simulate(n_perturbations=2, n_genes=5, n_cells_per_condition=5, seed=0).write_h5ad(
+        data
+    )
+    out = str(tmp_path / "model")
+    assert main(["train", str(data), "--out", out, "--guide-modality", "gdo"]) == 2
+    assert "--guide-modality needs a MuData" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.h5ad"), "--out", out]) == 2
+    assert "No input file" in capsys.readouterr().err
+    mu_path = tmp_path / "screen.h5mu"
+    _screen_h5mu(mu_path)
+    argv = ["train", str(mu_path), "--out", out, "--guide-modality", "gdo"]
+    assert main([*argv, "--perturbation-key", "perturbation"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -159,24 +159,62 @@ def _rows(adata, condition):
     return np.asarray(adata[adata.obs["perturbation"] == condition].X)
 
 
-def _cmd_train(args) -> None:
+def _setup(args):
+    """Read ``args.input`` (.h5ad or .h5mu) and register it; return what ``PDAE`` takes."""
+    import pdae_sc as pdae
+
+    common = {
+        "control_group": args.control_group,
+        "delimiter": args.delimiter,
+        "dosage_key": args.dosage_key,
+        "layer": args.layer,
+        "counts_layer": args.counts_layer,
+        "context_keys": args.context_keys,
+    }
+    if str(args.input).endswith(".h5mu"):
+        import mudata as md
+
+        mdata = md.read_h5mu(args.input)
+        if args.guide_modality is not None:
+            if args.perturbation_key is not None:
+                raise ValueError(
+                    "Give --perturbation-key or --guide-modality, not both: the labels come "
+                    "from a column or from guide calling."
+                )
+            pdae.model.PDAE.setup_mudata(
+                mdata,
+                rna=args.rna,
+                guide_modality=args.guide_modality,
+                min_counts=args.min_counts,
+                **common,
+            )
+        else:
+            key = args.perturbation_key or "perturbation"
+            pdae.model.PDAE.setup_mudata(mdata, rna=args.rna, perturbation_key=key, **common)
+        return mdata
+    if args.guide_modality is not None:
+        raise ValueError(
+            f"--guide-modality needs a MuData (.h5mu) input, got {args.input!r}; for an .h5ad "
+            "give the label column with --perturbation-key."
+        )
     import anndata as ad
+
+    adata = ad.read_h5ad(args.input)
+    key = args.perturbation_key or "perturbation"
+    pdae.model.PDAE.setup_anndata(adata, key, **common)
+    return adata
+
+
+def _cmd_train(args) -> None:
     import scvi
 
     import pdae_sc as pdae
 
-    adata = ad.read_h5ad(args.input)
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(f"No input file at {args.input!r}.")
+    data = _setup(args)
     scvi.settings.seed = args.seed
-    pdae.model.PDAE.setup_anndata(
-        adata,
-        args.perturbation_key,
-        control_group=args.control_group,
-        delimiter=args.delimiter,
-        dosage_key=args.dosage_key,
-        layer=args.layer,
-        context_keys=args.context_keys,
-    )
-    model = pdae.model.PDAE(adata)
+    model = pdae.model.PDAE(data)
     model.train(max_epochs=args.max_epochs, accelerator=args.accelerator)
     model.save(args.out, overwrite=args.overwrite, save_anndata=True)
     print(f"Saved the model (with its training data) to {args.out}")
@@ -187,7 +225,14 @@ def _cmd_predict(args) -> None:
 
     model = pdae.model.PDAE.load(args.model)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    pred = model.predict(conditions, n_cells=args.n_cells, source=args.source, seed=args.seed)
+    pred = model.predict(
+        conditions,
+        n_cells=args.n_cells,
+        source=args.source,
+        context=args.context,
+        seed=args.seed,
+        scale=args.scale,
+    )
     pred.write_h5ad(args.out)
     print(f"Wrote {pred.n_obs} predicted cells for {conditions} to {args.out}")
 
@@ -196,29 +241,50 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pdae-sc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="simulate, train, predict held-out doubles, score baselines")
-    d.add_argument("--out", default="demo_output")
+    d.add_argument("--out", default="demo_output", help="output directory")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--max-epochs", type=int, default=None)
-    d.add_argument("--no-progress", action="store_true")
-    t = sub.add_parser("train", help="train on an .h5ad file and save the model directory")
-    t.add_argument("input")
-    t.add_argument("--out", required=True)
-    t.add_argument("--perturbation-key", default="perturbation")
-    t.add_argument("--control-group", default="ctrl")
-    t.add_argument("--delimiter", default="+")
-    t.add_argument("--dosage-key", default=None)
-    t.add_argument("--layer", default=None)
-    t.add_argument("--context-keys", nargs="*", default=None)
-    t.add_argument("--max-epochs", type=int, default=None)
-    t.add_argument("--accelerator", default="auto")
+    d.add_argument("--max-epochs", type=int, default=None, help="default: the model's rule")
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t = sub.add_parser(
+        "train", help="train on an .h5ad or .h5mu file and save the model directory"
+    )
+    t.add_argument("input", help="log-normalised cells: .h5ad, or .h5mu (see --rna)")
+    t.add_argument("--out", required=True, help="model directory to write")
+    t.add_argument(
+        "--perturbation-key", default=None, help="obs column of labels (default: perturbation)"
+    )
+    t.add_argument("--control-group", default="ctrl", help="label of the control cells")
+    t.add_argument("--delimiter", default="+", help="separator of combined perturbations")
+    t.add_argument("--dosage-key", default=None, help="obs column of doses")
+    t.add_argument("--layer", default=None, help="layer with the expression (default: X)")
+    t.add_argument(
+        "--counts-layer", default=None, help="layer with raw counts (for predict --scale counts)"
+    )
+    t.add_argument("--context-keys", nargs="*", default=None, help="obs columns of contexts")
+    t.add_argument("--rna", default="rna", help=".h5mu: the expression modality")
+    t.add_argument(
+        "--guide-modality", default=None, help=".h5mu: call labels from this guide-UMI modality"
+    )
+    t.add_argument(
+        "--min-counts", type=float, default=5, help="UMIs for a guide to count (default 5)"
+    )
+    t.add_argument("--max-epochs", type=int, default=None, help="default: the model's rule")
+    t.add_argument("--accelerator", default="auto", help="auto (GPU if any), cpu, gpu, ...")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     r = sub.add_parser("predict", help="predict conditions with a saved model into an .h5ad")
-    r.add_argument("model")
+    r.add_argument("model", help="model directory written by pdae-sc train")
     r.add_argument("--conditions", required=True, help="comma-separated, e.g. 'A+B,C'")
-    r.add_argument("--out", required=True)
-    r.add_argument("--n-cells", type=int, default=None)
-    r.add_argument("--source", default="all")
+    r.add_argument("--out", required=True, help=".h5ad file to write")
+    r.add_argument("--n-cells", type=int, default=None, help="cells per condition")
+    r.add_argument("--source", default="all", help="source cells: all, the control or a label")
+    r.add_argument("--context", default=None, help="predict in this context")
+    r.add_argument(
+        "--scale",
+        choices=["log1p", "counts"],
+        default="log1p",
+        help="counts: also layers['counts'] (needs --counts-layer at training)",
+    )
     r.add_argument("--seed", type=int, default=0)
     return p
 
