@@ -163,6 +163,17 @@ def _setup(args):
     """Read ``args.input`` (.h5ad or .h5mu) and register it; return what ``PDAE`` takes."""
     import pdae_sc as pdae
 
+    is_mudata = str(args.input).endswith(".h5mu")
+    if args.guide_modality is not None and not is_mudata:
+        raise ValueError(
+            f"--guide-modality needs a MuData (.h5mu) input, got {args.input!r}; for an .h5ad "
+            "give the label column with --perturbation-key."
+        )
+    if args.guide_modality is not None and args.perturbation_key is not None:
+        raise ValueError(
+            "Give --perturbation-key or --guide-modality, not both: the labels come from a "
+            "column or from guide calling."
+        )
     common = {
         "control_group": args.control_group,
         "delimiter": args.delimiter,
@@ -171,36 +182,20 @@ def _setup(args):
         "counts_layer": args.counts_layer,
         "context_keys": args.context_keys,
     }
-    if str(args.input).endswith(".h5mu"):
+    key = args.perturbation_key or "perturbation"
+    if is_mudata:
         import mudata as md
 
-        mdata = md.read_h5mu(args.input)
         if args.guide_modality is not None:
-            if args.perturbation_key is not None:
-                raise ValueError(
-                    "Give --perturbation-key or --guide-modality, not both: the labels come "
-                    "from a column or from guide calling."
-                )
-            pdae.model.PDAE.setup_mudata(
-                mdata,
-                rna=args.rna,
-                guide_modality=args.guide_modality,
-                min_counts=args.min_counts,
-                **common,
-            )
+            labels = {"guide_modality": args.guide_modality, "min_counts": args.min_counts}
         else:
-            key = args.perturbation_key or "perturbation"
-            pdae.model.PDAE.setup_mudata(mdata, rna=args.rna, perturbation_key=key, **common)
+            labels = {"perturbation_key": key}
+        mdata = md.read_h5mu(args.input)
+        pdae.model.PDAE.setup_mudata(mdata, rna=args.rna, **labels, **common)
         return mdata
-    if args.guide_modality is not None:
-        raise ValueError(
-            f"--guide-modality needs a MuData (.h5mu) input, got {args.input!r}; for an .h5ad "
-            "give the label column with --perturbation-key."
-        )
     import anndata as ad
 
     adata = ad.read_h5ad(args.input)
-    key = args.perturbation_key or "perturbation"
     pdae.model.PDAE.setup_anndata(adata, key, **common)
     return adata
 

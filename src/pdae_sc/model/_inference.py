@@ -431,10 +431,9 @@ class InferenceMixin:
         """
         self._check_trained()
         adata = self._validate(adata)
-        target = self.target_labels([perturbation], None if dosage is None else [dosage])[0]
-        warn_outside_span(
-            self.check_extrapolation([perturbation], dosages=None if dosage is None else [dosage])
-        )
+        dosages = None if dosage is None else [dosage]
+        target = self.target_labels([perturbation], dosages)[0]
+        warn_outside_span(self.check_extrapolation([perturbation], dosages=dosages))
         enc, _, _ = self._encode(adata)
         labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
         target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
