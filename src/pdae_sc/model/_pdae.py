@@ -30,6 +30,7 @@ from pdae_sc.data._validation import (
 from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
 
+from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
 from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import PersistenceMixin
@@ -41,7 +42,7 @@ from ._training_plan import PDAETrainingPlan
 __all__ = ["PDAE", "ExtrapolationWarning"]
 
 
-class PDAE(InferenceMixin, TrainingMixin, PersistenceMixin, BaseModelClass):
+class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, BaseModelClass):
     """Perturbation distribution autoencoder (von Kügelgen et al., arXiv:2504.18522).
 
     Learns an encoder ``g``, a perturbation shift matrix ``W`` and a stochastic decoder

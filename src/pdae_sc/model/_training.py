@@ -34,6 +34,7 @@ class TrainingMixin:
         n_sources: int = 128,
         batch_size: int = 128,
         enable_progress_bar: bool = True,
+        check_fit: bool = True,
         plan_kwargs: dict | None = None,
         ckpt_path: str | os.PathLike | None = None,
         **trainer_kwargs,
@@ -90,6 +91,10 @@ class TrainingMixin:
             Cells per step of the all-pairs estimator.
         enable_progress_bar
             Show a progress bar.
+        check_fit
+            After training, run :meth:`check_fit` and warn with
+            :class:`~pdae_sc.model.PoorFitWarning` when control cells moved to the training
+            conditions are further from the measured cells than the unmoved control cells.
         plan_kwargs
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``).
         ckpt_path
@@ -211,6 +216,8 @@ class TrainingMixin:
         self._finish_training(was_trained, plan, splitter)
         if plan.nonfinite_error is not None:
             raise plan.nonfinite_error
+        if check_fit and self.is_trained_ and interrupt.stopped_epoch is None:
+            self._warn_if_poor_fit()
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "

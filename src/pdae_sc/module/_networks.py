@@ -143,6 +143,140 @@ class StochasticDecoder(nn.Module):
         """
         return F.softplus(self.raw_noise_scale) if self.output_noise else None
 
+    def draw_noise(
+        self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """Noise inputs ``xi ~ N(0, noise_scale^2 I)`` for latents of batch shape ``shape``.
+
+        Parameters
+        ----------
+        shape
+            Batch shape of the latents, e.g. ``(n,)``.
+        like
+            Tensor whose device and dtype the noise takes.
+        generator
+            Optional torch generator for the draws.
+
+        Returns
+        -------
+        Noise of shape ``(*shape, n_noise)``, or ``None`` when ``n_noise == 0``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> decoder = pdae.module.StochasticDecoder(
+        ...     8, 100, (32,), n_noise=4, noise_scale=0.5, output_noise=False,
+        ...     output_activation="none",
+        ... )
+        >>> decoder.draw_noise((5,), torch.zeros(1)).shape
+        torch.Size([5, 4])
+        """
+        if self.n_noise == 0:
+            return None
+        xi = torch.randn(
+            (*shape, self.n_noise), device=like.device, dtype=like.dtype, generator=generator
+        )
+        return xi * self.noise_scale
+
+    def mean(self, z: torch.Tensor, xi: torch.Tensor | None) -> torch.Tensor:
+        """The network ``f(concat(z, xi))``: no output noise, no output activation.
+
+        Parameters
+        ----------
+        z
+            Latents, shape ``(..., n_latent)``.
+        xi
+            Noise inputs from :meth:`draw_noise`, shape ``(..., n_noise)`` (broadcast against
+            ``z``), or ``None`` when ``n_noise == 0``.
+
+        Returns
+        -------
+        Network outputs, shape ``(..., n_output)``.
+
+        Examples
+        --------
+        The same noise input gives the same output, so differences of two latents decoded
+        with one ``xi`` are free of noise where the latents agree:
+
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> decoder = pdae.module.StochasticDecoder(
+        ...     8, 100, (32,), n_noise=4, noise_scale=1.0, output_noise=False,
+        ...     output_activation="none",
+        ... )
+        >>> z = torch.randn(5, 8)
+        >>> xi = decoder.draw_noise((5,), z)
+        >>> torch.equal(decoder.mean(z, xi), decoder.mean(z, xi))
+        True
+        """
+        if xi is not None:
+            xi = xi.expand(*z.shape[:-1], xi.shape[-1])
+            z = torch.cat([z, xi], dim=-1)
+        return self.net(z)
+
+    def activate(self, out: torch.Tensor) -> torch.Tensor:
+        """Apply the output activation (``none``, ``softplus`` or ``relu``).
+
+        Parameters
+        ----------
+        out
+            Values before the activation, any shape.
+
+        Returns
+        -------
+        Activated values, same shape.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> decoder = pdae.module.StochasticDecoder(
+        ...     2, 3, (4,), n_noise=0, noise_scale=1.0, output_noise=False,
+        ...     output_activation="relu",
+        ... )
+        >>> decoder.activate(torch.tensor([-1.0, 2.0])).tolist()
+        [0.0, 2.0]
+        """
+        if self.output_activation == "softplus":
+            return F.softplus(out)
+        if self.output_activation == "relu":
+            return F.relu(out)
+        return out
+
+    def add_output_noise(
+        self, out: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Add the per-gene output noise ``s * eps`` (unchanged without ``output_noise``).
+
+        Parameters
+        ----------
+        out
+            Values, shape ``(..., n_output)``.
+        generator
+            Optional torch generator for ``eps``.
+
+        Returns
+        -------
+        Noisy values, same shape.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> decoder = pdae.module.StochasticDecoder(
+        ...     2, 3, (4,), n_noise=0, noise_scale=1.0, output_noise=False,
+        ...     output_activation="none",
+        ... )
+        >>> x = torch.zeros(2, 3)
+        >>> torch.equal(decoder.add_output_noise(x), x)
+        True
+        """
+        if not self.output_noise:
+            return out
+        eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
+        return torch.addcmul(out, eps, self.noise_scales())
+
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode latents with fresh noise.
 
@@ -157,17 +291,5 @@ class StochasticDecoder(nn.Module):
         -------
         Samples, shape ``(n, n_output)``.
         """
-        if self.n_noise > 0:
-            xi = torch.randn(
-                (*z.shape[:-1], self.n_noise), device=z.device, dtype=z.dtype, generator=generator
-            )
-            z = torch.cat([z, xi * self.noise_scale], dim=-1)
-        out = self.net(z)
-        if self.output_noise:
-            eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
-            out = torch.addcmul(out, eps, self.noise_scales())
-        if self.output_activation == "softplus":
-            out = F.softplus(out)
-        elif self.output_activation == "relu":
-            out = F.relu(out)
-        return out
+        out = self.mean(z, self.draw_noise(z.shape[:-1], z, generator))
+        return self.activate(self.add_output_noise(out, generator))

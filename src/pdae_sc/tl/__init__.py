@@ -2,6 +2,7 @@
 
 from ._baselines import predict_baseline
 from ._combine import combine_predictions
+from ._cross_validate import CrossValidation, cross_validate
 from ._extrapolation import extrapolation_table
 from ._metrics import (
     energy_distance,
@@ -14,7 +15,9 @@ from ._metrics import (
 )
 
 __all__ = [
+    "CrossValidation",
     "combine_predictions",
+    "cross_validate",
     "energy_distance",
     "evaluate",
     "extrapolation_table",

@@ -55,15 +55,89 @@ def _group_means(mat, enc: EncodedConditions) -> np.ndarray:
     )
 
 
+def _contexts(adata: AnnData, context_key: str | None, context: object):
+    """Context code of each cell, the context names and the code of ``context``."""
+    if context_key is None or context is None:
+        raise ValueError(
+            "Give both context_key (a column of adata.obs) and context (the value to predict "
+            f"in); got context_key={context_key!r}, context={context!r}."
+        )
+    if context_key not in adata.obs:
+        raise KeyError(f"context_key={context_key!r} is not a column of adata.obs.")
+    values = adata.obs[context_key].astype(str).to_numpy()
+    names = sorted(set(values))
+    if str(context) not in names:
+        raise ValueError(f"context={context!r} is not in adata.obs[{context_key!r}]: {names}.")
+    codes = np.searchsorted(np.asarray(names, dtype=object), values)
+    return codes, names, names.index(str(context))
+
+
 def _resample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(pool, n, replace=n > len(pool))
 
 
-def _single_effects(enc: EncodedConditions, means: np.ndarray, ctrl: int, token: str, dose):
+def _context_means(mat, enc: EncodedConditions, ctx_codes: np.ndarray, n_ctx: int) -> np.ndarray:
+    """Mean of each condition in each context, ``(n_ctx, n_conditions, n_genes)``; NaN if absent."""
+    out = np.full((n_ctx, enc.n_conditions, mat.shape[1]), np.nan)
+    for c in range(n_ctx):
+        for k in range(enc.n_conditions):
+            idx = np.flatnonzero((ctx_codes == c) & (enc.codes == k))
+            if len(idx):
+                out[c, k] = np.asarray(mat[idx].mean(axis=0, dtype=np.float64)).ravel()
+    return out
+
+
+def _context_single_effects(enc, ctx_means, ctrl: int, target_ctx: int, token: str, dose):
+    """Single effect of ``token`` in the target context, else averaged over the others."""
+    order = [target_ctx] + [c for c in range(len(ctx_means)) if c != target_ctx]
+    found = []
+    for c in order:
+        present = ~np.isnan(ctx_means[c, :, 0])
+        if not present[ctrl]:
+            continue
+        try:
+            found.append(_single_effects(enc, ctx_means[c], ctrl, token, dose, present))
+        except ValueError:
+            continue
+        if c == target_ctx:
+            return found[0]
+    if not found:
+        raise ValueError(
+            f"The additive baseline needs the single perturbation {token!r} and control cells "
+            "in one context at least; use method='linear' instead."
+        )
+    return np.mean(found, axis=0)
+
+
+def _context_linear_beta(enc, ctx_means, target_ctx: int) -> np.ndarray:
+    """``beta`` of ``mean[c, ctx] = mu + l_c beta + gamma_ctx`` (``gamma_target = 0``)."""
+    n_ctx = len(ctx_means)
+    rows, ys = [], []
+    for c in range(n_ctx):
+        onehot = np.zeros(n_ctx)
+        if c != target_ctx:
+            onehot[c] = 1.0
+        for k in np.flatnonzero(~np.isnan(ctx_means[c, :, 0])):
+            rows.append(np.concatenate([[1.0], enc.labels[k], np.delete(onehot, target_ctx)]))
+            ys.append(ctx_means[c, k])
+    coef = np.linalg.lstsq(np.vstack(rows), np.vstack(ys), rcond=None)[0]
+    return coef[1 : 1 + enc.labels.shape[1]]
+
+
+def _single_effects(
+    enc: EncodedConditions,
+    means: np.ndarray,
+    ctrl: int,
+    token: str,
+    dose,
+    present: np.ndarray | None = None,
+):
     """Mean change of ``token`` at ``dose`` from its single-perturbation conditions."""
     k = enc.vocabulary.index(token)
     single = np.flatnonzero((enc.labels != 0).sum(1) == 1)
     single = single[enc.labels[single, k] != 0]
+    if present is not None:
+        single = single[present[single]]
     if len(single) == 0:
         combos = [c for c, lab in zip(enc.conditions, enc.labels, strict=True) if lab[k] != 0]
         raise ValueError(
@@ -92,6 +166,8 @@ def predict_baseline(
     n_cells: int | None = None,
     adata_true: AnnData | None = None,
     layer: str | None = None,
+    context_key: str | None = None,
+    context: str | None = None,
     seed: int = 0,
 ) -> AnnData:
     """Predict cells of target conditions with a simple baseline.
@@ -111,6 +187,14 @@ def predict_baseline(
       in two random halves; the first half is returned and the obs_names of the second half
       are stored in ``uns["pdae"]["oracle_reference_cells"]``. Evaluate against those only:
       ``evaluate(pred, adata_true[pred.uns["pdae"]["oracle_reference_cells"]])``.
+
+    With ``context_key`` and ``context`` (e.g. a cell line) every method predicts in that
+    context: ``control`` and ``pooled`` draw from its cells, ``additive`` and ``linear``
+    shift its control cells. ``additive`` takes each single effect in the target context
+    when it was measured there, else the mean of its effects in the other contexts
+    (control + the mean shift from the other contexts); ``linear`` fits
+    ``mean = mu + l beta + gamma_context`` over all (condition, context) groups and shifts by
+    ``l* beta``.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
@@ -141,6 +225,10 @@ def predict_baseline(
         Held-out observed cells, required by ``oracle_half``.
     layer
         Layer to use instead of ``X``.
+    context_key
+        Column of ``obs`` with the context of each cell (e.g. cell line).
+    context
+        Context to predict in (a value of ``obs[context_key]``); needed with ``context_key``.
     seed
         Seed of the resampling.
 
@@ -182,6 +270,16 @@ def predict_baseline(
             f"method={method!r} needs control cells but adata has no {control_group!r} cells "
             f"in obs[{perturbation_key!r}]."
         )
+    in_ctx = np.ones(adata.n_obs, dtype=bool)
+    if context_key is not None or context is not None:
+        ctx_codes, ctx_names, target_ctx = _contexts(adata, context_key, context)
+        in_ctx = ctx_codes == target_ctx
+        ctrl_cells = ctrl_cells[in_ctx[ctrl_cells]]
+        if len(ctrl_cells) == 0 and method in ("control", "additive", "linear"):
+            raise ValueError(
+                f"method={method!r} needs control cells in context {context!r}, but adata has "
+                f"no {control_group!r} cells there."
+            )
     rng = np.random.default_rng(seed)
     names = np.asarray(adata.obs_names, dtype=object)
     source_names = np.asarray(enc.conditions, dtype=object)[enc.codes]
@@ -189,20 +287,32 @@ def predict_baseline(
     shifts = None
     if method in ("additive", "linear"):
         vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
-        means = _group_means(mat, enc)
         ctrl = int(ctrl_codes[0])
+        if context_key is not None:
+            ctx_means = _context_means(mat, enc, ctx_codes, len(ctx_names))
+
+            def effect(tok, d):
+                return _context_single_effects(enc, ctx_means, ctrl, target_ctx, tok, d)
+
+            def linear_beta():
+                return _context_linear_beta(enc, ctx_means, target_ctx)
+        else:
+            means = _group_means(mat, enc)
+
+            def effect(tok, d):
+                return _single_effects(enc, means, ctrl, tok, d)
+
+            def linear_beta():
+                keep = enc.labels.any(axis=1)
+                return np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
+
         if method == "additive":
             shifts = [
-                sum(
-                    (_single_effects(enc, means, ctrl, tok, d) for tok, d in p.items()),
-                    np.zeros(adata.n_vars),
-                )
+                sum((effect(tok, d) for tok, d in p.items()), np.zeros(adata.n_vars))
                 for p in parsed
             ]
         else:
-            keep = enc.labels.any(axis=1)
-            beta = np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
-            shifts = list(vectors @ beta)
+            shifts = list(vectors @ linear_beta())
             span = extrapolation_table(enc.labels, vectors, names=targets)
             outside = [t for t, ok in zip(targets, span["in_span"], strict=True) if not ok]
             if outside:
@@ -242,7 +352,7 @@ def predict_baseline(
             idx = _resample(cells[:half], half if n_cells is None else n_cells, rng)
             x, src, src_cell = _dense(mat_true, idx), target, true_names[idx]
         else:
-            pool = np.arange(adata.n_obs) if method == "pooled" else ctrl_cells
+            pool = np.flatnonzero(in_ctx) if method == "pooled" else ctrl_cells
             n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
             idx = _resample(pool, n_default if n_cells is None else n_cells, rng)
             x, src, src_cell = _dense(mat, idx), source_names[idx], names[idx]

@@ -1,0 +1,189 @@
+"""Benchmark tasks shared by the real-data scripts: data, held-out split, baselines, scoring.
+
+Each task is a training AnnData, the observed cells of held-out conditions and how to
+predict them (targets, context). Real tasks read ``../shared/data`` (or the copy bundled in
+the package for Datlinger 2017); simulated ones call :func:`pdae_sc.data.simulate`.
+
+Tasks:
+
+- ``clean``: simulation, Gaussian basal law, 10 perturbations, 100 genes, 10 held-out doubles;
+- ``counts``: the same generator with negative-binomial counts (library sizes varying),
+  normalised + log1p as a user would, 300 genes, 10 held-out doubles;
+- ``datlinger_combo``: Datlinger 2017 CROP-seq, knockout + TCR stimulation as a combination
+  (``"LCK+stim"``), every second knockout held out in the stimulated state, 500 HVGs;
+- ``datlinger_context``: the same cells, stimulation as a *context* (``context_keys``), the
+  same knockouts held out in the stimulated context and predicted from its cells;
+- ``papalexi_context``: Papalexi 2021 ECCITE-seq singles, replicate as context, every second
+  target held out in ``rep_3`` and predicted there.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+
+import pdae_sc as pdae
+
+SHARED = Path(os.environ.get("PDAE_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data"))
+BASELINES = ("control", "pooled", "additive", "linear")
+
+
+@dataclass
+class Task:
+    """A held-out prediction task."""
+
+    name: str
+    train: ad.AnnData
+    test: ad.AnnData
+    targets: list[str]
+    context_key: str | None = None
+    context: str | None = None
+    setup: dict = field(default_factory=dict)
+
+
+def _hvg(adata: ad.AnnData, n_top: int) -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat")
+    return adata[:, adata.var["highly_variable"].to_numpy()].copy()
+
+
+def _split(adata: ad.AnnData, held: list[str], key: str = "perturbation"):
+    test_mask = adata.obs[key].astype(str).isin(held).to_numpy()
+    return adata[~test_mask].copy(), adata[test_mask].copy()
+
+
+def simulation_task(kind: str, seed: int = 0) -> Task:
+    counts = kind == "counts"
+    adata = pdae.data.simulate(
+        n_perturbations=10,
+        n_genes=300 if counts else 100,
+        n_cells_per_condition=100,
+        counts=counts,
+        seed=seed,
+    )
+    if counts:  # the counts as a user gets them, then normalise + log1p
+        raw = ad.AnnData(adata.layers["counts"].copy(), obs=adata.obs[["perturbation"]].copy())
+        raw.var_names = adata.var_names
+        pdae.data.normalize_counts(raw)
+        adata = raw
+    split = pdae.data.split_perturbations(adata, holdout="doubles", n_holdout=10, seed=seed)
+    held = sorted(adata.obs["perturbation"][split == "test"].astype(str).unique())
+    train, test = _split(adata, held)
+    setup = {"counts_layer": "counts"} if counts else {}
+    return Task(kind, train, test, held, setup=setup)
+
+
+def datlinger(n_top: int = 500) -> ad.AnnData:
+    adata = pdae.datasets.datlinger2017()
+    pdae.data.normalize_counts(adata)
+    return _hvg(adata, n_top)
+
+
+def datlinger_combo(n_top: int = 500) -> Task:
+    adata = datlinger(n_top)
+    genes = sorted(set(adata.obs["target"].astype(str)) - {"ctrl"})
+    held = [f"{g}+stim" for g in genes[::2]]
+    train, test = _split(adata, held)
+    return Task("datlinger_combo", train, test, held, setup={"counts_layer": "counts"})
+
+
+def datlinger_context(n_top: int = 500) -> Task:
+    adata = datlinger(n_top)
+    adata.obs["perturbation"] = adata.obs["target"].astype(str)
+    genes = sorted(set(adata.obs["perturbation"]) - {"ctrl"})
+    held = genes[::2]
+    stim = (adata.obs["state"] == "stimulated").to_numpy()
+    test_mask = stim & adata.obs["perturbation"].isin(held).to_numpy()
+    return Task(
+        "datlinger_context",
+        adata[~test_mask].copy(),
+        adata[test_mask].copy(),
+        held,
+        context_key="state",
+        context="stimulated",
+        setup={"counts_layer": "counts", "context_keys": ["state"]},
+    )
+
+
+def papalexi_context(context: str = "rep_3") -> Task:
+    raw = ad.read_h5ad(SHARED / "papalexi2021_eccite_subset.h5ad")
+    adata = ad.AnnData(
+        raw.X.astype(np.float32),
+        obs=pd.DataFrame(
+            {
+                "perturbation": raw.obs["target"].astype(str).replace({"non-targeting": "ctrl"}),
+                "rep": raw.obs["bio_rep"].astype(str),
+            },
+            index=raw.obs_names,
+        ),
+        var=pd.DataFrame(index=raw.var_names),
+    )
+    pdae.data.normalize_counts(adata)
+    targets = sorted(set(adata.obs["perturbation"]) - {"ctrl"})
+    held = targets[::2]
+    in_ctx = (adata.obs["rep"] == context).to_numpy()
+    test_mask = in_ctx & adata.obs["perturbation"].isin(held).to_numpy()
+    return Task(
+        "papalexi_context",
+        adata[~test_mask].copy(),
+        adata[test_mask].copy(),
+        held,
+        context_key="rep",
+        context=context,
+        setup={"counts_layer": "counts", "context_keys": ["rep"]},
+    )
+
+
+TASKS = {
+    "clean": lambda seed=0: simulation_task("clean", seed),
+    "counts": lambda seed=0: simulation_task("counts", seed),
+    "datlinger_combo": lambda seed=0: datlinger_combo(),
+    "datlinger_context": lambda seed=0: datlinger_context(),
+    "papalexi_context": lambda seed=0: papalexi_context(),
+}
+
+
+def baselines(task: Task, seed: int = 0, n_cells: int = 500) -> dict[str, ad.AnnData]:
+    """Predictions of every baseline (and the oracle half) for the task's targets.
+
+    For a context task every baseline predicts in the target context
+    (:func:`pdae_sc.tl.predict_baseline` with ``context_key``): ``control`` is its control
+    cells, ``additive`` those shifted by the knockout's mean change in the other contexts.
+    """
+    ctx = {"context_key": task.context_key, "context": task.context} if task.context_key else {}
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method in BASELINES:
+            out[method] = pdae.tl.predict_baseline(
+                task.train, task.targets, method=method, n_cells=n_cells, seed=seed, **ctx
+            )
+    out["oracle_half"] = pdae.tl.predict_baseline(
+        task.train, task.targets, method="oracle_half", adata_true=task.test, seed=seed
+    )
+    return out
+
+
+def control_cells(task: Task) -> ad.AnnData:
+    """The control cells that define 'no effect' for the task (the target context's)."""
+    obs = task.train.obs
+    mask = (obs["perturbation"].astype(str) == "ctrl").to_numpy()
+    if task.context_key is not None:
+        mask &= (obs[task.context_key].astype(str) == task.context).to_numpy()
+    return task.train[mask]
+
+
+def score(task: Task, pred: ad.AnnData, seed: int = 0) -> pd.DataFrame:
+    """:func:`pdae_sc.tl.evaluate` of a prediction against the held-out cells."""
+    truth = task.test
+    if pred.uns.get("pdae", {}).get("method") == "oracle_half":
+        truth = task.test[pred.uns["pdae"]["oracle_reference_cells"]]
+    return pdae.tl.evaluate(pred, truth, adata_control=control_cells(task), seed=seed)

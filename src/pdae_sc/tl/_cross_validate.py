@@ -1,0 +1,356 @@
+"""Which method to trust on your data: hold out measured conditions, refit, score everything."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from pdae_sc.data._fields import context_codes
+from pdae_sc.data._labels import encode_conditions
+
+from ._baselines import predict_baseline
+from ._extrapolation import extrapolation_table
+from ._metrics import evaluate
+
+__all__ = ["CrossValidation", "cross_validate"]
+
+_BASELINES = ("control", "pooled", "additive", "linear")
+_CTX = "_pdae_context"
+
+
+@dataclass
+class CrossValidation:
+    """Result of :func:`cross_validate`.
+
+    Parameters
+    ----------
+    scores
+        One row per fold, held-out condition and method, with ``fold``, ``condition``,
+        ``context``, ``kind`` (``"combination"`` or ``"context"``), ``method`` and every
+        metric of :func:`pdae_sc.tl.evaluate`.
+    metric
+        The metric the verdict is based on (lower is better).
+    verdict
+        One line: does PDAE beat the best simple baseline on these held-out conditions?
+
+    Examples
+    --------
+    See :func:`cross_validate`.
+    """
+
+    scores: pd.DataFrame
+    metric: str
+    verdict: str
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and standard deviation of each metric per method, best first.
+
+        Returns
+        -------
+        DataFrame indexed by method with ``<metric>_mean`` and ``<metric>_sd`` columns,
+        sorted by the mean of :attr:`metric`.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> import pdae_sc as pdae
+        >>> scores = pd.DataFrame(
+        ...     {"method": ["pdae", "pdae", "linear", "linear"], "energy_distance": [1, 2, 3, 4]}
+        ... )
+        >>> cv = pdae.tl.CrossValidation(scores, "energy_distance", "")
+        >>> cv.summary()["energy_distance_mean"].tolist()
+        [1.5, 3.5]
+        """
+        numeric = self.scores.select_dtypes("number").drop(
+            columns=["fold", "n_pred", "n_true"], errors="ignore"
+        )
+        grouped = numeric.groupby(self.scores["method"])
+        out = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_sd"))
+        cols = [c for m in numeric.columns for c in (f"{m}_mean", f"{m}_sd")]
+        return out[cols].sort_values(f"{self.metric}_mean")
+
+    def __repr__(self) -> str:
+        return f"CrossValidation: {self.verdict}"
+
+
+def _units(obs: pd.DataFrame, enc, ctx_codes, ctx_names, min_cells: int) -> pd.DataFrame:
+    """Candidate held-out (condition, context) units with their kind and cell counts."""
+    counts = pd.crosstab(enc.codes, ctx_codes)
+    n_tokens = (enc.labels != 0).sum(1)
+    rows = []
+    for c in counts.index:
+        if n_tokens[c] == 0:
+            continue
+        measured = [k for k in counts.columns if counts.loc[c, k] > 0]
+        for k in measured:
+            if counts.loc[c, k] < min_cells:
+                continue
+            if n_tokens[c] >= 2:
+                kind = "combination"
+            elif len(measured) > 1:
+                kind = "context"
+            else:
+                continue
+            rows.append(
+                {"code": c, "ctx": k, "kind": kind, "n_cells": int(counts.loc[c, k])}
+            )
+    return pd.DataFrame(rows, columns=["code", "ctx", "kind", "n_cells"])
+
+
+def _assign_folds(units, enc, ctx_codes, n_folds, n_holdout, rng) -> list[list[int]]:
+    """Greedy folds of at most ``n_holdout`` units, each still in the span of the rest."""
+    order = []
+    for kind in ("combination", "context"):  # combinations first
+        idx = np.flatnonzero(units["kind"].to_numpy() == kind)
+        order.extend(rng.permutation(idx))
+    pair = pd.crosstab(enc.codes, ctx_codes)
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    used = set()
+    for f in range(n_folds):
+        for u in order:
+            if u in used or len(folds[f]) >= n_holdout:
+                continue
+            trial = folds[f] + [u]
+            left = pair.copy()
+            for v in trial:
+                left.loc[units.at[v, "code"], units.at[v, "ctx"]] = 0
+            remaining = left.sum(1) > 0
+            train_labels = enc.labels[left.index[remaining.to_numpy()]]
+            has_ctrl = any(~enc.labels[c].any() for c in left.index[remaining.to_numpy()])
+            targets = enc.labels[[units.at[v, "code"] for v in trial]]
+            ok = extrapolation_table(train_labels, targets)["in_span"].all()
+            ctx_ctrl = all(
+                left.loc[[c for c in left.index if not enc.labels[c].any()], units.at[v, "ctx"]]
+                .sum()
+                > 0
+                for v in trial
+            )
+            if ok and has_ctrl and ctx_ctrl:
+                folds[f].append(u)
+                used.add(u)
+    return [f for f in folds if f]
+
+
+def cross_validate(
+    model,
+    *,
+    n_folds: int = 2,
+    n_holdout: int = 4,
+    baselines: Sequence[str] = _BASELINES,
+    metric: str = "energy_distance",
+    n_cells: int = 500,
+    min_cells: int = 20,
+    train_kwargs: dict | None = None,
+    seed: int = 0,
+) -> CrossValidation:
+    """Hold out measured conditions, refit the model, score PDAE and the baselines.
+
+    The held-out units are measured conditions whose labels stay in the span of the rest of
+    the training data, so the PDAE guarantee covers them like the unseen targets you want to
+    predict: combinations first (``"A+B"`` whose parts were measured), then, with contexts
+    (``context_keys``), perturbations in one context that were measured in another. Each
+    fold holds out up to ``n_holdout`` units, refits a model of the same class and settings
+    on the rest (``train_kwargs``), predicts the held-out conditions in their context, and
+    scores the prediction and every baseline of :func:`pdae_sc.tl.predict_baseline` (in the
+    same context) with :func:`pdae_sc.tl.evaluate`, against the same observed cells.
+
+    Parameters
+    ----------
+    model
+        A :class:`pdae_sc.model.PDAE` set up on your data (trained or not; it is not
+        changed). Its registration and constructor settings are reused for every refit.
+    n_folds
+        Number of refits; the folds hold out disjoint units.
+    n_holdout
+        Units held out per fold.
+    baselines
+        Baselines to score beside PDAE (always with ``oracle_half``, the noise floor).
+    metric
+        Metric of the verdict (a column of :func:`~pdae_sc.tl.evaluate`; lower is better
+        except for ``r2_mean`` and the Pearson metrics, which are negated for the verdict).
+    n_cells
+        Cells predicted per held-out condition.
+    min_cells
+        Conditions with fewer cells (in their context) are not held out.
+    train_kwargs
+        Arguments of ``model.train`` for the refits (default: the model's default training,
+        without progress bar).
+    seed
+        Seed of the fold assignment, the refits (``scvi.settings.seed``), the predictions
+        and the scoring.
+
+    Returns
+    -------
+    :class:`CrossValidation` with the tidy ``scores`` table, ``summary()`` per method and
+    the one-line ``verdict``. Raises ``ValueError`` when no measured condition can be held
+    out in the span of the rest (e.g. singles only, without contexts).
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=40, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=8, n_hidden=(32,))
+    >>> cv = pdae.tl.cross_validate(
+    ...     model, n_folds=1, n_holdout=2, n_cells=100, train_kwargs={"max_epochs": 2}
+    ... )
+    >>> sorted(cv.scores["method"].unique())
+    ['additive', 'control', 'linear', 'oracle_half', 'pdae', 'pooled']
+    >>> cv.verdict  # doctest: +ELLIPSIS
+    'PDAE ... of 2 held-out conditions ...'
+    """
+    import scvi
+
+    if not isinstance(n_folds, int | np.integer) or n_folds < 1:
+        raise ValueError(f"n_folds={n_folds!r}; use a positive integer.")
+    if not isinstance(n_holdout, int | np.integer) or n_holdout < 1:
+        raise ValueError(f"n_holdout={n_holdout!r}; use a positive integer.")
+    unknown = sorted(set(baselines) - set(_BASELINES))
+    if unknown:
+        raise ValueError(f"baselines={list(baselines)!r}: unknown {unknown}; use {_BASELINES}.")
+    manager = getattr(model, "adata_manager", None)
+    if manager is None:
+        raise TypeError(
+            f"model must be a PDAE set up on its data, got {type(model).__name__}; call "
+            "PDAE.setup_anndata(adata, ...) and pass PDAE(adata)."
+        )
+    setup = dict(manager.registry["setup_args"])
+    adata: AnnData = model.adata
+    key, ctrl_label = setup["perturbation_key"], setup["control_group"]
+    dosage_key, layer = setup.get("dosage_key"), setup.get("layer")
+    ctx_keys = setup.get("context_keys") or []
+    obs = adata.obs
+    enc = encode_conditions(
+        obs[key],
+        control_group=ctrl_label,
+        delimiter=setup["delimiter"],
+        dosages=None if dosage_key is None else obs[dosage_key],
+        name=key,
+    )
+    ctx_codes, ctx_names = context_codes(obs, ctx_keys)
+    units = _units(obs, enc, ctx_codes, ctx_names, min_cells)
+    rng = np.random.default_rng(seed)
+    folds = _assign_folds(units, enc, ctx_codes, n_folds, n_holdout, rng)
+    if not folds:
+        raise ValueError(
+            "No measured condition can be held out while staying in the span of the rest: "
+            "cross-validation needs combinations whose parts were measured, or perturbations "
+            f"measured in several contexts (with at least min_cells={min_cells} cells)."
+        )
+    init = model.init_params_
+    init_kwargs = {**init.get("non_kwargs", {}), **init.get("kwargs", {}).get("module_kwargs", {})}
+    train_kwargs = {"enable_progress_bar": False, **(train_kwargs or {})}
+    cls = type(model)
+    rows = []
+    for f, fold in enumerate(folds):
+        held = np.zeros(adata.n_obs, dtype=bool)
+        for u in fold:
+            held |= (enc.codes == units.at[u, "code"]) & (ctx_codes == units.at[u, "ctx"])
+        train = adata[~held].copy()
+        test = adata[held]
+        old_seed = scvi.settings.seed
+        scvi.settings.seed = seed + f
+        try:
+            cls.setup_anndata(train, **setup)
+            refit = cls(train, **init_kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                refit.train(**train_kwargs)
+        finally:
+            scvi.settings.seed = old_seed
+        rows += _score_fold(
+            refit, train, test, units.loc[fold], enc, ctx_codes[~held], ctx_codes[held],
+            ctx_names, setup, baselines, n_cells, seed, f,
+        )
+    scores = pd.concat(rows, ignore_index=True)
+    return CrossValidation(scores, metric, _verdict(scores, metric))
+
+
+def _score_fold(
+    refit, train, test, fold_units, enc, train_ctx, test_ctx, ctx_names, setup, baselines,
+    n_cells, seed, fold,
+) -> list[pd.DataFrame]:
+    key, ctrl_label = setup["perturbation_key"], setup["control_group"]
+    dosage_key, layer = setup.get("dosage_key"), setup.get("layer")
+    has_ctx = bool(setup.get("context_keys"))
+    label_kw = {"perturbation_key": key, "control_group": ctrl_label,
+                "delimiter": setup["delimiter"], "dosage_key": dosage_key}
+    # AnnData views for the baselines, with one context column (the user's data stay as is)
+    mat = train.X if layer is None else train.layers[layer]
+    cols = [key] + ([dosage_key] if dosage_key else [])
+    base_obs = train.obs[cols].copy()
+    base_obs[_CTX] = np.asarray(ctx_names, dtype=object)[train_ctx]
+    base = AnnData(mat, obs=base_obs, var=pd.DataFrame(index=train.var_names))
+    test_obs = test.obs[cols].copy()
+    test_mat = test.X if layer is None else test.layers[layer]
+    truth_all = AnnData(test_mat, obs=test_obs, var=pd.DataFrame(index=test.var_names))
+    out = []
+    for ctx in sorted(set(fold_units["ctx"])):
+        units = fold_units[fold_units["ctx"] == ctx]
+        codes = units["code"].tolist()
+        targets = [enc.conditions[c] for c in codes]
+        dosages = None if dosage_key is None else [enc.dosages[c] for c in codes]
+        ctx_name = ctx_names[ctx]
+        truth = truth_all[test_ctx == ctx]
+        control = base[(base.obs[_CTX] == ctx_name).to_numpy() & _is_ctrl(base, enc, key)]
+        context = ctx_name if has_ctx else None
+        preds = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            preds["pdae"] = refit.predict(
+                targets, dosages=dosages, n_cells=n_cells, context=context, seed=seed
+            )
+            ctx_kw = {"context_key": _CTX, "context": ctx_name} if has_ctx else {}
+            for method in baselines:
+                preds[method] = predict_baseline(
+                    base, targets, method=method, dosages=dosages, n_cells=n_cells, seed=seed,
+                    **label_kw, **ctx_kw,
+                )
+            preds["oracle_half"] = predict_baseline(
+                base, targets, method="oracle_half", dosages=dosages, adata_true=truth,
+                seed=seed, **label_kw,
+            )
+        kinds = dict(zip(targets, units["kind"], strict=True))
+        for method, pred in preds.items():
+            ref = truth
+            if method == "oracle_half":
+                ref = truth[pred.uns["pdae"]["oracle_reference_cells"]]
+            scored = evaluate(pred, ref, adata_control=control, seed=seed, **label_kw)
+            scored["method"] = method
+            scored.insert(0, "fold", fold)
+            scored.insert(2, "context", ctx_name)
+            scored.insert(3, "kind", scored["condition"].map(kinds).fillna("combination"))
+            out.append(scored)
+    return out
+
+
+def _is_ctrl(base: AnnData, enc, key: str) -> np.ndarray:
+    labels = base.obs[key].astype(str).to_numpy()
+    ctrl = {enc.conditions[c] for c in range(enc.n_conditions) if not enc.labels[c].any()}
+    return np.isin(labels, list(ctrl))
+
+
+def _verdict(scores: pd.DataFrame, metric: str) -> str:
+    sign = -1.0 if metric.startswith(("pearson", "r2")) else 1.0
+    table = scores.pivot_table(index=["fold", "condition"], columns="method", values=metric)
+    table = table * sign
+    candidates = [m for m in table.columns if m not in ("pdae", "oracle_half")]
+    best = min(candidates, key=lambda m: table[m].mean())
+    wins = int((table["pdae"] < table[best]).sum())
+    n = len(table)
+    pdae_mean, best_mean = sign * table["pdae"].mean(), sign * table[best].mean()
+    words = "beats" if wins * 2 > n else "does not beat"
+    line = (
+        f"PDAE {words} {best} (the best simple baseline) on {wins} of {n} held-out "
+        f"conditions ({metric} {pdae_mean:.3g} vs {best_mean:.3g}"
+    )
+    if "oracle_half" in table:
+        line += f"; noise floor {sign * table['oracle_half'].mean():.3g}"
+    if "control" in table and best != "control":
+        line += f"; control cells {sign * table['control'].mean():.3g}"
+    return line + ")."
