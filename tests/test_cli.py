@@ -104,3 +104,67 @@ def test_train_input_errors_are_readable(tmp_path, capsys):
     argv = ["train", str(mu_path), "--out", out, "--guide-modality", "gdo"]
     assert main([*argv, "--perturbation-key", "perturbation"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, match: str) -> None:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert match in err, err
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    data = tmp_path / "data.h5ad"
+    pdae.data.simulate(n_perturbations=2, n_genes=5, n_cells_per_condition=5, seed=0).write_h5ad(
+        data
+    )
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n")
+    out = str(tmp_path / "model")
+    assert main(["train", str(csv), "--out", out]) == 2
+    _one_line_error(capsys, "is not an .h5ad or .h5mu file")
+    assert main(["train", str(tmp_path), "--out", out]) == 2
+    _one_line_error(capsys, "is a directory")
+    garbage = tmp_path / "garbage.h5ad"
+    garbage.write_bytes(b"not hdf5")
+    assert main(["train", str(garbage), "--out", out]) == 2
+    _one_line_error(capsys, "Cannot read")
+    # --overwrite never replaces what is not a saved model (checked before training)
+    notes = tmp_path / "res"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    assert main(["train", str(data), "--out", str(notes), "--overwrite"]) == 2
+    _one_line_error(capsys, "is not a saved pdae-sc model")
+    assert (notes / "notes.txt").read_text() == "keep me"
+    assert main(["train", str(data), "--out", str(data), "--overwrite"]) == 2
+    _one_line_error(capsys, "is not a directory")
+    assert data.is_file()
+    assert not (tmp_path / "model").exists()
+
+
+def test_predict_out_and_model_errors(tmp_path, capsys):
+    data = tmp_path / "data.h5ad"
+    adata = pdae.data.simulate(n_perturbations=2, n_genes=5, n_cells_per_condition=6, seed=0)
+    adata.write_h5ad(data)
+    model_dir = tmp_path / "model"
+    assert main(["train", str(data), "--out", str(model_dir), "--max-epochs", "1"]) == 0
+    capsys.readouterr()
+    argv = ["predict", str(model_dir), "--conditions", "P0", "--n-cells", "3"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "is a directory")
+    existing = tmp_path / "x.h5ad"
+    existing.write_bytes(b"old")
+    assert main([*argv, "--out", str(existing)]) == 2
+    _one_line_error(capsys, "already exists; pass --overwrite")
+    assert existing.read_bytes() == b"old"
+    assert main([*argv, "--out", str(existing), "--overwrite"]) == 0
+    assert ad.read_h5ad(existing).n_obs == 3
+    # a model saved without its AnnData: say what to pass, and --adata works
+    bare = tmp_path / "bare"
+    pdae.model.PDAE.load(model_dir).save(bare)
+    capsys.readouterr()
+    assert (
+        main(["predict", str(bare), "--conditions", "P0", "--out", str(tmp_path / "y.h5ad")]) == 2
+    )
+    _one_line_error(capsys, "--adata DATA.h5ad")
+    argv = ["predict", str(bare), "--conditions", "P0", "--adata", str(data)]
+    assert main([*argv, "--n-cells", "2", "--out", str(tmp_path / "y.h5ad")]) == 0

@@ -159,6 +159,45 @@ def _rows(adata, condition):
     return np.asarray(adata[adata.obs["perturbation"] == condition].X)
 
 
+_INPUT_SUFFIXES = (".h5ad", ".h5mu")
+
+
+def _check_input(path: str, what: str = "input") -> None:
+    """An existing .h5ad/.h5mu file, else a one-line error."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No {what} file at {path!r}.")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a directory; give an .h5ad or .h5mu file.")
+    if not str(path).endswith(_INPUT_SUFFIXES):
+        raise ValueError(
+            f"{what} {path!r} is not an .h5ad or .h5mu file; convert it first, e.g. "
+            "anndata.read_csv(path).write_h5ad('data.h5ad') (cells as rows, and the labels "
+            "in obs)."
+        )
+
+
+def _read(path: str, reader):
+    """``reader(path)``, with an unreadable file as a one-line ``ValueError``."""
+    try:
+        return reader(path)
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(
+            f"Cannot read {path!r} ({type(err).__name__}: {str(err)[:120]}); is it a valid "
+            "AnnData/MuData file?"
+        ) from err
+
+
+def _check_out_file(path: str, overwrite: bool) -> None:
+    """``--out`` of predict: a file path that does not exist (or ``--overwrite``)."""
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is a directory; give the .h5ad file to write.")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"--out {path!r} already exists; pass --overwrite to replace it or choose another "
+            "file."
+        )
+
+
 def _setup(args):
     """Read ``args.input`` (.h5ad or .h5mu) and register it; return what ``PDAE`` takes."""
     import pdae_sc as pdae
@@ -190,12 +229,12 @@ def _setup(args):
             labels = {"guide_modality": args.guide_modality, "min_counts": args.min_counts}
         else:
             labels = {"perturbation_key": key}
-        mdata = md.read_h5mu(args.input)
+        mdata = _read(args.input, md.read_h5mu)
         pdae.model.PDAE.setup_mudata(mdata, rna=args.rna, **labels, **common)
         return mdata
     import anndata as ad
 
-    adata = ad.read_h5ad(args.input)
+    adata = _read(args.input, ad.read_h5ad)
     pdae.model.PDAE.setup_anndata(adata, key, **common)
     return adata
 
@@ -204,9 +243,16 @@ def _cmd_train(args) -> None:
     import scvi
 
     import pdae_sc as pdae
+    from pdae_sc.model._persistence import check_overwritable
 
-    if not os.path.exists(args.input):
-        raise FileNotFoundError(f"No input file at {args.input!r}.")
+    _check_input(args.input)
+    if os.path.lexists(args.out):  # refuse before training, not after
+        if not args.overwrite:
+            raise FileExistsError(
+                f"--out {args.out!r} already exists; pass --overwrite to replace a saved model "
+                "or choose another directory."
+            )
+        check_overwritable(args.out)
     data = _setup(args)
     scvi.settings.seed = args.seed
     model = pdae.model.PDAE(data)
@@ -216,9 +262,16 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_predict(args) -> None:
+    import anndata as ad
+
     import pdae_sc as pdae
 
-    model = pdae.model.PDAE.load(args.model)
+    _check_out_file(args.out, args.overwrite)
+    adata = None
+    if args.adata is not None:
+        _check_input(args.adata, "--adata")
+        adata = _read(args.adata, ad.read_h5ad)
+    model = pdae.model.PDAE.load(args.model, adata)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     pred = model.predict(
         conditions,
@@ -272,7 +325,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--conditions", required=True, help="comma-separated, e.g. 'A+B,C'")
     r.add_argument("--out", required=True, help=".h5ad file to write")
     r.add_argument("--n-cells", type=int, default=None, help="cells per condition")
-    r.add_argument("--source", default="all", help="source cells: all, the control or a label")
+    r.add_argument(
+        "--source", default=None, help="source cells: the control or a label (default: all)"
+    )
+    r.add_argument(
+        "--adata", default=None, help=".h5ad with the training genes, if the model has none"
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     r.add_argument("--context", default=None, help="predict in this context")
     r.add_argument(
         "--scale",
@@ -297,8 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_train(args)
         else:
             _cmd_predict(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        print(f"pdae-sc {args.command}: error: {err}", file=sys.stderr)
+    except (KeyError, ValueError, TypeError, OSError) as err:  # user errors; bugs raise
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"pdae-sc {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,8 +31,9 @@ def context_codes(
     """Context code of every cell and the context names, in order of first appearance.
 
     A context name is the values of ``context_keys`` as strings, joined by ``" | "``
-    (``"all"`` without context keys). Only integer codes are built per cell, so this stays
-    cheap for millions of cells.
+    (``"all"`` without context keys). With several keys, a value containing ``" | "``
+    raises ``ValueError`` (it would make two contexts print alike). Only integer codes are
+    built per cell, so this stays cheap for millions of cells.
     """
     if not context_keys:
         return np.zeros(len(obs), dtype=np.int64), ["all"]
@@ -39,6 +41,17 @@ def context_codes(
     names = [""]
     for i, key in enumerate(context_keys):
         key_codes, uniques = pd.factorize(obs[key], use_na_sentinel=False)
+        if len(context_keys) > 1:
+            clash = [str(u) for u in uniques if _CONTEXT_SEP in str(u)]
+            if clash:
+                raise ValueError(
+                    f"context_keys column adata.obs[{key!r}] has values that contain the "
+                    f"context joiner {_CONTEXT_SEP!r} (e.g. {clash[0]!r}); with several "
+                    f"context_keys {list(context_keys)} such values would merge different "
+                    "contexts. Replace the joiner in those values, e.g. "
+                    f"adata.obs[{key!r}] = adata.obs[{key!r}].astype(str).str.replace("
+                    f"{_CONTEXT_SEP!r}, '/', regex=False)."
+                )
         combined, first = pd.factorize(codes * max(1, len(uniques)) + key_codes)
         sep = "" if i == 0 else _CONTEXT_SEP
         names = [
@@ -131,6 +144,26 @@ class PerturbationField(BaseAnnDataField):
                 "adata.layers['counts']."
             )
 
+    def _label_columns(self) -> list[str]:
+        return [c for c in (self._attr_key, self.dosage_key, *self.context_keys) if c is not None]
+
+    def labels_fingerprint(self, adata: AnnData) -> str:
+        """Hash of the label, dose and context columns of ``adata.obs``, cell by cell."""
+        columns = [c for c in self._label_columns() if c in adata.obs.columns]
+        hashed = pd.util.hash_pandas_object(adata.obs[columns], index=False).to_numpy()
+        return hashlib.sha1(hashed.tobytes()).hexdigest()
+
+    def check_unchanged(self, adata: AnnData, state_registry: dict) -> None:
+        """Raise ``ValueError`` if the label columns of ``adata`` changed since registration."""
+        recorded = state_registry.get("labels_fingerprint")
+        if recorded is not None and recorded != self.labels_fingerprint(adata):
+            raise ValueError(
+                f"adata.obs columns {self._label_columns()} changed after setup_anndata: the "
+                "model was set up on other labels, doses or contexts, and would mix the two. "
+                "Restore the columns, or run PDAE.setup_anndata(adata, ...) again and build "
+                "and train a new model."
+            )
+
     def encode(self, adata: AnnData, vocabulary: Sequence[str] | None = None) -> EncodedConditions:
         """Encode the conditions of ``adata`` (over ``vocabulary`` if given)."""
         dosages = adata.obs[self.dosage_key] if self.dosage_key is not None else None
@@ -206,6 +239,7 @@ class PerturbationField(BaseAnnDataField):
             # cells of every training condition in every context, (n_contexts, n_conditions)
             "context_condition_counts": context_counts,
             "counts_layer": self.counts_layer,
+            "labels_fingerprint": self.labels_fingerprint(adata),
             "matrix_stats": None
             if stats is None
             else {"min": stats.min, "max": stats.max, "all_integer": stats.all_integer},
@@ -215,11 +249,15 @@ class PerturbationField(BaseAnnDataField):
         """Check ``adata_target``'s labels against the training vocabulary; keep the state.
 
         Any combination of known perturbations is accepted; an unknown perturbation raises
-        ``KeyError``. The returned state is the training state (vocabulary, conditions).
+        ``KeyError``. The returned state is the training state (vocabulary, conditions),
+        with the fingerprint of ``adata_target``'s label columns.
         """
         self.validate_field(adata_target)
         self.encode(adata_target, vocabulary=state_registry["vocabulary"])
-        return dict(state_registry)
+        state = dict(state_registry)
+        if "labels_fingerprint" in state:  # of this AnnData's columns, checked before use
+            state["labels_fingerprint"] = self.labels_fingerprint(adata_target)
+        return state
 
     def get_summary_stats(self, state_registry: dict) -> dict:
         """Numbers of perturbations, conditions and contexts."""

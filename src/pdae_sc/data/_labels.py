@@ -78,8 +78,15 @@ def _unknown_perturbation_error(token: str, vocabulary: Sequence[str]) -> KeyErr
 
 
 def _parse_dosage(dosage: object, n_tokens: int, condition: str, delimiter: str) -> list[float]:
-    if dosage is None or (isinstance(dosage, float) and math.isnan(dosage)):
+    if dosage is None:
         return [1.0] * n_tokens
+    if dosage is pd.NA:  # a missing dose: refused for perturbed tokens by parse_condition
+        return [math.nan] * n_tokens
+    if isinstance(dosage, bool | np.bool_):
+        raise TypeError(
+            f"Dosage {dosage!r} of condition {condition!r} is a bool; use a number or a "
+            f"{delimiter!r}-delimited string such as '1.0{delimiter}0.5'."
+        )
     if isinstance(dosage, int | float | np.integer | np.floating):
         return [float(dosage)] * n_tokens
     if not isinstance(dosage, str):
@@ -126,7 +133,8 @@ def parse_condition(
         Separator between the elementary perturbations of a combination.
     dosage
         Doses in the same delimited form (``"1.0+0.5"``), one number for every token, or
-        ``None`` for dose 1.
+        ``None`` for dose 1. A missing dose (NaN) is refused for every token except the
+        control (``ValueError``).
 
     Returns
     -------
@@ -171,6 +179,12 @@ def parse_condition(
             raise ValueError(
                 f"Perturbation {token!r} appears twice in label {condition!r}; list each "
                 "perturbation once and put a larger dose in the dosage column instead."
+            )
+        if math.isnan(dose) and not (isinstance(dosage, str) and "nan" in dosage.lower()):
+            raise ValueError(
+                f"The dose of {token!r} in {condition!r} is missing (NaN); doses of perturbed "
+                "cells must be numbers. Fill the dosage column (e.g. with 1.0) or remove those "
+                "cells; None means the default dose 1."
             )
         if not math.isfinite(dose):
             raise ValueError(

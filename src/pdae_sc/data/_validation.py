@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from anndata import AnnData
 __all__ = [
     "MatrixStats",
     "check_matrix",
+    "check_positive_int",
+    "check_seed",
     "check_unique_names",
     "check_var_names_match",
     "get_matrix",
@@ -28,6 +31,35 @@ class MatrixStats:
     min: float
     max: float
     all_integer: bool
+
+
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= minimum``, else a clear error.
+
+    Booleans and floats (even ``4.0``) are refused with ``TypeError``; integers below
+    ``minimum`` with ``ValueError``. The message names the argument and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name}={value!r} has type {type(value).__name__}; use an integer >= {minimum}."
+        )
+    if value < minimum:
+        raise ValueError(f"{name}={value!r}; use an integer >= {minimum}.")
+    return int(value)
+
+
+def check_seed(seed: object, name: str = "seed") -> int | None:
+    """``seed`` if it is ``None`` or a non-negative integer, else a clear error."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"{name}={seed!r} has type {type(seed).__name__}; use None or a non-negative "
+            "integer, e.g. seed=0."
+        )
+    if seed < 0:
+        raise ValueError(f"{name}={seed!r}; use None or a non-negative integer, e.g. seed=0.")
+    return int(seed)
 
 
 def get_matrix(adata: AnnData, layer: str | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,12 +11,13 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from pdae_sc.data._labels import label_vector, parse_condition
+from pdae_sc.data._labels import format_condition, label_vector, parse_condition
 from pdae_sc.data._sampler import RowGatherer
-from pdae_sc.data._validation import get_matrix
+from pdae_sc.data._validation import check_positive_int, check_seed, get_matrix
 from pdae_sc.tl._extrapolation import extrapolation_table
 
 from ._prediction import (
+    check_prediction_memory,
     counts_matrix,
     draw_sources,
     make_generator,
@@ -29,6 +31,11 @@ __all__ = ["InferenceMixin"]
 
 class InferenceMixin:
     """Latents, shifts, the extrapolation check and prediction of :class:`~pdae_sc.model.PDAE`."""
+
+    #: Largest predicted expression matrix (bytes) :meth:`predict` builds at once (2 GiB);
+    #: larger requests raise ``ValueError`` with the estimate. Raise it for a machine with
+    #: more memory, e.g. ``PDAE.max_prediction_bytes = 16 * 2**30``.
+    max_prediction_bytes: int = 2 * 2**30
 
     @torch.inference_mode()
     def _map(
@@ -79,6 +86,7 @@ class InferenceMixin:
         >>> train.obsm["X_pdae_basal"] = model.get_latent_representation(basal=True)
         """
         self._check_trained()
+        batch_size = check_positive_int(batch_size, "batch_size")
         adata = self._validate(adata)
         labels = None
         if basal:
@@ -137,6 +145,32 @@ class InferenceMixin:
         np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
         return ctx_names, counts
 
+    def _context_name(self, context: object) -> str | None:
+        """The context name of ``context``: a name, a value of the context column, or a tuple.
+
+        A value as seen in ``obs`` (e.g. the integer ``1`` of an integer column) is matched by
+        its string; with several ``context_keys`` a tuple of values, one per key, is joined.
+        """
+        if context is None or isinstance(context, str):
+            return context
+        keys = list(self._state["context_keys"])
+        if isinstance(context, tuple):
+            if len(context) != len(keys):
+                raise ValueError(
+                    f"context={context!r} has {len(context)} values but the model has "
+                    f"{len(keys)} context_keys {keys}; give one value per key."
+                )
+            return " | ".join(str(c) for c in context)
+        if isinstance(context, bool | np.bool_) or not isinstance(
+            context, int | float | np.integer | np.floating
+        ):
+            raise TypeError(
+                f"context={context!r} has type {type(context).__name__}; use a context name "
+                "(a value of the context column, or a tuple of values with several "
+                "context_keys)."
+            )
+        return str(context)
+
     def _check_context(self, context: str) -> int:
         contexts, _ = self._context_condition_counts()
         if context not in contexts:
@@ -170,7 +204,9 @@ class InferenceMixin:
         dosages
             Optional doses per target.
         context
-            Target context (a value of ``context_keys``, joined by ``" | "`` for several).
+            Target context: a value of the context column as in ``obs`` (e.g. ``"K562"``,
+            or ``1`` for an integer column); with several ``context_keys`` a tuple of values,
+            one per key, or their names joined by ``" | "``.
 
         Returns
         -------
@@ -201,10 +237,12 @@ class InferenceMixin:
         if isinstance(perturbations, str):
             perturbations = [perturbations]
         targets = self.target_labels(perturbations, dosages)
-        names = list(perturbations)
+        perturbations, dosages = list(perturbations), self._dosage_list(dosages)
+        names = perturbations
         if dosages is not None:
             names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
         train = np.asarray(self._state["label_matrix"])
+        context = self._context_name(context)
         if context is None:
             return extrapolation_table(train, targets, names=names)
         i = self._check_context(context)
@@ -219,11 +257,18 @@ class InferenceMixin:
         return table
 
     # ------------------------------------------------------------------ prediction
-    def _source_cells(self, source: str, context: str | None):
+    def _source_cells(self, source: str | None, context: str | None):
         adata = self.adata
         enc, ctx_codes, ctx_names = self._encode(adata)
         mask = np.ones(adata.n_obs, dtype=bool)
-        if source != "all":
+        if source is not None and not isinstance(source, str):
+            raise TypeError(
+                f"source={source!r} has type {type(source).__name__}; use None (every "
+                "registered cell), the control label or a training condition."
+            )
+        # "all" means every cell, unless a perturbation of the model is called "all"
+        every_cell = source is None or (source == "all" and "all" not in self._state["vocabulary"])
+        if not every_cell:
             lab = parse_condition(
                 source,
                 control_group=self._state["control_group"],
@@ -231,9 +276,18 @@ class InferenceMixin:
             )
             vec = label_vector(lab, self._state["vocabulary"])
             hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
+            trained = np.asarray(self._state["label_matrix"])
+            if len(hits) == 0 and np.all(np.isclose(trained, vec), axis=1).any():
+                present = sorted(set(enc.conditions))[:10]
+                raise ValueError(
+                    f"source={source!r} is a training condition, but the AnnData the model "
+                    f"holds now has no cells of it (it has {present}). Pass an AnnData with "
+                    "those cells (e.g. PDAE.load(path, adata) with the training data), use "
+                    "source=None for every cell, or one of the conditions it has."
+                )
             if len(hits) == 0:
                 raise ValueError(
-                    f"source={source!r} is not a condition of the registered data; use 'all', "
+                    f"source={source!r} is not a condition of the registered data; use None, "
                     f"the control {self._state['control_group']!r} or one of "
                     f"{enc.conditions[:10]}."
                 )
@@ -253,8 +307,8 @@ class InferenceMixin:
         *,
         dosages: Sequence[object] | None = None,
         n_cells: int | None = None,
-        source: str = "all",
-        context: str | None = None,
+        source: str | None = None,
+        context: str | tuple | None = None,
         seed: int | None = None,
         batch_size: int = 4096,
         scale: Literal["log1p", "counts"] = "log1p",
@@ -270,16 +324,24 @@ class InferenceMixin:
         perturbations
             Target conditions (any combination of known perturbations).
         dosages
-            Optional doses per target (same forms as in :meth:`setup_anndata`).
+            Optional doses, a list with one per target (same forms as in
+            :meth:`setup_anndata`; ``None`` for dose 1). A target whose doses are all 0 is the
+            control and is labelled as the control (with a warning); a token at dose 0 is
+            dropped from the label.
         n_cells
-            Cells per target (default: the number of source cells).
+            Cells per target (default: the number of source cells). The predicted matrix
+            must fit in :attr:`max_prediction_bytes` (2 GiB by default); a larger request
+            raises ``ValueError`` with the estimate: predict in chunks instead.
         source
-            ``"all"`` (every registered cell of the context), the control label, or a
-            training condition whose cells are moved.
+            ``None`` or ``"all"`` (every registered cell of the context), the control
+            label, or a training condition whose cells are moved. If a perturbation is
+            called ``"all"``, ``"all"`` is that condition and ``None`` every cell.
         context
             Take the sources from one context (see ``context_keys``) and predict there; the
             target may have been measured only in other contexts (the shift is shared).
-            Default: sources from all contexts.
+            A value of the context column as seen in ``obs`` (``1`` for an integer column),
+            or a tuple of values with several ``context_keys``. Default: sources from all
+            contexts.
         seed
             Seed of the source draw and the decoder noise; the same seed gives the same cells.
         batch_size
@@ -302,7 +364,8 @@ class InferenceMixin:
         ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
-        outside the span of the training labels.
+        outside the span of the training labels, and for targets whose doses lie outside
+        the range seen in training.
 
         Examples
         --------
@@ -329,8 +392,12 @@ class InferenceMixin:
         self._check_trained()
         if isinstance(perturbations, str):
             perturbations = [perturbations]
-        if n_cells is not None and (not isinstance(n_cells, int | np.integer) or n_cells <= 0):
+        if n_cells is not None and (
+            not isinstance(n_cells, int | np.integer) or isinstance(n_cells, bool) or n_cells <= 0
+        ):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        seed = check_seed(seed)
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
         counts_layer = self._state.get("counts_layer")
@@ -340,11 +407,16 @@ class InferenceMixin:
                 "setup_anndata(..., counts_layer='counts') (pdae.data.normalize_counts keeps "
                 "the counts in adata.layers['counts'])."
             )
+        context = self._context_name(context)
         table = self.check_extrapolation(perturbations, dosages=dosages, context=context)
         targets = self.target_labels(perturbations, dosages)
+        perturbations, dosages = self._zero_dose_labels(perturbations, dosages)
         warn_outside_span(table)
         src_idx, enc = self._source_cells(source, context)
         n = len(src_idx) if n_cells is None else int(n_cells)
+        check_prediction_memory(
+            n, len(targets), self.summary_stats.n_vars, self.max_prediction_bytes
+        )
         rng = np.random.default_rng(seed)
         gen = make_generator(rng, self.device)
         gather = RowGatherer(self._matrix(self.adata))
@@ -430,6 +502,8 @@ class InferenceMixin:
         (200, 100)
         """
         self._check_trained()
+        batch_size = check_positive_int(batch_size, "batch_size")
+        seed = check_seed(seed)
         adata = self._validate(adata)
         dosages = None if dosage is None else [dosage]
         target = self.target_labels([perturbation], dosages)[0]
@@ -447,3 +521,34 @@ class InferenceMixin:
         adata.layers[layer_added] = self._map(
             fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size
         )
+
+    def _zero_dose_labels(
+        self, perturbations: list[str], dosages: list[object] | None
+    ) -> tuple[list[str], list[object] | None]:
+        """Labels of the targets as predicted: tokens at dose 0 dropped, the control named.
+
+        ``("P0", 0)`` is the control and ``("P0+P1", "0+1")`` is ``P1``; such targets are
+        relabelled (with a warning), so the output does not call control cells ``P0``.
+        """
+        if dosages is None:
+            return perturbations, dosages
+        state = self._state
+        labels, doses, changed = list(perturbations), list(dosages), []
+        for t, (p, d) in enumerate(zip(perturbations, dosages, strict=True)):
+            if d is None:
+                continue
+            kwargs = {"control_group": state["control_group"], "delimiter": state["delimiter"]}
+            with_dose = parse_condition(p, dosage=d, **kwargs)
+            if len(with_dose) < len(parse_condition(p, **kwargs)):
+                labels[t], dose = format_condition(with_dose, **kwargs)
+                doses[t] = dose
+                changed.append((p, d, labels[t]))
+        if changed:
+            warnings.warn(
+                "Targets with a dose of 0 are predicted without those perturbations: "
+                + ", ".join(f"{p!r} at dose {d!r} is {lab!r}" for p, d, lab in changed)
+                + "; the predicted cells are labelled accordingly.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return labels, doses

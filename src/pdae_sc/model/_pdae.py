@@ -7,6 +7,7 @@ Training, prediction and persistence live in mixins (``_training.py``, ``_infere
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
     check_matrix,
+    check_positive_int,
     check_unique_names,
     check_var_names_match,
     get_matrix,
@@ -56,11 +58,11 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         AnnData registered with :meth:`setup_anndata`, or a MuData set up with
         :meth:`setup_mudata` (the model then uses the AnnData that registered).
     n_latent
-        Latent width.
+        Latent width (a positive integer).
     n_hidden
-        Encoder hidden widths (the decoder mirrors them).
+        Encoder hidden widths, positive integers (the decoder mirrors them).
     n_noise
-        Width of the decoder's noise input.
+        Width of the decoder's noise input (0: a deterministic decoder).
     noise_scale
         Standard deviation of the decoder's noise input.
     output_noise
@@ -106,6 +108,25 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         estimator: Literal["grouped", "all_pairs"] = "grouped",
         **module_kwargs,
     ):
+        n_latent = check_positive_int(n_latent, "n_latent")
+        n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
+        if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
+            raise TypeError(
+                f"n_hidden={n_hidden!r}; give the hidden widths as a sequence, e.g. (256, 256)."
+            )
+        bad = [h for h in n_hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
+        if bad:
+            raise ValueError(
+                f"n_hidden={n_hidden!r} has widths {bad}; every hidden width must be a positive "
+                "integer, e.g. n_hidden=(256, 256)."
+            )
+        n_hidden = tuple(int(h) for h in n_hidden)
+        if not (
+            isinstance(noise_scale, int | float | np.integer | np.floating)
+            and np.isfinite(noise_scale)
+            and noise_scale >= 0
+        ):
+            raise ValueError(f"noise_scale={noise_scale!r}; use a finite number >= 0.")
         if isinstance(adata, MuData):  # the AnnData that setup_mudata registered
             adata = registered_adata(type(self), adata)
         super().__init__(adata)
@@ -126,7 +147,6 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
                     f"values, but the registered data have minimum {data_min:g}; use "
                     "output_activation='none' (or 'auto')."
                 )
-        n_hidden = tuple(int(h) for h in n_hidden)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_perturbations=self.summary_stats.n_perturbations,
@@ -413,6 +433,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
 
     def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
         field = self._field(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        field.check_unchanged(adata, manager.get_state_registry(PERTURBATION_REGISTRY_KEY))
         enc = field.encode(adata, vocabulary=self._state["vocabulary"])
         ctx_codes, ctx_names = context_codes(adata.obs, self._state["context_keys"])
         return enc, ctx_codes, ctx_names
@@ -460,9 +482,15 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         """
         if isinstance(perturbations, str):
             perturbations = [perturbations]
+        if perturbations is None or not hasattr(perturbations, "__iter__"):
+            raise TypeError(
+                f"perturbations={perturbations!r}; name the targets as a list of labels, e.g. "
+                "['A+B', 'C'] (or the control label)."
+            )
         perturbations = list(perturbations)
         if not perturbations:
             raise ValueError("perturbations is empty; name at least one target, e.g. ['A+B'].")
+        dosages = self._dosage_list(dosages)
         if dosages is not None and len(dosages) != len(perturbations):
             raise ValueError(
                 f"Got {len(dosages)} dosages for {len(perturbations)} perturbations; give one "
@@ -479,6 +507,21 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             )
             rows.append(label_vector(lab, state["vocabulary"]))
         return np.vstack(rows)
+
+    @staticmethod
+    def _dosage_list(dosages: object) -> list[object] | None:
+        """``dosages`` as a list (one entry per target), refusing a string or a lone number."""
+        if dosages is None:
+            return None
+        if isinstance(dosages, str | bytes | int | float | np.number) or not hasattr(
+            dosages, "__iter__"
+        ):
+            raise TypeError(
+                f"dosages={dosages!r} must be a list with one dose per target, e.g. "
+                "dosages=[0.5] for one target or [0.5, '1+2'] for two (None for dose 1); "
+                f"got a {type(dosages).__name__}."
+            )
+        return list(dosages)
 
     def _check_trained(self) -> None:
         if not self.is_trained_:

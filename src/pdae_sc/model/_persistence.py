@@ -21,7 +21,17 @@ from pdae_sc.data._validation import check_var_names_match
 if TYPE_CHECKING:
     from ._pdae import PDAE
 
-__all__ = ["PersistenceMixin", "atomic_save", "quiet_local_load", "read_var_names"]
+__all__ = [
+    "PersistenceMixin",
+    "atomic_save",
+    "check_overwritable",
+    "keep_string_columns",
+    "quiet_local_load",
+    "read_var_names",
+]
+
+#: Files a save writes (after the prefix); ``overwrite=True`` replaces only such directories.
+_SAVED_FILES = ("model.pt", "adata.h5ad", "adata.h5mu")
 
 
 def _not_already_downloaded(record: logging.LogRecord) -> bool:
@@ -44,20 +54,53 @@ def quiet_local_load() -> Iterator[None]:
         log.removeFilter(_not_already_downloaded)
 
 
+def check_overwritable(dir_path: str | os.PathLike, *, prefix: str | None = None) -> None:
+    """Refuse to overwrite ``dir_path`` unless it is empty or a saved pdae-sc model.
+
+    A saved model is a directory whose entries are ``model.pt`` and optionally
+    ``adata.h5ad`` / ``adata.h5mu`` (with ``prefix``). Anything else (a regular file, a
+    directory with other entries) raises ``FileExistsError``, and nothing is touched.
+    """
+    path = os.fspath(dir_path)
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise FileExistsError(
+            f"{path!r} exists and is not a directory; overwrite=True only replaces a model "
+            "directory written by save(). Choose another path, or remove the file yourself."
+        )
+    entries = sorted(os.listdir(path))
+    allowed = {f"{prefix or ''}{name}" for name in _SAVED_FILES}
+    other = [e for e in entries if e not in allowed]
+    if other or (entries and f"{prefix or ''}model.pt" not in entries):
+        raise FileExistsError(
+            f"{path!r} is not a saved pdae-sc model (it holds {(other or entries)[:5]}); "
+            "overwrite=True only replaces a directory written by save() (model.pt and "
+            "optionally adata.h5ad), so nothing was changed. Choose another directory."
+        )
+
+
 def atomic_save(
-    write: Callable[[str], None], dir_path: str | os.PathLike, *, overwrite: bool
+    write: Callable[[str], None],
+    dir_path: str | os.PathLike,
+    *,
+    overwrite: bool,
+    prefix: str | None = None,
 ) -> None:
     """Run ``write(tmp_dir)`` into a temporary directory, then move it to ``dir_path``.
 
     A failure while writing, or a refused overwrite, leaves an existing ``dir_path`` intact;
     if the final rename fails, the previous directory is put back. No temporary directory
-    is left behind.
+    is left behind. ``overwrite=True`` replaces only an empty directory or a saved model
+    (see :func:`check_overwritable`).
     """
     dir_path = os.path.abspath(dir_path)
-    if os.path.exists(dir_path) and not overwrite:
-        raise FileExistsError(
-            f"{dir_path} already exists; pass overwrite=True or choose another directory."
-        )
+    if os.path.lexists(dir_path):
+        if not overwrite:
+            raise FileExistsError(
+                f"{dir_path} already exists; pass overwrite=True or choose another directory."
+            )
+        check_overwritable(dir_path, prefix=prefix)
     parent = os.path.dirname(dir_path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".pdae-save-", dir=parent)
@@ -65,7 +108,7 @@ def atomic_save(
     try:
         target = os.path.join(tmp, "model")
         write(target)
-        if os.path.exists(dir_path):
+        if os.path.lexists(dir_path):
             os.replace(dir_path, old)
         try:
             os.replace(target, dir_path)
@@ -77,16 +120,55 @@ def atomic_save(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
-    """Genes of a model saved in scvi-tools' format, without loading its weights."""
+@contextlib.contextmanager
+def keep_string_columns(adata: AnnData) -> Iterator[None]:
+    """Put back the string columns of ``obs`` / ``var`` that writing an h5ad makes categorical.
+
+    :meth:`anndata.AnnData.write_h5ad` converts string columns of the AnnData it writes to
+    categoricals, in place; the file keeps the categoricals, the user's AnnData its columns.
+    """
+    frames = [adata.obs, adata.var]
+    if adata.raw is not None:
+        frames.append(adata.raw.var)
+    kept = [
+        (df, {k: df[k] for k in df.columns if not isinstance(df[k].dtype, pd.CategoricalDtype)})
+        for df in frames
+    ]
+    try:
+        yield
+    finally:
+        for df, columns in kept:
+            for key, column in columns.items():
+                if key in df.columns and df[key].dtype != column.dtype:
+                    df[key] = column
+
+
+def _model_file(dir_path: str | os.PathLike, prefix: str | None) -> str:
     path = os.path.join(dir_path, f"{prefix or ''}model.pt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No saved model file at {path!r}; save it with save().")
-    try:  # memory-mapped: the weights are not read
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:  # an old (non-zip) torch file
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    return pd.Index(np.asarray(saved["var_names"], dtype=str))
+        found = sorted(os.listdir(dir_path))[:5] if os.path.isdir(dir_path) else []
+        raise FileNotFoundError(
+            f"No saved model file at {path!r} (the directory holds {found}); pass a directory "
+            "written by PDAE.save() or `pdae-sc train`."
+        )
+    return path
+
+
+def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
+    """Genes of a model saved in scvi-tools' format, without loading its weights."""
+    path = _model_file(dir_path, prefix)
+    try:
+        try:  # memory-mapped: the weights are not read
+            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # an old (non-zip) torch file
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        return pd.Index(np.asarray(saved["var_names"], dtype=str))
+    except Exception as err:  # garbage, truncated or foreign file
+        raise ValueError(
+            f"{path!r} is not a readable pdae-sc model file ({type(err).__name__}: "
+            f"{str(err)[:100]}); it may be truncated or written by another program. Save the "
+            "model again with PDAE.save()."
+        ) from err
 
 
 class PersistenceMixin:
@@ -106,9 +188,12 @@ class PersistenceMixin:
         dir_path
             Directory to create.
         overwrite
-            Replace an existing directory.
+            Replace an existing model directory. Only an empty directory or one written by
+            :meth:`save` (``model.pt``, optionally ``adata.h5ad``) is replaced; anything else
+            (a file, a directory with other files) raises ``FileExistsError`` untouched.
         save_anndata
             Also save the registered AnnData (needed by :meth:`load` without ``adata``).
+            The AnnData itself is not changed (string columns stay strings).
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.save`.
 
@@ -127,9 +212,12 @@ class PersistenceMixin:
         """
 
         def write(target: str) -> None:
-            BaseModelClass.save(self, target, overwrite=False, save_anndata=save_anndata, **kwargs)
+            with keep_string_columns(self.adata):
+                BaseModelClass.save(
+                    self, target, overwrite=False, save_anndata=save_anndata, **kwargs
+                )
 
-        atomic_save(write, dir_path, overwrite=overwrite)
+        atomic_save(write, dir_path, overwrite=overwrite, prefix=kwargs.get("prefix"))
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> PDAE:
@@ -166,11 +254,23 @@ class PersistenceMixin:
         """
         if not os.path.isdir(dir_path):
             raise FileNotFoundError(f"No saved model at {str(dir_path)!r}.")
+        prefix = kwargs.get("prefix")
+        var_names = cls.load_var_names(dir_path, prefix=prefix)  # checks model.pt
+        if adata is None and not any(
+            os.path.isfile(os.path.join(dir_path, f"{prefix or ''}{name}"))
+            for name in _SAVED_FILES[1:]
+        ):
+            raise ValueError(
+                f"The model at {str(dir_path)!r} was saved without its AnnData "
+                "(save_anndata=False), so load needs one: pass an AnnData with the training "
+                f"genes, PDAE.load({str(dir_path)!r}, adata) (CLI: pdae-sc predict --adata "
+                "DATA.h5ad)."
+            )
         if adata is not None:
             if not isinstance(adata, AnnData):
                 raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
             check_var_names_match(
-                cls.load_var_names(dir_path, prefix=kwargs.get("prefix")),
+                var_names,
                 adata,
                 what=f"the model saved at {str(dir_path)!r}",
                 names_code=f"PDAE.load_var_names({str(dir_path)!r})",

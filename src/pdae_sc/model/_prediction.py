@@ -13,10 +13,11 @@ from anndata import AnnData
 
 from pdae_sc.data._counts import size_factors, to_counts
 from pdae_sc.data._labels import EncodedConditions
-from pdae_sc.tl._extrapolation import STATUS_OUTSIDE
+from pdae_sc.tl._extrapolation import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
 
 __all__ = [
     "ExtrapolationWarning",
+    "check_prediction_memory",
     "counts_matrix",
     "draw_sources",
     "make_generator",
@@ -27,10 +28,12 @@ __all__ = [
 
 
 class ExtrapolationWarning(UserWarning):
-    """A prediction target lies outside the linear span of the training labels.
+    """A prediction target lies outside the span of the training labels, or its doses beyond.
 
     Emitted by :meth:`pdae_sc.model.PDAE.predict`: the PDAE cannot identify the effect of
-    such a target, so its prediction is not covered by the model's guarantee.
+    a target outside the linear span, so its prediction is not covered by the model's
+    guarantee; a target inside the span whose doses leave the range seen in training (e.g.
+    dose 10 after doses up to 2) asks the decoder to extrapolate, which is less accurate.
     :meth:`pdae_sc.model.PDAE.check_extrapolation` tells beforehand which targets are
     affected. Turn the warning into an error with :func:`warnings.simplefilter` to refuse
     such predictions, or silence it the same way.
@@ -61,7 +64,7 @@ class ExtrapolationWarning(UserWarning):
 
 
 def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:
-    """Warn with :class:`ExtrapolationWarning` for the rows of ``table`` outside the span."""
+    """Warn with :class:`ExtrapolationWarning` for rows outside the span or the dose range."""
     outside = table.index[table["status"] == STATUS_OUTSIDE].tolist()
     if outside:
         warnings.warn(
@@ -70,6 +73,30 @@ def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:
             "model's guarantee. See model.check_extrapolation().",
             ExtrapolationWarning,
             stacklevel=stacklevel,
+        )
+    beyond = table.index[table["status"] == STATUS_EXTRAPOLATION].tolist()
+    if beyond:
+        warnings.warn(
+            f"Targets {beyond} have doses outside the range seen in training: their "
+            "predictions extrapolate and are less accurate the further the dose is from the "
+            "trained doses. See model.check_extrapolation().",
+            ExtrapolationWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def check_prediction_memory(n_cells: int, n_targets: int, n_genes: int, limit: int) -> None:
+    """Refuse a prediction whose float32 matrix would exceed ``limit`` bytes, with the estimate."""
+    need = int(n_cells) * int(n_targets) * int(n_genes) * 4
+    if need > limit:
+        per_call = max(1, limit // max(1, int(n_genes) * 4))
+        raise ValueError(
+            f"predict would build a {int(n_cells) * int(n_targets):,} cells x {n_genes:,} genes "
+            f"float32 matrix, about {need / 2**30:.1f} GiB (n_cells={n_cells} for each of "
+            f"{n_targets} targets), above PDAE.max_prediction_bytes = {limit / 2**30:.1f} GiB. "
+            f"Predict in chunks of at most {per_call:,} cells (e.g. one target or a smaller "
+            "n_cells per call, each with its own seed) and join them with anndata.concat, or "
+            "raise the limit (PDAE.max_prediction_bytes = 16 * 2**30) if the memory is there."
         )
 
 

@@ -167,8 +167,17 @@ class TrainingMixin:
         if max_epochs is None:
             max_epochs = _epochs_for_steps(steps)
         if early_stopping and splitter.n_val == 0:
+            if validation_size == 0:
+                raise ValueError(
+                    "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
+                )
+            largest = int(enc.counts().max())
             raise ValueError(
-                "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
+                f"early_stopping needs held-out cells, but validation_size={validation_size!r} "
+                "holds out none: a condition gives floor(validation_size * n_cells) cells to "
+                f"validation and keeps at least 2 for training, and the largest condition has "
+                f"{largest} cells. Use early_stopping=False, a larger validation_size, or more "
+                "cells per condition."
             )
         plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
         if early_stopping:

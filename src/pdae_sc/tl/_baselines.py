@@ -27,9 +27,11 @@ BASELINES = ("control", "pooled", "additive", "linear", "oracle_half")
 
 
 def _dense(mat, idx: np.ndarray) -> np.ndarray:
-    rows = mat[idx]
+    """Rows ``idx`` (any order, repeats allowed) read in increasing order, as backed h5py needs."""
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    rows = mat[uniq]
     rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
-    return rows.astype(np.float64)
+    return rows.astype(np.float64)[inverse]
 
 
 def _encode(adata: AnnData, key: str, control_group, delimiter, dosage_key, name):
@@ -254,6 +256,15 @@ def predict_baseline(
     targets = [perturbations] if isinstance(perturbations, str) else list(perturbations)
     if not targets:
         raise ValueError("perturbations is empty; give at least one target condition.")
+    if n_cells is not None and (
+        isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells <= 0
+    ):
+        raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells per target.")
+    if isinstance(dosages, str | bytes | int | float | np.number):
+        raise TypeError(
+            f"dosages={dosages!r} must be a list with one dose per target, e.g. [0.5]; got a "
+            f"{type(dosages).__name__}."
+        )
     if dosages is not None and len(dosages) != len(targets):
         raise ValueError(f"Got {len(dosages)} dosages for {len(targets)} perturbations.")
     doses = [None] * len(targets) if dosages is None else list(dosages)

@@ -34,8 +34,9 @@ def combine_predictions(
 
     Returns
     -------
-    A new AnnData (observed cells first) with the union of the ``obs`` columns, the observed
-    ``var`` and ``obs[key_added]``; obs names are made unique. Neither input is modified.
+    A new AnnData (observed cells first) with the union of the ``obs`` columns (a column
+    only one side has is missing, NaN, in the other's cells), the observed ``var`` and
+    ``obs[key_added]``; obs names are made unique. Neither input is modified.
 
     Examples
     --------
@@ -66,7 +67,10 @@ def combine_predictions(
     )
     for col in obs.columns:
         if obs[col].dtype == object or isinstance(obs[col].dtype, pd.CategoricalDtype):
-            obs[col] = obs[col].astype(str).astype("category")
+            values = obs[col].astype(object)
+            present = values.notna()  # a column only one side has stays missing on the other
+            values[present] = values[present].astype(str)
+            obs[col] = values.astype("category")
     obs.index = (
         pd.Index([f"{o}-{n}" for o, n in zip(obs[key_added], obs.index, strict=True)])
         if not obs.index.is_unique

@@ -447,7 +447,8 @@ def evaluate(
         ``pearson_delta_top`` (``None``: all).
     top_genes
         Number of top changed genes (:func:`top_de_genes` of the true cells) for
-        ``pearson_delta_top{top_genes}``.
+        ``pearson_delta_top{top_genes}``, a positive integer (all genes when there are
+        fewer).
     max_cells
         Cells per side for the distribution metrics (``None``: all).
     seed
@@ -473,6 +474,11 @@ def evaluate(
       condition  n_pred  n_true
     0       A+B      20      20
     """
+    if isinstance(top_genes, bool) or not isinstance(top_genes, int | np.integer) or top_genes < 1:
+        raise ValueError(
+            f"top_genes={top_genes!r}; use a positive number of genes for "
+            "pearson_delta_top (e.g. 20)."
+        )
     names = list(METRICS) if metrics is None else list(metrics)
     top_col = f"pearson_delta_top{top_genes}"
     names = ["pearson_delta_top" if n == top_col else n for n in names]
@@ -531,6 +537,15 @@ def evaluate(
         row["n_true"] = len(it)
         mean_p = _rows_mean(mats["adata_pred"], ip)
         mean_t = _rows_mean(mats["adata_true"], it)
+        for side, mean in (("adata_pred", mean_p), ("adata_true", mean_t)):
+            if not np.isfinite(mean).all():
+                warnings.warn(
+                    f"{side} has NaN or Inf values in condition {enc.conditions[c]!r}; its "
+                    "metrics are NaN or meaningless. Find them with "
+                    f"~np.isfinite({side}.X).all(axis=1) and drop or fix those cells.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         if "energy_distance" in names or "mmd" in names:
             if max_cells is not None:
                 ip = np.sort(rng.choice(ip, min(max_cells, len(ip)), replace=False))
