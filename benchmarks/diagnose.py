@@ -43,6 +43,7 @@ CONFIGS = {
     "default": {},
     "generative": {"residual": False},
     "residual": {"residual": True},
+    "residual_gs": {"residual": True, "gene_shift": True},
 }
 
 
@@ -73,6 +74,11 @@ def by_condition(task: Task, pred, truth, top) -> pd.DataFrame:
     for cond in sorted(set(lab_p) & set(lab_t)):
         rows.append({"condition": cond, **decompose(xp[lab_p == cond], xt[lab_t == cond], top)})
     return pd.DataFrame(rows)
+
+
+def epochs_for(n_train: int, steps: int | None) -> int | None:
+    """Epochs of about ``steps`` default grouped steps (16 x 16 observed cells a step)."""
+    return None if steps is None else max(1, int(np.ceil(steps / np.ceil(n_train / 256))))
 
 
 def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict]:
@@ -134,7 +140,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["counts", "datlinger_combo", "datlinger_context"])
     parser.add_argument("--configs", nargs="+", default=["generative", "residual"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     pd.set_option("display.width", 200)
@@ -143,7 +149,7 @@ def main() -> None:
         rows = baseline_rows(task, 0)
         for config in args.configs:
             for seed in args.seeds:
-                rows += run(task, config, seed, args.max_epochs)
+                rows += run(task, config, seed, epochs_for(task.train.n_obs, args.steps))
         table = pd.DataFrame(rows)
         print(f"\n## {name}  (train {task.train.shape}, held-out {task.test.shape})")
         print(table.drop(columns=["task"]).round(4).to_string(index=False), flush=True)

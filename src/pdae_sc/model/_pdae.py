@@ -34,6 +34,7 @@ from pdae_sc.module._networks import OutputActivation
 
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
+from ._linear import linear_effects
 from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import PersistenceMixin
 from ._prediction import ExtrapolationWarning
@@ -159,6 +160,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             estimator=estimator,
             **module_kwargs,
         )
+        if getattr(self.module, "gene_shift", None) is not None:
+            self._init_gene_shift()
         self._model_summary_string = (
             f"PDAE: {self.summary_stats.n_perturbations} perturbations, "
             f"{self.summary_stats.n_conditions} training conditions, n_latent={n_latent}, "
@@ -522,6 +525,15 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
                 f"got a {type(dosages).__name__}."
             )
         return list(dosages)
+
+    def _init_gene_shift(self) -> None:
+        """Start the residual gene shift ``B`` at the least-squares mean effects."""
+        import torch
+
+        enc, ctx_codes, _ = self._encode(self.adata)
+        beta = linear_effects(self._matrix(self.adata), enc.codes, ctx_codes, enc.labels)
+        with torch.no_grad():
+            self.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))
 
     def _check_trained(self) -> None:
         if not self.is_trained_:

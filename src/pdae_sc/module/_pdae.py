@@ -183,6 +183,7 @@ class PDAEModule(nn.Module):
         sparsity_weight: float = 1e-4,
         detach_encoder: bool = True,
         residual: bool = False,
+        gene_shift: bool = False,
     ):
         super().__init__()
         if not 0.0 < beta < 2.0:
@@ -201,6 +202,11 @@ class PDAEModule(nn.Module):
         self.sparsity_weight = sparsity_weight
         self.detach_encoder = detach_encoder
         self.residual = residual
+        if gene_shift and not residual:
+            raise ValueError("gene_shift=True needs residual=True (it shifts the source cell).")
+        self.gene_shift = nn.Linear(n_perturbations, n_input, bias=False) if gene_shift else None
+        if self.gene_shift is not None:
+            nn.init.zeros_(self.gene_shift.weight)
         self.encoder = MLP(n_input, n_hidden, n_latent)
         self.shift = nn.Linear(n_perturbations, n_latent, bias=False)
         self.decoder = StochasticDecoder(
@@ -362,24 +368,28 @@ class PDAEModule(nn.Module):
             z = self.basal(x, labels) + self.shift(target)
             return self.decode(z, generator=generator)
         z = self.encoder(x)
-        shift = self.shift(target) - self.shift(labels)
-        return self._transfer(x, z, z + shift, generator=generator)
+        step = target - labels
+        return self._transfer(x, z, z + self.shift(step), step, generator=generator)
 
     def _transfer(
         self,
         x: torch.Tensor,
         z: torch.Tensor,
         z_moved: torch.Tensor,
+        step: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Residual move: ``act(x + f(z_moved, xi) - f(z, xi))``, one ``xi`` per source cell.
+        """Residual move: ``act(x + f(z_moved, xi) - f(z, xi) [+ B step])``, one ``xi`` per source.
 
         ``x``, ``z``: sources, ``(S, n_input)`` and ``(S, n_latent)``; ``z_moved``: their
-        moved latents, ``(S, n_latent)`` or ``(G, S, n_latent)``. Returns the shape of
-        ``z_moved`` with ``n_input`` genes.
+        moved latents, ``(S, n_latent)`` or ``(G, S, n_latent)``; ``step``: label change
+        ``u - l``, broadcastable to ``z_moved``'s batch shape with ``K`` columns. Returns the
+        shape of ``z_moved`` with ``n_input`` genes.
         """
         xi = self.decoder.draw_noise(z.shape[:-1], z, generator)
         delta = self.decoder.mean(z_moved, xi) - self.decoder.mean(z, xi)
+        if self.gene_shift is not None:
+            delta = delta + self.gene_shift(step)
         return self.decoder.activate(x + delta)
 
     # -- losses ------------------------------------------------------------------------
@@ -445,7 +455,8 @@ class PDAEModule(nn.Module):
         z_basal = z_src - self.shift(label_source)
         z_moved = z_basal.unsqueeze(0) + self.shift(label_anchor).unsqueeze(1)  # (G, S, d)
         if self.residual:
-            y = self._transfer(x_source, z_src, z_moved)
+            step = label_anchor.unsqueeze(1) - label_source.unsqueeze(0)  # (G, S, K)
+            y = self._transfer(x_source, z_src, z_moved, step)
         else:
             y = self.decode(z_moved.reshape(g * s, -1)).reshape(g, s, -1)
         energy = grouped_energy_score(x_anchor, y, self.beta)
@@ -484,7 +495,7 @@ class PDAEModule(nn.Module):
         z_basal = z - self.shift(labels)
         z_moved = z_basal.unsqueeze(0) + self.shift(labels).unsqueeze(1)  # [i, j]: j -> l_i
         if self.residual:
-            y = self._transfer(x, z, z_moved)
+            y = self._transfer(x, z, z_moved, labels.unsqueeze(1) - labels.unsqueeze(0))
         else:
             y = self.decode(z_moved.reshape(b * b, -1)).reshape(b, b, -1)
         energy = all_pairs_energy_score(x, y, self.beta)
