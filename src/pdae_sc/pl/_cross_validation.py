@@ -141,7 +141,7 @@ def cross_validation(
     else:
         colors = dict.fromkeys(units, "#1f77b4")
 
-    ax = get_ax(ax, figsize=(6.5, 1.4 + 0.5 * len(order)))
+    ax = get_ax(ax, figsize=(8.0, 1.6 + 0.5 * len(order)))
     # one line per held-out condition, through its score under each method
     for u in units:
         row = wide.loc[u, [m for m in order if m in wide.columns]].dropna()
