@@ -32,7 +32,7 @@ def _load_execute():
 
 def test_tutorials_exist():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "combinatorial_perturbseq.ipynb"} <= names
+    assert {"quickstart.ipynb", "combinatorial_perturbseq.ipynb", "real_screen.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

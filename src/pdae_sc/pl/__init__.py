@@ -6,12 +6,14 @@ figure when ``None``), returns the Axes (a Figure for multi-panel plots) and nev
 """
 
 from ._compare import distributions, mean_change
+from ._cross_validation import cross_validation
 from ._history import history
 from ._joint import embedding, joint_embedding
 from ._metrics import metrics
 from ._shifts import perturbation_embedding
 
 __all__ = [
+    "cross_validation",
     "distributions",
     "embedding",
     "history",
