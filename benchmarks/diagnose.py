@@ -18,7 +18,7 @@ the context moved to them):
 
     python benchmarks/diagnose.py --tasks counts datlinger_combo --configs default residual
 
-Prints one table per task and appends to ``--out`` (CSV) when given.
+Prints one table per task and writes ``<out>_<task>.csv`` when ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import scvi
+from _tasks import TASKS, Task, baselines, control_cells, score
 
 import pdae_sc as pdae
-from _tasks import TASKS, Task, baselines, control_cells, score
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -41,9 +41,11 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
 
 CONFIGS = {
     "default": {},
-    "generative": {"residual": False},
-    "residual": {"residual": True},
-    "residual_gs": {"residual": True, "gene_shift": True},
+    "generative": {"decoder": "generative"},
+    "residual": {"decoder": "residual", "gene_shift": False},
+    "residual_gs": {"decoder": "residual"},
+    "mult": {"decoder": "multiplicative", "gene_shift": False},
+    "mult_gs": {"decoder": "multiplicative"},
 }
 
 
@@ -95,8 +97,16 @@ def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict
     pred = model.predict(task.targets, n_cells=500, context=task.context, seed=seed)
     ed = score(task, pred)[["condition", "energy_distance"]]
     dec = by_condition(task, pred, task.test, top).merge(ed, on="condition")
-    out.append({"task": task.name, "config": config, "seed": seed, "where": "held-out",
-                "fit_s": fit_s, **dec.drop(columns="condition").mean().to_dict()})
+    out.append(
+        {
+            "task": task.name,
+            "config": config,
+            "seed": seed,
+            "where": "held-out",
+            "fit_s": fit_s,
+            **dec.drop(columns="condition").mean().to_dict(),
+        }
+    )
     # training conditions, in-sample (in the target context for context tasks)
     obs = train.obs
     in_ctx = np.ones(train.n_obs, dtype=bool)
@@ -106,16 +116,37 @@ def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict
     # sources: the control cells of the context, so that no cell of a condition predicts itself
     pred_in = model.predict(seen, n_cells=300, source="ctrl", context=task.context, seed=seed)
     truth_in = train[in_ctx & obs["perturbation"].astype(str).isin(seen).to_numpy()]
-    ed_in = pdae.tl.evaluate(pred_in, truth_in, adata_control=control_cells(task), metrics=["energy_distance"])
-    half = pdae.tl.predict_baseline(train, seen, method="oracle_half", adata_true=truth_in, seed=seed)
-    ed_half = pdae.tl.evaluate(half, truth_in[half.uns["pdae"]["oracle_reference_cells"]], adata_control=control_cells(task), metrics=["energy_distance"])
-    dec_in = by_condition(task, pred_in, truth_in, top).merge(ed_in[["condition", "energy_distance"]], on="condition")
-    out.append({"task": task.name, "config": config, "seed": seed, "where": "in-sample",
-                "fit_s": fit_s, **dec_in.drop(columns="condition").mean().to_dict(),
-                "floor": float(ed_half["energy_distance"].mean())})
+    ed_in = pdae.tl.evaluate(
+        pred_in, truth_in, adata_control=control_cells(task), metrics=["energy_distance"]
+    )
+    half = pdae.tl.predict_baseline(
+        train, seen, method="oracle_half", adata_true=truth_in, seed=seed
+    )
+    ed_half = pdae.tl.evaluate(
+        half,
+        truth_in[half.uns["pdae"]["oracle_reference_cells"]],
+        adata_control=control_cells(task),
+        metrics=["energy_distance"],
+    )
+    dec_in = by_condition(task, pred_in, truth_in, top).merge(
+        ed_in[["condition", "energy_distance"]], on="condition"
+    )
+    out.append(
+        {
+            "task": task.name,
+            "config": config,
+            "seed": seed,
+            "where": "in-sample",
+            "fit_s": fit_s,
+            **dec_in.drop(columns="condition").mean().to_dict(),
+            "floor": float(ed_half["energy_distance"].mean()),
+        }
+    )
     if task.context_key is not None:
         ctrl = control_cells(task)
-        pred_c = model.predict(["ctrl"], n_cells=ctrl.n_obs, source="ctrl", context=task.context, seed=seed)
+        pred_c = model.predict(
+            ["ctrl"], n_cells=ctrl.n_obs, source="ctrl", context=task.context, seed=seed
+        )
         x_ctrl = _dense(ctrl)
         out[0]["identity_ed"] = pdae.tl.energy_distance(_dense(pred_c), x_ctrl)
     return out
@@ -130,17 +161,28 @@ def baseline_rows(task: Task, seed: int) -> list[dict]:
             truth = task.test[pred.uns["pdae"]["oracle_reference_cells"]]
         ed = score(task, pred)[["condition", "energy_distance"]]
         dec = by_condition(task, pred, truth, top).merge(ed, on="condition")
-        rows.append({"task": task.name, "config": method, "seed": seed, "where": "held-out",
-                     **dec.drop(columns="condition").mean().to_dict()})
+        rows.append(
+            {
+                "task": task.name,
+                "config": method,
+                "seed": seed,
+                "where": "held-out",
+                **dec.drop(columns="condition").mean().to_dict(),
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["counts", "datlinger_combo", "datlinger_context"])
+    parser.add_argument(
+        "--tasks", nargs="+", default=["counts", "datlinger_combo", "datlinger_context"]
+    )
     parser.add_argument("--configs", nargs="+", default=["generative", "residual"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the model's)"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     pd.set_option("display.width", 200)
@@ -153,8 +195,8 @@ def main() -> None:
         table = pd.DataFrame(rows)
         print(f"\n## {name}  (train {task.train.shape}, held-out {task.test.shape})")
         print(table.drop(columns=["task"]).round(4).to_string(index=False), flush=True)
-        if args.out:
-            table.to_csv(args.out, mode="a", index=False, header=not pd.io.common.file_exists(args.out))
+        if args.out:  # one file per task: context tasks have an extra column
+            table.to_csv(f"{args.out}_{name}.csv", index=False)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,16 @@ from pathlib import Path
 
 import pandas as pd
 import scvi
+from _tasks import TASKS, baselines, score
 
 import pdae_sc as pdae
-from _tasks import TASKS, baselines, score
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 METRICS = ["energy_distance", "mmd", "mean_l2", "pearson_delta", "pearson_delta_top20"]
-ORDER = ["oracle_half", "pdae", "linear", "additive", "control", "pooled"]
+ORDER = ["oracle_half", "pdae", "linear", "additive", "control", "stim_cells", "pooled"]
 
 
 def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict) -> pd.DataFrame:
@@ -57,14 +57,17 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         s["method"], s["seed"], s["fit_s"] = "pdae", seed, fit_s
         s["epochs"] = len(model.history["train_loss"])
         rows.append(s)
-        print(f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} in {fit_s:.0f} s", flush=True)
+        print(
+            f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} in {fit_s:.0f} s",
+            flush=True,
+        )
     out = pd.concat(rows, ignore_index=True)
     out.insert(0, "task", name)
     return out
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    per_seed = table.groupby(["task", "method", "seed"])[METRICS + ["fit_s"]].mean()
+    per_seed = table.groupby(["task", "method", "seed"])[[*METRICS, "fit_s"]].mean()
     mean = per_seed.groupby(["task", "method"]).mean()
     sd = per_seed.groupby(["task", "method"]).std()
     return mean, sd
@@ -74,8 +77,10 @@ def markdown(table: pd.DataFrame) -> str:
     mean, sd = summarise(table)
     lines = []
     for task in dict.fromkeys(table["task"]):
-        n_cond = table[(table["task"] == task) & (table["method"] == "pdae")]["condition"].nunique()
-        seeds = sorted(table[table["task"] == task]["seed"].unique())
+        n_cond = table[(table["task"] == task) & (table["method"] == "pdae")][
+            "condition"
+        ].nunique()
+        seeds = sorted(int(s) for s in table[table["task"] == task]["seed"].unique())
         lines += [f"### {task} ({n_cond} held-out conditions, seeds {seeds})", ""]
         lines.append("| method | " + " | ".join(METRICS) + " | fit s |")
         lines.append("|---" * (len(METRICS) + 2) + "|")
@@ -96,18 +101,21 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--decoder", default=None, help="PDAE(decoder=...); default: the model's")
+    parser.add_argument("--suffix", default="", help="suffix of the result files")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     train_kwargs = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-    tables = [run_task(t, args.seeds, {}, train_kwargs) for t in args.tasks]
+    model_kwargs = {} if args.decoder is None else {"decoder": args.decoder}
+    tables = [run_task(t, args.seeds, model_kwargs, train_kwargs) for t in args.tasks]
     table = pd.concat(tables, ignore_index=True)
     text = markdown(table)
     print(text)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "real_data.csv", index=False)
-        (out / "real_data.md").write_text(text)
+        table.to_csv(out / f"real_data{args.suffix}.csv", index=False)
+        (out / f"real_data{args.suffix}.md").write_text(text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def test_move_to_own_label_returns_the_cell(module):
 
 def test_move_changes_cells_and_keeps_their_differences_for_a_linear_decoder():
     torch.manual_seed(0)
-    module = PDAEModule(10, 3, residual=True, output_noise=False, n_latent=4, n_hidden=(), n_noise=2)
+    module = PDAEModule(
+        10, 3, residual=True, output_noise=False, n_latent=4, n_hidden=(), n_noise=2
+    )
     assert isinstance(module.decoder.net[0], nn.Linear) and len(module.decoder.net) == 1
     x = torch.randn(8, 10)
     labels = torch.zeros(8, 3)
@@ -40,9 +42,7 @@ def test_move_changes_cells_and_keeps_their_differences_for_a_linear_decoder():
 
 def test_non_negative_head_clips_at_zero():
     torch.manual_seed(0)
-    module = PDAEModule(
-        10, 3, residual=True, output_noise=False, output_activation="relu", **KW
-    )
+    module = PDAEModule(10, 3, residual=True, output_noise=False, output_activation="relu", **KW)
     x = torch.zeros(5, 10)
     out = module.move(x, torch.zeros(5, 3), torch.tensor([5.0, 5.0, 5.0]))
     assert (out >= 0).all()

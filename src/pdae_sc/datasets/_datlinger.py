@@ -53,7 +53,10 @@ def datlinger2017(*, stimulation_label: str = "stim", control_group: str = "ctrl
     [60, 140, 173, 227]
     >>> pdae.data.normalize_counts(adata)  # raw counts move to layers["counts"]
     """
-    for name, value in (("stimulation_label", stimulation_label), ("control_group", control_group)):
+    for name, value in (
+        ("stimulation_label", stimulation_label),
+        ("control_group", control_group),
+    ):
         if not isinstance(value, str) or not value or "+" in value:
             raise ValueError(f"{name}={value!r}; use a non-empty label without '+'.")
     if stimulation_label == control_group:

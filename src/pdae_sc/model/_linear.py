@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pdae_sc.data import _validation
 from pdae_sc.data._sampler import RowGatherer
 
 __all__ = ["linear_effects"]
@@ -14,13 +15,15 @@ def linear_effects(
     codes: np.ndarray,
     ctx_codes: np.ndarray,
     labels: np.ndarray,
-    chunk: int = 4096,
+    *,
+    log_fold: bool = False,
 ) -> np.ndarray:
     """Per-gene effect of each perturbation: ``beta`` of ``mean[c, ctx] = mu_ctx + l_c beta``.
 
     The group means of every (condition, context) pair are fitted by least squares
     (minimum-norm) with one intercept per context, so the effects are the linear baseline's
-    mean changes, shared by the contexts. The matrix is read in chunks of rows.
+    mean changes, shared by the contexts. The matrix is read in chunks of rows of a fixed
+    number of values (as in the setup scan), so memory does not grow with the cells.
 
     Parameters
     ----------
@@ -32,8 +35,10 @@ def linear_effects(
         Context code of each cell, ``(n_cells,)``.
     labels
         Label matrix of the conditions, ``(n_conditions, K)``.
-    chunk
-        Rows read at a time.
+    log_fold
+        Fit log fold changes of the normalised counts instead: the group means of
+        ``expm1(x)`` are taken on the log scale, ``log(mean + eps)``, with ``eps`` a tenth
+        of the gene's mean over all cells (so genes with few counts do not give huge folds).
 
     Returns
     -------
@@ -45,11 +50,16 @@ def linear_effects(
     rows = RowGatherer(matrix)
     sums = np.zeros((n_groups, matrix.shape[1]))
     counts = np.bincount(group, minlength=n_groups)
+    chunk = max(1, _validation._CHUNK_ELEMENTS // max(1, matrix.shape[1]))
     for start in range(0, len(codes), chunk):
         idx = np.arange(start, min(start + chunk, len(codes)))
-        np.add.at(sums, group[idx], rows(idx).astype(np.float64))
+        x = rows(idx).astype(np.float64)
+        np.add.at(sums, group[idx], np.expm1(x) if log_fold else x)
     present = np.flatnonzero(counts > 0)
     means = sums[present] / counts[present, None]
+    if log_fold:
+        eps = 0.1 * sums.sum(0) / max(1, len(codes)) + 1e-8
+        means = np.log(means + eps)
     cond, ctx = present // n_ctx, present % n_ctx
     design = np.hstack([np.eye(n_ctx)[ctx], labels[cond]])
     coef = np.linalg.lstsq(design, means, rcond=None)[0]

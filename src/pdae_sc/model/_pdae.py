@@ -74,6 +74,28 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     estimator
         ``"grouped"``: the per-condition energy score, balanced across conditions (default);
         ``"all_pairs"``: the authors' all-pairs estimator.
+    decoder
+        How a cell is moved to another condition (see the user guide, "Decoders"). The
+        default (``None`` or ``"auto"``) is ``"residual"`` for non-negative data
+        (log-normalised counts, whose measurement noise the residual decoder keeps) and
+        ``"generative"`` for data with negative values (continuous, e.g. scaled or
+        simulated without counts), the best of the two in each regime in
+        ``benchmarks/results/real_data.md``.
+
+        - ``"residual"``: carry the source cell over and decode only the change,
+          ``x + f(g(x) - W l + W u, xi) - f(g(x), xi)`` (plus the gene shift), clipped at 0
+          for non-negative data. The cell keeps its own measurement noise and a condition
+          moved to itself is returned unchanged, so "no effect" is always within reach.
+        - ``"multiplicative"``: the change is a log fold change of the normalised counts,
+          ``log1p(expm1(x) * exp(...))``: zeros stay zeros, but genes cannot switch on.
+          For log1p-normalised counts only.
+        - ``"generative"``: the paper's decoder, ``f(g(x) - W l + W u, xi)`` plus output
+          noise, generates every cell from scratch.
+    gene_shift
+        With a residual decoder, add a per-gene linear effect of each perturbation that
+        starts at the least-squares mean changes (the ``linear`` baseline), so training
+        starts from the linear baseline and learns the corrections. Default: ``True`` for
+        the residual decoders, ``False`` for the generative one.
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
         ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,
@@ -95,6 +117,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
     _train_runner_cls = PDAETrainRunner
+    _legacy_decoder = False  # set while loading a model saved before the decoder option
 
     def __init__(
         self,
@@ -107,8 +130,18 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         output_noise: bool = True,
         output_activation: Literal["auto"] | OutputActivation = "auto",
         estimator: Literal["grouped", "all_pairs"] = "grouped",
+        decoder: Literal["auto", "residual", "multiplicative", "generative"] | None = None,
+        gene_shift: bool | None = None,
         **module_kwargs,
     ):
+        if decoder is None:  # models saved before this option had the generative decoder
+            decoder = "generative" if self._legacy_decoder else "auto"
+        if decoder not in ("auto", "residual", "multiplicative", "generative"):
+            raise ValueError(
+                f"decoder={decoder!r}; use 'auto', 'residual', 'multiplicative' or 'generative'."
+            )
+        if gene_shift and decoder == "generative":
+            raise ValueError("gene_shift=True needs decoder='residual' or 'multiplicative'.")
         n_latent = check_positive_int(n_latent, "n_latent")
         n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
         if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
@@ -131,7 +164,10 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         if isinstance(adata, MuData):  # the AnnData that setup_mudata registered
             adata = registered_adata(type(self), adata)
         super().__init__(adata)
-        if output_activation in ("auto", "relu", "softplus"):
+        if output_activation in ("auto", "relu", "softplus") or decoder in (
+            "auto",
+            "multiplicative",
+        ):
             # the range recorded by setup_anndata; scan only for registries without it
             recorded = self._state.get("matrix_stats")
             data_min = (
@@ -141,6 +177,20 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             )
         if output_activation == "auto":
             output_activation = "relu" if data_min >= 0 else "none"
+        if decoder == "auto":  # counts (log-normalised) carry count noise: keep the cell's own
+            decoder = "residual" if data_min >= 0 else "generative"
+        if gene_shift is None:
+            gene_shift = decoder != "generative"
+        if gene_shift and decoder == "generative":
+            raise ValueError(
+                "gene_shift=True needs decoder='residual' or 'multiplicative'; decoder='auto' "
+                "chose 'generative' because the registered data have negative values."
+            )
+        if decoder == "multiplicative" and data_min < 0:
+            raise ValueError(
+                f"decoder='multiplicative' reads the data as log1p-normalised counts, but the "
+                f"registered data have minimum {data_min:g}; use decoder='residual'."
+            )
         elif output_activation in ("relu", "softplus"):
             if data_min < 0:
                 raise ValueError(
@@ -158,6 +208,9 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             output_noise=output_noise,
             output_activation=output_activation,
             estimator=estimator,
+            residual=decoder != "generative",
+            residual_mode="multiplicative" if decoder == "multiplicative" else "additive",
+            gene_shift=gene_shift,
             **module_kwargs,
         )
         if getattr(self.module, "gene_shift", None) is not None:
@@ -165,7 +218,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         self._model_summary_string = (
             f"PDAE: {self.summary_stats.n_perturbations} perturbations, "
             f"{self.summary_stats.n_conditions} training conditions, n_latent={n_latent}, "
-            f"n_noise={n_noise}, estimator={estimator!r}"
+            f"n_noise={n_noise}, estimator={estimator!r}, decoder={decoder!r}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -531,7 +584,13 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         import torch
 
         enc, ctx_codes, _ = self._encode(self.adata)
-        beta = linear_effects(self._matrix(self.adata), enc.codes, ctx_codes, enc.labels)
+        beta = linear_effects(
+            self._matrix(self.adata),
+            enc.codes,
+            ctx_codes,
+            enc.labels,
+            log_fold=self.module.residual_mode == "multiplicative",
+        )
         with torch.no_grad():
             self.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))
 

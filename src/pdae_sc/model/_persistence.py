@@ -154,21 +154,49 @@ def _model_file(dir_path: str | os.PathLike, prefix: str | None) -> str:
     return path
 
 
-def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
-    """Genes of a model saved in scvi-tools' format, without loading its weights."""
+def _read_saved(dir_path: str | os.PathLike, prefix: str | None, fn):
+    """``fn`` of the saved dictionary of ``model.pt``, read without loading its weights."""
     path = _model_file(dir_path, prefix)
     try:
         try:  # memory-mapped: the weights are not read
             saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         except RuntimeError:  # an old (non-zip) torch file
             saved = torch.load(path, map_location="cpu", weights_only=False)
-        return pd.Index(np.asarray(saved["var_names"], dtype=str))
+        return fn(saved)
     except Exception as err:  # garbage, truncated or foreign file
         raise ValueError(
             f"{path!r} is not a readable pdae-sc model file ({type(err).__name__}: "
             f"{str(err)[:100]}); it may be truncated or written by another program. Save the "
             "model again with PDAE.save()."
         ) from err
+
+
+def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:
+    """Genes of a model saved in scvi-tools' format, without loading its weights."""
+    return _read_saved(
+        dir_path, prefix, lambda saved: pd.Index(np.asarray(saved["var_names"], dtype=str))
+    )
+
+
+def saved_before_decoder_option(dir_path: str | os.PathLike, *, prefix: str | None) -> bool:
+    """Whether the model was saved before ``PDAE(decoder=...)`` existed (generative decoder)."""
+
+    def legacy(saved) -> bool:
+        params = saved["attr_dict"].get("init_params_", {})
+        return "decoder" not in params.get("non_kwargs", {})
+
+    return _read_saved(dir_path, prefix, legacy)
+
+
+@contextlib.contextmanager
+def legacy_decoder(cls, active: bool) -> Iterator[None]:
+    """Build models with the decoder of models saved before the ``decoder`` option."""
+    old = cls._legacy_decoder
+    cls._legacy_decoder = active
+    try:
+        yield
+    finally:
+        cls._legacy_decoder = old
 
 
 class PersistenceMixin:
@@ -275,7 +303,8 @@ class PersistenceMixin:
                 what=f"the model saved at {str(dir_path)!r}",
                 names_code=f"PDAE.load_var_names({str(dir_path)!r})",
             )
-        with quiet_local_load():
+        legacy = saved_before_decoder_option(dir_path, prefix=prefix)
+        with quiet_local_load(), legacy_decoder(cls, legacy):
             model = super().load(dir_path, adata=adata, **kwargs)
         model.is_trained_ = True
         return model

@@ -72,7 +72,7 @@ class TrainingMixin:
         Parameters
         ----------
         max_epochs
-            Number of epochs; default about 4,000 steps, between 20 and 400 epochs.
+            Number of epochs; default about 2,000 steps, between 10 and 400 epochs.
         accelerator, devices
             Lightning accelerator and devices (``"auto"`` picks a GPU when available).
         lr
@@ -243,5 +243,5 @@ class TrainingMixin:
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
 
 
-def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 4000) -> int:
-    return int(min(400, max(20, math.ceil(target_steps / max(1, steps_per_epoch)))))
+def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 2000) -> int:
+    return int(min(400, max(10, math.ceil(target_steps / max(1, steps_per_epoch)))))

@@ -21,6 +21,7 @@ from ._networks import MLP, OutputActivation, StochasticDecoder
 __all__ = ["PDAELoss", "PDAEModule"]
 
 Estimator = Literal["grouped", "all_pairs"]
+ResidualMode = Literal["additive", "multiplicative"]
 
 
 @dataclass
@@ -136,6 +137,16 @@ class PDAEModule(nn.Module):
         keeps its own measurement noise, which a few Gaussian noise inputs cannot make.
         ``False``: decode ``f(z - W l + W u, xi)`` plus output noise from scratch (the paper's
         generative decoder). The reconstruction term always trains the generative decoder.
+    gene_shift
+        With ``residual``: add a learned per-gene linear effect ``B (u - l)`` (``B`` of shape
+        ``(n_input, K)``, zero at start; the model class starts it at the least-squares
+        mean effects), so the move is the linear baseline plus the decoder's correction.
+    residual_mode
+        ``"additive"``: the change is added to the cell, as above. ``"multiplicative"``, for
+        log1p-normalised counts: the change is a log fold change of the normalised counts,
+        ``log1p(expm1(x) * exp(f(z + W u, xi) - f(z, xi)))``, so a gene with no counts in
+        the source cell stays at zero, the way a rate change acts on sparse counts (an
+        additive shift would move every zero).
 
     Examples
     --------
@@ -184,6 +195,7 @@ class PDAEModule(nn.Module):
         detach_encoder: bool = True,
         residual: bool = False,
         gene_shift: bool = False,
+        residual_mode: ResidualMode = "additive",
     ):
         super().__init__()
         if not 0.0 < beta < 2.0:
@@ -202,6 +214,11 @@ class PDAEModule(nn.Module):
         self.sparsity_weight = sparsity_weight
         self.detach_encoder = detach_encoder
         self.residual = residual
+        if residual_mode not in ("additive", "multiplicative"):
+            raise ValueError(
+                f"residual_mode={residual_mode!r}; use 'additive' or 'multiplicative'."
+            )
+        self.residual_mode = residual_mode
         if gene_shift and not residual:
             raise ValueError("gene_shift=True needs residual=True (it shifts the source cell).")
         self.gene_shift = nn.Linear(n_perturbations, n_input, bias=False) if gene_shift else None
@@ -379,7 +396,10 @@ class PDAEModule(nn.Module):
         step: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Residual move: ``act(x + f(z_moved, xi) - f(z, xi) [+ B step])``, one ``xi`` per source.
+        """Residual move of sources ``x`` by ``delta = f(z_moved, xi) - f(z, xi) [+ B step]``.
+
+        ``act(x + delta)`` (additive) or ``log1p(expm1(x) exp(delta))`` (multiplicative),
+        with one noise draw ``xi`` per source cell.
 
         ``x``, ``z``: sources, ``(S, n_input)`` and ``(S, n_latent)``; ``z_moved``: their
         moved latents, ``(S, n_latent)`` or ``(G, S, n_latent)``; ``step``: label change
@@ -390,6 +410,9 @@ class PDAEModule(nn.Module):
         delta = self.decoder.mean(z_moved, xi) - self.decoder.mean(z, xi)
         if self.gene_shift is not None:
             delta = delta + self.gene_shift(step)
+        if self.residual_mode == "multiplicative":
+            # fold changes of the normalised counts; clamped so that exp cannot overflow
+            return torch.log1p(torch.expm1(x.clamp_min(0.0)) * delta.clamp(-15.0, 15.0).exp())
         return self.decoder.activate(x + delta)
 
     # -- losses ------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def _resample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _context_means(mat, enc: EncodedConditions, ctx_codes: np.ndarray, n_ctx: int) -> np.ndarray:
-    """Mean of each condition in each context, ``(n_ctx, n_conditions, n_genes)``; NaN if absent."""
+    """Mean of each condition in each context, ``(n_ctx, n_conditions, n_genes)``; NaN: absent."""
     out = np.full((n_ctx, enc.n_conditions, mat.shape[1]), np.nan)
     for c in range(n_ctx):
         for k in range(enc.n_conditions):

@@ -1,0 +1,128 @@
+"""The decoder option of PDAE, the gene shift start, and the post-training fit check."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scvi
+import torch
+
+import pdae_sc as pdae
+from pdae_sc.model import PDAE, PoorFitWarning
+
+TINY = {"n_latent": 4, "n_hidden": (16,), "n_noise": 4}
+TRAIN = {"enable_progress_bar": False, "n_sources": 32, "accelerator": "cpu"}
+
+
+def _adata(**kw):
+    kw = {"n_perturbations": 3, "n_genes": 12, "n_cells_per_condition": 40, "seed": 0, **kw}
+    adata = pdae.data.simulate(**kw)
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    return adata
+
+
+def test_auto_decoder_follows_the_data():
+    assert not PDAE(_adata(), **TINY).module.residual  # negative values: generative
+    counts = _adata(counts=True)
+    assert counts.X.min() >= 0
+    assert PDAE(counts, **TINY).module.residual
+    assert PDAE(counts, **TINY).init_params_["non_kwargs"]["decoder"] == "residual"
+    with pytest.raises(ValueError, match="decoder='auto' chose 'generative'"):
+        PDAE(_adata(), gene_shift=True, **TINY)
+
+
+def test_residual_decoder_has_a_gene_shift_at_the_linear_effects():
+    adata = _adata()
+    model = PDAE(adata, decoder="residual", **TINY)
+    assert model.module.residual and model.module.gene_shift is not None
+    assert model.init_params_["non_kwargs"]["decoder"] == "residual"  # saved with the model
+    beta = model.module.gene_shift.weight.detach().numpy().T  # (K, genes)
+    lab = adata.obs["perturbation"].astype(str).to_numpy()
+    x = adata.X
+    # least squares over singles and doubles: close to the single mean changes
+    delta_p0 = x[lab == "P0"].mean(0) - x[lab == "ctrl"].mean(0)
+    assert np.corrcoef(beta[0], delta_p0)[0, 1] > 0.9
+
+
+def test_untrained_residual_model_moves_a_condition_to_itself_unchanged():
+    adata = _adata()
+    model = PDAE(adata, decoder="residual", **TINY)
+    model.is_trained_ = True  # query the initial weights
+    pred = model.predict(["P0"], n_cells=40, source="P0", seed=0)
+    src = adata[pred.obs["pdae_source_cell"].to_numpy()].X
+    np.testing.assert_allclose(pred.X, np.maximum(src, 0) if src.min() >= 0 else src, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"decoder": "vae"}, ValueError, "decoder='vae'"),
+        ({"decoder": "generative", "gene_shift": True}, ValueError, "gene_shift=True needs"),
+        ({"decoder": "multiplicative"}, ValueError, "log1p-normalised counts"),
+    ],
+)
+def test_decoder_argument_errors(kwargs, error, match):
+    adata = _adata()  # simulate() without counts has negative values
+    with pytest.raises(error, match=match):
+        PDAE(adata, **TINY, **kwargs)
+
+
+def test_multiplicative_decoder_keeps_zeros():
+    adata = pdae.data.simulate(
+        n_perturbations=3, n_genes=20, n_cells_per_condition=30, counts=True, seed=0
+    )
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    model = PDAE(adata, decoder="multiplicative", **TINY)
+    model.train(max_epochs=2, check_fit=False, **TRAIN)
+    pred = model.predict(["P0+P1"], n_cells=60, source="ctrl", seed=0)
+    src = adata[pred.obs["pdae_source_cell"].to_numpy()].X
+    assert (pred.X[src == 0] == 0).all()
+    assert (pred.X >= 0).all()
+
+
+def test_generative_decoder_is_the_papers():
+    adata = _adata()
+    model = PDAE(adata, decoder="generative", **TINY)
+    assert not model.module.residual and model.module.gene_shift is None
+
+
+def test_check_fit_and_poor_fit_warning():
+    adata = _adata(shift_scale=3.0)
+    scvi.settings.seed = 0
+    model = PDAE(adata, decoder="generative", **TINY)
+    with pytest.warns(PoorFitWarning, match="further from the measured cells"):
+        model.train(max_epochs=1, lr=1e-6, **TRAIN)  # learns nothing
+    scvi.settings.seed = 0
+    good = PDAE(adata, decoder="residual", **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PoorFitWarning)
+        good.train(max_epochs=30, **TRAIN)
+    table = good.check_fit(n_conditions=4, n_cells=40)
+    assert len(table) == 4
+    assert table["pdae_better"].all()
+    with pytest.raises(ValueError, match="n_cells=1"):
+        good.check_fit(n_cells=1)
+
+
+def test_saved_generative_model_loads_generative(tmp_path):
+    adata = _adata()
+    model = PDAE(adata, decoder="generative", **TINY)
+    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = PDAE.load(tmp_path / "m")
+    assert not loaded.module.residual
+    torch.testing.assert_close(
+        loaded.module.shift_matrix, model.module.shift_matrix.detach().cpu()
+    )
+
+
+def test_model_saved_before_the_decoder_option_loads_generative():
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "pdae_v0_1"
+    model = PDAE.load(fixture, accelerator="cpu")
+    assert not model.module.residual and model.module.gene_shift is None
+    assert not PDAE._legacy_decoder  # the flag is reset after loading
+    assert PDAE(model.adata, decoder="residual", **TINY).module.residual
