@@ -178,3 +178,17 @@ def test_cross_validate_on_papalexi_replicates():
         warnings.simplefilter("ignore")
         cv = pdae.tl.cross_validate(model, n_folds=1, n_holdout=2, n_cells=50, train_kwargs=FAST)
     assert set(cv.scores["kind"]) == {"context"}
+
+
+def test_verdict_counts_wins_against_the_best_baseline():
+    from pdae_sc.tl._cross_validate import _verdict
+
+    rows = []
+    for cond, (ours, lin, ctrl) in {"A+B": (0.1, 0.2, 0.5), "C+D": (0.3, 0.2, 0.6)}.items():
+        for method, value in (("pdae", ours), ("linear", lin), ("control", ctrl)):
+            rows.append({"fold": 0, "condition": cond, "method": method, "mmd": value})
+    verdict = _verdict(pd.DataFrame(rows), "mmd")
+    assert verdict.startswith("PDAE beats linear (the best simple baseline) on 1 of 2")
+    assert verdict.endswith("On data like these, prefer linear.")
+    rows[0]["mmd"] = rows[3]["mmd"] = 0.0  # pdae wins both
+    assert "prefer" not in _verdict(pd.DataFrame(rows), "mmd")

@@ -393,13 +393,15 @@ def _verdict(scores: pd.DataFrame, metric: str) -> str:
     wins = int((table["pdae"] < table[best]).sum())
     n = len(table)
     pdae_mean, best_mean = sign * table["pdae"].mean(), sign * table[best].mean()
-    words = "beats" if wins * 2 > n else "does not beat"
     line = (
-        f"PDAE {words} {best} (the best simple baseline) on {wins} of {n} held-out "
+        f"PDAE beats {best} (the best simple baseline) on {wins} of {n} held-out "
         f"conditions ({metric} {pdae_mean:.3g} vs {best_mean:.3g}"
     )
     if "oracle_half" in table and metric in ("energy_distance", "mmd"):
         line += f"; noise floor {sign * table['oracle_half'].mean():.3g}"
     if "control" in table and best != "control":
         line += f"; control cells {sign * table['control'].mean():.3g}"
-    return line + ")."
+    line += ")."
+    if wins * 2 <= n:
+        line += f" On data like these, prefer {best}."
+    return line
