@@ -126,3 +126,18 @@ def test_model_saved_before_the_decoder_option_loads_generative():
     assert not model.module.residual and model.module.gene_shift is None
     assert not PDAE._legacy_decoder  # the flag is reset after loading
     assert PDAE(model.adata, decoder="residual", **TINY).module.residual
+
+
+def test_plan_kwargs_lr_is_used_and_conflicts_are_refused():
+    adata = _adata()
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, check_fit=False, plan_kwargs={"lr": 1e-4}, **TRAIN)
+    assert model.trainer.lightning_module.lr == 1e-4
+    with pytest.raises(ValueError, match="disagree"):
+        model.train(max_epochs=1, lr=1e-2, plan_kwargs={"lr": 1e-4}, **TRAIN)
+
+
+def test_untrained_model_loads_untrained(tmp_path):
+    adata = _adata()
+    PDAE(adata, **TINY).save(tmp_path / "m", save_anndata=True)
+    assert not PDAE.load(tmp_path / "m").is_trained_

@@ -306,8 +306,7 @@ class PersistenceMixin:
         legacy = saved_before_decoder_option(dir_path, prefix=prefix)
         with quiet_local_load(), legacy_decoder(cls, legacy):
             model = super().load(dir_path, adata=adata, **kwargs)
-        model.is_trained_ = True
-        return model
+        return model  # is_trained_ as saved (scvi-tools restores it)
 
     @staticmethod
     def load_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:

@@ -96,7 +96,9 @@ class TrainingMixin:
             :class:`~pdae_sc.model.PoorFitWarning` when control cells moved to the training
             conditions are further from the measured cells than the unmoved control cells.
         plan_kwargs
-            Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``).
+            Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``);
+            an ``lr`` here is used when ``lr`` is left at its default, and a different
+            explicit ``lr`` raises ``ValueError``.
         ckpt_path
             Lightning checkpoint (``.ckpt``) to resume from; ``max_epochs`` counts the epochs
             already done.
@@ -179,7 +181,14 @@ class TrainingMixin:
                 f"{largest} cells. Use early_stopping=False, a larger validation_size, or more "
                 "cells per condition."
             )
-        plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
+        plan_kwargs = dict(plan_kwargs or {})
+        if "lr" in plan_kwargs and plan_kwargs["lr"] != lr and lr != 1e-3:
+            raise ValueError(
+                f"lr={lr!r} and plan_kwargs={{'lr': {plan_kwargs['lr']!r}}} disagree; give the "
+                "learning rate once (train(lr=...))."
+            )
+        plan_kwargs = {"lr": lr, **plan_kwargs}  # plan_kwargs["lr"] wins over the default
+        plan = self._training_plan_cls(self.module, **plan_kwargs)
         if early_stopping:
             trainer_kwargs.update(
                 early_stopping=True,
