@@ -68,7 +68,7 @@ def decompose(pred: np.ndarray, true: np.ndarray, top: np.ndarray) -> dict[str, 
     }
 
 
-def by_condition(task: Task, pred, truth, top) -> pd.DataFrame:
+def by_condition(pred, truth, top) -> pd.DataFrame:
     rows = []
     lab_p = pred.obs["perturbation"].astype(str).to_numpy()
     lab_t = truth.obs["perturbation"].astype(str).to_numpy()
@@ -96,7 +96,7 @@ def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict
     # held-out conditions
     pred = model.predict(task.targets, n_cells=500, context=task.context, seed=seed)
     ed = score(task, pred)[["condition", "energy_distance"]]
-    dec = by_condition(task, pred, task.test, top).merge(ed, on="condition")
+    dec = by_condition(pred, task.test, top).merge(ed, on="condition")
     out.append(
         {
             "task": task.name,
@@ -128,7 +128,7 @@ def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict
         adata_control=control_cells(task),
         metrics=["energy_distance"],
     )
-    dec_in = by_condition(task, pred_in, truth_in, top).merge(
+    dec_in = by_condition(pred_in, truth_in, top).merge(
         ed_in[["condition", "energy_distance"]], on="condition"
     )
     out.append(
@@ -160,7 +160,7 @@ def baseline_rows(task: Task, seed: int) -> list[dict]:
         if method == "oracle_half":
             truth = task.test[pred.uns["pdae"]["oracle_reference_cells"]]
         ed = score(task, pred)[["condition", "energy_distance"]]
-        dec = by_condition(task, pred, truth, top).merge(ed, on="condition")
+        dec = by_condition(pred, truth, top).merge(ed, on="condition")
         rows.append(
             {
                 "task": task.name,

@@ -85,7 +85,7 @@ def _higher_is_better(metric: str) -> bool:
     return metric.startswith(("pearson", "r2"))
 
 
-def _units(obs: pd.DataFrame, enc, ctx_codes, ctx_names, min_cells: int) -> pd.DataFrame:
+def _units(enc, ctx_codes, min_cells: int) -> pd.DataFrame:
     """Candidate held-out (condition, context) units with their kind and cell counts."""
     counts = pd.crosstab(enc.codes, ctx_codes)
     n_tokens = (enc.labels != 0).sum(1)
@@ -245,7 +245,7 @@ def cross_validate(
         name=key,
     )
     ctx_codes, ctx_names = context_codes(obs, ctx_keys)
-    units = _units(obs, enc, ctx_codes, ctx_names, min_cells)
+    units = _units(enc, ctx_codes, min_cells)
     rng = np.random.default_rng(seed)
     folds = _assign_folds(units, enc, ctx_codes, n_folds, n_holdout, rng)
     if not folds:
