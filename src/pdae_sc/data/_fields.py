@@ -187,8 +187,8 @@ class PerturbationField(BaseAnnDataField):
                 f"first, e.g. adata.obs[{self._attr_key!r}] = adata.obs[...].astype(str)."
             )
         enc = self.encode(adata)
-        control = [i for i, row in enumerate(enc.labels) if not row.any()]
-        if not control:
+        control = np.flatnonzero(enc.label_rows.getnnz(axis=1) == 0)
+        if not len(control):
             values = column.astype(str).value_counts().index[:10].tolist()
             raise ValueError(
                 f"control_group={self.control_group!r} does not occur in "
@@ -229,7 +229,7 @@ class PerturbationField(BaseAnnDataField):
             "vocabulary": enc.vocabulary,
             "conditions": enc.conditions,
             "dosages": enc.dosages,
-            "label_matrix": enc.labels,
+            "label_matrix": enc.label_rows,  # sparse CSR (dense in models saved before)
             "condition_counts": counts,
             "control_group": self.control_group,
             "delimiter": self.delimiter,

@@ -11,7 +11,14 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from pdae_sc.data._labels import format_condition, label_vector, parse_condition
+from pdae_sc.data._labels import (
+    as_label_rows,
+    format_condition,
+    label_vector,
+    match_labels,
+    parse_condition,
+    training_span,
+)
 from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._validation import check_positive_int, check_seed, get_matrix
 from pdae_sc.tl._extrapolation import extrapolation_table
@@ -138,8 +145,8 @@ class InferenceMixin:
             return list(state["contexts"]), np.asarray(state["context_condition_counts"])
         # registries saved before this was recorded: count on the registered data
         enc, ctx_codes, ctx_names = self._encode(self.adata)
-        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
-        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels])[enc.codes]
+        match = match_labels(enc.label_rows, as_label_rows(state["label_matrix"])).tolil()
+        cond = np.array([r[0] if r else -1 for r in match.rows], dtype=np.int64)[enc.codes]
         counts = np.zeros((len(ctx_names), len(state["conditions"])), dtype=np.int64)
         ok = cond >= 0
         np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
@@ -241,18 +248,18 @@ class InferenceMixin:
         names = perturbations
         if dosages is not None:
             names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
-        train = np.asarray(self._state["label_matrix"])
+        span = training_span(self._state["label_matrix"])  # factorised once per model
         context = self._context_name(context)
         if context is None:
-            return extrapolation_table(train, targets, names=names)
+            return extrapolation_table(span, targets, names=names)
         i = self._check_context(context)
         counts = self._context_condition_counts()[1][i]
         table = extrapolation_table(
-            train, targets, names=names, context_train_labels=train[counts > 0]
+            span, targets, names=names, context_train_labels=span.rows[counts > 0]
         )
-        match = np.all(np.abs(targets[:, None, :] - train[None, :, :]) <= 1e-6, axis=2)
+        match = match_labels(targets, span.rows)
         table.insert(0, "context", context)
-        table["n_cells_in_context"] = (match * counts[None, :]).sum(axis=1).astype(np.int64)
+        table["n_cells_in_context"] = (match @ counts).astype(np.int64)
         table["n_source_cells"] = int(counts.sum())
         return table
 
@@ -275,9 +282,9 @@ class InferenceMixin:
                 delimiter=self._state["delimiter"],
             )
             vec = label_vector(lab, self._state["vocabulary"])
-            hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
-            trained = np.asarray(self._state["label_matrix"])
-            if len(hits) == 0 and np.all(np.isclose(trained, vec), axis=1).any():
+            hits = match_labels(vec, enc.label_rows).indices
+            trained = self._state["label_matrix"]
+            if len(hits) == 0 and match_labels(vec, trained).nnz:
                 present = sorted(set(enc.conditions))[:10]
                 raise ValueError(
                     f"source={source!r} is a training condition, but the AnnData the model "
@@ -420,7 +427,7 @@ class InferenceMixin:
         rng = np.random.default_rng(seed)
         gen = make_generator(rng, self.device)
         gather = RowGatherer(self._matrix(self.adata))
-        labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
+        label_rows = enc.label_rows.astype(np.float32)  # sparse: K can be genome-wide
         self.module.eval()
         x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
         rows = []
@@ -430,7 +437,8 @@ class InferenceMixin:
             codes = enc.codes[picks]
 
             def fn(x, start, codes=codes, target_t=target_t):
-                lab = labels_all[codes[start : start + len(x)]].to(self.device)
+                lab = torch.from_numpy(label_rows[codes[start : start + len(x)]].toarray())
+                lab = lab.to(self.device)
                 return self.module.move(x, lab, target_t, generator=gen)
 
             with torch.inference_mode():

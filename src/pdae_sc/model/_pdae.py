@@ -19,7 +19,7 @@ from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
 from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_codes
-from pdae_sc.data._labels import EncodedConditions, label_vector, parse_condition
+from pdae_sc.data._labels import EncodedConditions, label_rows, parse_condition
 from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
@@ -472,7 +472,13 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     # ------------------------------------------------------------------ helpers
     @property
     def _state(self):
-        return self.adata_manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
+        # cached per manager: the registry's view copies every list (O(K) per access)
+        manager = self.adata_manager
+        cached = self.__dict__.get("_state_cache")
+        if cached is None or cached[0] is not manager:
+            cached = (manager, manager.get_state_registry(PERTURBATION_REGISTRY_KEY))
+            self.__dict__["_state_cache"] = cached
+        return cached[1]
 
     @property
     def perturbations(self) -> list[str]:
@@ -561,8 +567,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
                 delimiter=state["delimiter"],
                 dosage=None if dosages is None else dosages[i],
             )
-            rows.append(label_vector(lab, state["vocabulary"]))
-        return np.vstack(rows)
+            rows.append(lab)
+        return label_rows(rows, state["vocabulary"]).toarray()
 
     @staticmethod
     def _dosage_list(dosages: object) -> list[object] | None:
