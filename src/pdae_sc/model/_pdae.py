@@ -496,7 +496,11 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
         field = self._field(adata)
         manager = self.get_anndata_manager(adata, required=True)
-        field.check_unchanged(adata, manager.get_state_registry(PERTURBATION_REGISTRY_KEY))
+        if manager is self.adata_manager:
+            state = self._state
+        else:
+            state = manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
+        field.check_unchanged(adata, state)
         enc = field.encode(adata, vocabulary=self._state["vocabulary"])
         ctx_codes, ctx_names = context_codes(adata.obs, self._state["context_keys"])
         return enc, ctx_codes, ctx_names
