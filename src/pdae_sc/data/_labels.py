@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import weakref
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -525,11 +526,11 @@ def as_label_rows(labels: object, n_features: int | None = None) -> sparse.csr_m
     else:
         dense = np.asarray(labels, dtype=np.float64)
         if dense.ndim == 1:
-            dense = dense[None, :] if dense.size or n_features is None else dense.reshape(0, 0)
+            dense = dense[None, :]
         if dense.ndim != 2:
             raise ValueError(f"A label matrix must be 2-d (conditions x K), got {dense.shape}.")
-        if dense.size == 0 and n_features is not None:
-            dense = dense.reshape(dense.shape[0] if dense.shape[1:] else 0, n_features)
+        if dense.shape[0] == 0 and n_features is not None:
+            dense = np.zeros((0, n_features))  # no rows: any width
         rows = sparse.csr_matrix(dense)
     if n_features is not None and rows.shape[1] != n_features:
         raise ValueError(
@@ -698,20 +699,21 @@ class LabelSpan:
         return out
 
 
-_SPANS: dict[int, tuple[object, LabelSpan]] = {}
+_SPANS: dict[int, tuple[weakref.ref, LabelSpan]] = {}
 
 
 def training_span(labels: object) -> LabelSpan:
     """The :class:`LabelSpan` of a model's stored label matrix, factorised once per object.
 
-    Cached by the identity of ``labels`` (the registry's matrix, never modified in place);
-    the few most recent are kept.
+    Cached by the identity of ``labels`` (the registry's matrix, never modified in place),
+    through a weak reference, so the cache keeps no model's labels alive; the 8 most recent
+    are kept.
     """
     hit = _SPANS.get(id(labels))
-    if hit is not None and hit[0] is labels:
+    if hit is not None and hit[0]() is labels:
         return hit[1]
     span = LabelSpan(labels)
     while len(_SPANS) >= 8:
         _SPANS.pop(next(iter(_SPANS)))
-    _SPANS[id(labels)] = (labels, span)
+    _SPANS[id(labels)] = (weakref.ref(labels), span)
     return span
