@@ -402,7 +402,8 @@ def predicted_interaction_scores(
     predicted singles (the decoder is nonlinear), not because of the model's error on the
     control. Doubles are predicted ``chunk_size`` at a time with one call of
     ``model.predict`` (seed ``seed + 1 + chunk``) and scored as they come, so memory stays
-    at ``chunk_size * n_cells`` cells. The speed (pairs per second) is logged at INFO level
+    at about ``chunk_size * n_cells`` predicted cells (the control and singles are predicted
+    in chunks of the same size). The speed (pairs per second) is logged at INFO level
     and stored in ``attrs["pairs_per_second"]`` of the result.
 
     A predicted interaction can be trusted only as far as the prediction of the double: its
@@ -480,14 +481,15 @@ def predicted_interaction_scores(
     singles = list(dict.fromkeys(t for p in pairs for t in p))
     means: dict[str, np.ndarray] = {}
     references = [ctrl, *singles]
-    for i in range(0, len(references), chunk_size):
-        chunk = references[i : i + chunk_size]
+    ref_chunk = max(1, chunk_size * n_cells // n_ref)  # the same memory as a chunk of doubles
+    for i in range(0, len(references), ref_chunk):
+        chunk = references[i : i + ref_chunk]
         pred = model.predict(chunk, n_cells=n_ref, seed=seed, **kwargs)
-        x = np.asarray(pred.X, dtype=np.float64).reshape(len(chunk), n_ref, -1)
+        x = np.asarray(pred.X).reshape(len(chunk), n_ref, -1)
         for name, block in zip(chunk, x, strict=True):
-            means[name] = block.mean(axis=0)
+            means[name] = block.mean(axis=0, dtype=np.float64)
             if name == ctrl and i == 0:
-                x_ctrl = block[:n_cells]
+                x_ctrl = block[:n_cells].astype(np.float64)
     rng = np.random.default_rng(seed)
     rows = []
     for j, i in enumerate(range(0, len(pairs), chunk_size)):
@@ -496,9 +498,10 @@ def predicted_interaction_scores(
             # the span was checked once above (status column); do not repeat it per chunk
             warnings.simplefilter("ignore", UserWarning)
             pred = model.predict(chunk, n_cells=n_cells, seed=seed + 1 + j, **kwargs)
-        x = np.asarray(pred.X, dtype=np.float64).reshape(len(chunk), n_cells, -1)
-        for k, (label, block) in enumerate(zip(chunk, x, strict=True)):
+        x = np.asarray(pred.X).reshape(len(chunk), n_cells, -1)
+        for k, (label, block32) in enumerate(zip(chunk, x, strict=True)):
             a, b = pairs[i + k]
+            block = block32.astype(np.float64)
             scores = _score_pair(
                 means[ctrl], means[a], means[b], block.mean(axis=0), block, x_ctrl, rng
             )
