@@ -70,6 +70,9 @@ def test_scores_match_hand_computation(tiny):
     d_ab, additive = np.array([2, 0.5, 1]), np.array([1, 1, 0])
     np.testing.assert_allclose(row["corr_additive"], np.corrcoef(d_ab, additive)[0, 1])
     np.testing.assert_allclose(row["additive_l2"], 1.5)
+    # squared standard errors per gene: ctrl (0, 2, 0) / 2, singles 0, double
+    # (2/3, 0, 2/3) / 4 (sample variances of (2, 2, 1, 3) and (0, 2, 1, 1))
+    np.testing.assert_allclose(row["additive_l2_noise"], np.sqrt(1.0 + 4 / 12))
     np.testing.assert_allclose(row["model_fit"], _dcor_brute([2, 0.5, 0], d_ab))
     x_ab = tiny[tiny.obs["perturbation"] == "B+A"].X
     expected = tiny[tiny.obs["perturbation"] == "ctrl"].X + additive
@@ -80,6 +83,23 @@ def test_scores_match_hand_computation(tiny):
         for h in itertools.combinations(range(4), 2)
     ]
     assert np.isclose(splits, row["energy_distance_floor"]).any()
+
+
+def test_null_is_the_floor_shifted_by_the_noise_of_the_means():
+    from pdae_sc.tl._interactions import _score_pair, _summary
+
+    rng = np.random.default_rng(5)
+    cells = {k: rng.normal(size=(n, 4)) for k, n in (("c", 30), ("a", 10), ("b", 20), ("ab", 8))}
+    args = [_summary(cells[k]) for k in ("c", "a", "b", "ab")]
+    row = _score_pair(*args, cells["ab"], cells["c"], np.random.default_rng(0))
+    replay = np.random.default_rng(0)
+    h1, h2 = np.array_split(replay.permutation(8), 2)
+    sem2 = sum(cells[k].var(axis=0, ddof=1) / len(cells[k]) for k in cells)
+    shift = replay.normal(0.0, np.sqrt(sem2))
+    x = cells["ab"]
+    np.testing.assert_allclose(row["energy_distance_floor"], _energy_brute(x[h1], x[h2]))
+    np.testing.assert_allclose(row["energy_distance_null"], _energy_brute(x[h1] + shift, x[h2]))
+    np.testing.assert_allclose(row["additive_l2_noise"], np.sqrt(sem2.sum()))
 
 
 def test_additive_double_scores_as_additive():

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions, parse_condition
 
@@ -36,8 +37,10 @@ COLUMNS = [
     "fit_r2",
     "corr_additive",
     "additive_l2",
+    "additive_l2_noise",
     "energy_distance",
     "energy_distance_floor",
+    "energy_distance_null",
 ]
 
 
@@ -83,16 +86,28 @@ def _distance_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(dcov / np.sqrt(var_x * var_y)))
 
 
+def _summary(x, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean profile and squared standard error of the mean per gene of ``x[rows]``."""
+    sub = x if rows is None else x[rows]
+    n = sub.shape[0]
+    mean = np.asarray(sub.mean(axis=0, dtype=np.float64)).ravel()
+    sq = sub.multiply(sub) if sparse.issparse(sub) else np.square(sub, dtype=np.float64)
+    var = np.maximum(np.asarray(sq.mean(axis=0, dtype=np.float64)).ravel() - mean**2, 0.0)
+    return mean, var / max(n - 1, 1)
+
+
 def _score_pair(
-    mean_ctrl: np.ndarray,
-    mean_a: np.ndarray,
-    mean_b: np.ndarray,
-    mean_ab: np.ndarray,
+    ctrl: tuple[np.ndarray, np.ndarray],
+    single_a: tuple[np.ndarray, np.ndarray],
+    single_b: tuple[np.ndarray, np.ndarray],
+    double: tuple[np.ndarray, np.ndarray],
     x_ab: np.ndarray,
     x_ctrl: np.ndarray,
     rng: np.random.Generator,
 ) -> dict[str, float]:
-    """All scores of one pair from the four mean profiles and two samples of cells."""
+    """All scores of one pair from the four ``(mean, sem²)`` summaries and two cell samples."""
+    mean_ctrl, mean_a, mean_b, mean_ab = ctrl[0], single_a[0], single_b[0], double[0]
+    noise = ctrl[1] + single_a[1] + single_b[1] + double[1]
     d_a, d_b, d_ab = mean_a - mean_ctrl, mean_b - mean_ctrl, mean_ab - mean_ctrl
     c_a, c_b = _coefficients(d_a, d_b, d_ab)
     fitted = c_a * d_a + c_b * d_b
@@ -107,14 +122,18 @@ def _score_pair(
         "fit_r2": _r2(d_ab, fitted) if ok else np.nan,
         "corr_additive": _pearson(d_ab, additive),
         "additive_l2": float(np.linalg.norm(d_ab - additive)),
+        "additive_l2_noise": float(np.sqrt(noise.sum())),
         "energy_distance": np.nan,
         "energy_distance_floor": np.nan,
+        "energy_distance_null": np.nan,
     }
     if len(x_ab) >= 2 and len(x_ctrl) >= 2:
         row["energy_distance"] = energy_distance(x_ab, x_ctrl + additive)
     if len(x_ab) >= 4:
         halves = np.array_split(rng.permutation(len(x_ab)), 2)
         row["energy_distance_floor"] = energy_distance(x_ab[halves[0]], x_ab[halves[1]])
+        shift = rng.normal(0.0, np.sqrt(noise))  # an error of the four means, as sampled
+        row["energy_distance_null"] = energy_distance(x_ab[halves[0]] + shift, x_ab[halves[1]])
     return row
 
 
@@ -191,6 +210,11 @@ def interaction_scores(
     - ``corr_additive``: Pearson correlation of ``δ_AB`` with the additive expectation
       ``δ_A + δ_B`` over genes.
     - ``additive_l2``: ``||δ_AB - (δ_A + δ_B)||``, the departure of the mean.
+    - ``additive_l2_noise``: its sampling noise, ``sqrt(Σ_genes Σ_X s²_X / n_X)`` over the
+      four conditions ``X`` (``s²_X`` the per-gene variance, ``n_X`` the cells): about the
+      ``additive_l2`` of an additive pair measured with these cells. It also counts the
+      noise of the control mean, which enters the additive expectation and is not in the
+      half-vs-half floor below; with few control cells and many genes it can dominate.
     - ``energy_distance``: the distributional departure,
       :func:`~pdae_sc.tl.energy_distance` between the cells of ``AB`` and the additive
       expectation (the control cells shifted by ``δ_A + δ_B``); 0 when the double is the
@@ -200,6 +224,11 @@ def interaction_scores(
       both scatter around 0 for an additive pair; a departure well above the floor is
       real, one at the floor is not distinguishable from sampling noise (the floor
       compares half as many cells, so it is a generous yardstick).
+    - ``energy_distance_null``: what an additive pair would score given *all* the sampling
+      noise: the same two halves, the first shifted by a draw ``e ~ N(0, diag(Σ_X s²_X /
+      n_X))`` of the error of ``δ_AB - δ_A - δ_B`` (see ``additive_l2_noise``). The
+      additive expectation carries the noise of the control and single means, which the
+      floor does not see; a departure is credible when it clears this null too.
 
     Means use all cells of a condition; the energy distances use at most ``max_cells``
     cells of the double and of the control, drawn without replacement with
@@ -234,8 +263,9 @@ def interaction_scores(
     DataFrame with one row per pair and columns ``pair`` (the double's label),
     ``perturbation_a``, ``perturbation_b``, ``origin`` (``"measured"``), ``n_cells`` (cells
     of the double), ``coef_a``, ``coef_b``, ``magnitude``, ``dominance``, ``model_fit``,
-    ``fit_r2``, ``corr_additive``, ``additive_l2``, ``energy_distance`` and
-    ``energy_distance_floor``, largest ``energy_distance`` first.
+    ``fit_r2``, ``corr_additive``, ``additive_l2``, ``additive_l2_noise``,
+    ``energy_distance``, ``energy_distance_floor`` and ``energy_distance_null``, largest
+    ``energy_distance`` first.
 
     Examples
     --------
@@ -314,27 +344,26 @@ def interaction_scores(
 
     rng = np.random.default_rng(seed)
     codes = enc.codes
-    means = {}
+    summaries = {}
 
-    def mean_of(cond_codes) -> np.ndarray:
+    def summary(cond_codes) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(np.atleast_1d(cond_codes).tolist())
-        if key not in means:
-            rows = np.flatnonzero(np.isin(codes, key))
-            means[key] = np.asarray(mat[rows].mean(axis=0, dtype=np.float64)).ravel()
-        return means[key]
+        if key not in summaries:
+            summaries[key] = _summary(mat, np.flatnonzero(np.isin(codes, key)))
+        return summaries[key]
 
     ctrl_rows = np.flatnonzero(np.isin(codes, ctrl_codes))
     x_ctrl = _dense(mat, _subsample(ctrl_rows, max_cells, rng))
-    mean_ctrl = mean_of(ctrl_codes)
+    ctrl = summary(ctrl_codes)
     rows = []
     for c, a, b in wanted:
         idx = np.flatnonzero(codes == c)
         x_ab = _dense(mat, _subsample(idx, max_cells, rng))
         scores = _score_pair(
-            mean_ctrl,
-            mean_of(single[a]),
-            mean_of(single[b]),
-            mean_of(c),
+            ctrl,
+            summary(single[a]),
+            summary(single[b]),
+            summary(c),
             x_ab,
             x_ctrl,
             rng,
@@ -479,7 +508,7 @@ def predicted_interaction_scores(
     start = time.perf_counter()
 
     singles = list(dict.fromkeys(t for p in pairs for t in p))
-    means: dict[str, np.ndarray] = {}
+    means: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     references = [ctrl, *singles]
     ref_chunk = max(1, chunk_size * n_cells // n_ref)  # the same memory as a chunk of doubles
     for i in range(0, len(references), ref_chunk):
@@ -487,7 +516,7 @@ def predicted_interaction_scores(
         pred = model.predict(chunk, n_cells=n_ref, seed=seed, **kwargs)
         x = np.asarray(pred.X).reshape(len(chunk), n_ref, -1)
         for name, block in zip(chunk, x, strict=True):
-            means[name] = block.mean(axis=0, dtype=np.float64)
+            means[name] = _summary(block)
             if name == ctrl and i == 0:
                 x_ctrl = block[:n_cells].astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -503,7 +532,7 @@ def predicted_interaction_scores(
             a, b = pairs[i + k]
             block = block32.astype(np.float64)
             scores = _score_pair(
-                means[ctrl], means[a], means[b], block.mean(axis=0), block, x_ctrl, rng
+                means[ctrl], means[a], means[b], _summary(block), block, x_ctrl, rng
             )
             head = {"pair": label, "perturbation_a": a, "perturbation_b": b}
             rows.append(
