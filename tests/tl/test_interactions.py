@@ -94,12 +94,12 @@ def test_null_is_the_floor_shifted_by_the_noise_of_the_means():
     row = _score_pair(*args, cells["ab"], cells["c"], np.random.default_rng(0))
     replay = np.random.default_rng(0)
     h1, h2 = np.array_split(replay.permutation(8), 2)
-    sem2 = sum(cells[k].var(axis=0, ddof=1) / len(cells[k]) for k in cells)
-    shift = replay.normal(0.0, np.sqrt(sem2))
+    sem2 = {k: cells[k].var(axis=0, ddof=1) / len(cells[k]) for k in cells}
+    shift = replay.normal(0.0, np.sqrt(sem2["a"] + sem2["b"]))  # the singles' mean errors
     x = cells["ab"]
     np.testing.assert_allclose(row["energy_distance_floor"], _energy_brute(x[h1], x[h2]))
     np.testing.assert_allclose(row["energy_distance_null"], _energy_brute(x[h1] + shift, x[h2]))
-    np.testing.assert_allclose(row["additive_l2_noise"], np.sqrt(sem2.sum()))
+    np.testing.assert_allclose(row["additive_l2_noise"], np.sqrt(sum(sem2.values()).sum()))
 
 
 def test_additive_double_scores_as_additive():

@@ -108,6 +108,10 @@ def _score_pair(
     """All scores of one pair from the four ``(mean, sem²)`` summaries and two cell samples."""
     mean_ctrl, mean_a, mean_b, mean_ab = ctrl[0], single_a[0], single_b[0], double[0]
     noise = ctrl[1] + single_a[1] + single_b[1] + double[1]
+    # the energy distance's U-statistic already allows for the sampling noise of the two
+    # samples it compares (the double's and the control's cells); the singles' means enter
+    # the expectation as constants, so their error is what the null adds
+    singles_noise = single_a[1] + single_b[1]
     d_a, d_b, d_ab = mean_a - mean_ctrl, mean_b - mean_ctrl, mean_ab - mean_ctrl
     c_a, c_b = _coefficients(d_a, d_b, d_ab)
     fitted = c_a * d_a + c_b * d_b
@@ -132,7 +136,7 @@ def _score_pair(
     if len(x_ab) >= 4:
         halves = np.array_split(rng.permutation(len(x_ab)), 2)
         row["energy_distance_floor"] = energy_distance(x_ab[halves[0]], x_ab[halves[1]])
-        shift = rng.normal(0.0, np.sqrt(noise))  # an error of the four means, as sampled
+        shift = rng.normal(0.0, np.sqrt(singles_noise))  # an error of δ_A + δ_B, as sampled
         row["energy_distance_null"] = energy_distance(x_ab[halves[0]] + shift, x_ab[halves[1]])
     return row
 
@@ -224,11 +228,14 @@ def interaction_scores(
       both scatter around 0 for an additive pair; a departure well above the floor is
       real, one at the floor is not distinguishable from sampling noise (the floor
       compares half as many cells, so it is a generous yardstick).
-    - ``energy_distance_null``: what an additive pair would score given *all* the sampling
-      noise: the same two halves, the first shifted by a draw ``e ~ N(0, diag(Σ_X s²_X /
-      n_X))`` of the error of ``δ_AB - δ_A - δ_B`` (see ``additive_l2_noise``). The
-      additive expectation carries the noise of the control and single means, which the
-      floor does not see; a departure is credible when it clears this null too.
+    - ``energy_distance_null``: what an additive pair would score given the sampling noise
+      of the expectation too: the same two halves, the first shifted by a draw ``e ~ N(0,
+      diag(s²_A / n_A + s²_B / n_B))``. The energy distance's unbiased estimate already
+      allows for the noise of the cells it compares (the double's, and the control's, whose
+      mean error the shifted control cells carry as a fresh sample would), but the single
+      means enter the expectation as constants: their error is a shift the floor does not
+      see. With few cells per single and many genes it dominates; a departure is credible
+      when it clears this null too.
 
     Means use all cells of a condition; the energy distances use at most ``max_cells``
     cells of the double and of the control, drawn without replacement with
