@@ -8,6 +8,7 @@ figure when ``None``), returns the Axes (a Figure for multi-panel plots) and nev
 from ._compare import distributions, mean_change
 from ._cross_validation import cross_validation
 from ._history import history
+from ._interactions import interactions
 from ._joint import embedding, joint_embedding
 from ._metrics import metrics
 from ._shifts import perturbation_embedding
@@ -17,6 +18,7 @@ __all__ = [
     "distributions",
     "embedding",
     "history",
+    "interactions",
     "joint_embedding",
     "mean_change",
     "metrics",

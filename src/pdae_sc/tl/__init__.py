@@ -4,6 +4,7 @@ from ._baselines import predict_baseline
 from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
 from ._extrapolation import extrapolation_table
+from ._interactions import interaction_scores, predicted_interaction_scores
 from ._metrics import (
     energy_distance,
     evaluate,
@@ -21,10 +22,12 @@ __all__ = [
     "energy_distance",
     "evaluate",
     "extrapolation_table",
+    "interaction_scores",
     "mean_l2",
     "mmd_rbf",
     "pearson_delta",
     "predict_baseline",
+    "predicted_interaction_scores",
     "r2_mean",
     "top_de_genes",
 ]
