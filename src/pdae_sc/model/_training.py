@@ -79,7 +79,10 @@ class TrainingMixin:
             Adam learning rate.
         validation_size
             Fraction of each condition's cells held out to monitor ``validation_loss``
-            (default 0.1 with early stopping, else 0).
+            (default 0.1 with early stopping, else 0). A model trained before keeps its
+            split (``model.validation_indices``), so training again or resuming never
+            validates on cells already trained on: leave it unset (or give the same
+            fraction) to keep it, or pass 0 to train on every cell.
         early_stopping
             Stop when ``validation_loss`` has not improved for ``early_stopping_patience``
             epochs.
@@ -149,9 +152,14 @@ class TrainingMixin:
                 2 if name == "n_sources" else 1
             ):
                 raise ValueError(f"{name}={value!r}; use a positive integer (n_sources >= 2).")
+        if validation_size is not None and not (
+            isinstance(validation_size, numbers.Real) and 0 <= validation_size < 1
+        ):
+            raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
+        enc, ctx_codes, _ = self._encode(self.adata)
+        split = self._previous_split(validation_size, enc.codes)
         if validation_size is None:
             validation_size = 0.1 if early_stopping else 0.0
-        enc, ctx_codes, _ = self._encode(self.adata)
         splitter = self._data_splitter_cls(
             self._matrix(self.adata),
             enc.codes,
@@ -164,6 +172,7 @@ class TrainingMixin:
             n_sources=n_sources,
             batch_size=batch_size,
             seed=int(torch.randint(2**31 - 1, (1,)).item()),
+            split=split,
         )
         steps = splitter._n_batches(splitter.n_train)
         if max_epochs is None:
@@ -245,11 +254,52 @@ class TrainingMixin:
                 stacklevel=2,
             )
 
+    def _previous_split(self, validation_size: float | None, codes: np.ndarray):
+        """The split of an earlier training to keep, or ``None`` to draw a new one.
+
+        Cells held out before stay held out, so training again (or resuming) never
+        validates on cells already trained on. ``validation_size=0`` trains on every cell
+        (nothing is validated); a different explicit fraction raises ``ValueError``.
+        """
+        train, val = self.train_indices, self.validation_indices
+        if train is None or val is None or len(train) + len(val) != len(codes):
+            return None
+        if validation_size == 0 or (len(val) == 0 and not validation_size):
+            return None
+        if len(val) == 0:
+            if self.is_trained_:
+                warnings.warn(
+                    "The model was trained on every cell before (no validation split), so the "
+                    f"validation cells drawn now (validation_size={validation_size!r}) were "
+                    "trained on and validation_loss is optimistic. Build a new model to "
+                    "validate on unseen cells.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return None
+        if validation_size is not None:
+            expected = _validation_count(codes, validation_size)
+            if expected != len(val):
+                raise ValueError(
+                    f"validation_size={validation_size!r} would hold out {expected} cells, but "
+                    f"the model already holds out {len(val)} (model.validation_indices) from an "
+                    "earlier training; a new split would validate on cells trained on. Leave "
+                    "validation_size unset to keep the split, pass validation_size=0 to train "
+                    "on every cell, or build a new model."
+                )
+        return np.asarray(train), np.asarray(val)
+
     def _finish_training(self, was_trained: bool, plan, splitter) -> None:
         """Leave a usable model after training ended, normally or after a fault."""
         self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
         self.module.eval()
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
+
+
+def _validation_count(codes: np.ndarray, validation_size: float) -> int:
+    """Cells a fresh split with ``validation_size`` holds out (as the data splitter draws)."""
+    sizes = np.unique(np.asarray(codes), return_counts=True)[1]
+    return int(np.maximum(np.minimum(np.floor(validation_size * sizes), sizes - 2), 0).sum())
 
 
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 2000) -> int:
