@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -80,3 +81,34 @@ def test_splitter_refuses_a_split_of_other_data():
         PerturbationDataSplitter(
             np.zeros((10, 3)), codes, np.zeros(10, int), np.eye(2), split=(np.arange(8), [8])
         )
+
+
+class _Placement(pl.Callback):
+    def on_train_start(self, trainer, plan):
+        self.resident = trainer.datamodule._resident is not None
+
+
+def test_datasplitter_kwargs_reach_the_splitter(adata):
+    model = PDAE(adata, **TINY)
+    default, resident = _Placement(), _Placement()
+    model.train(max_epochs=1, callbacks=[default], **TRAIN)
+    model.train(
+        max_epochs=1, datasplitter_kwargs={"data_device": "cpu"}, callbacks=[resident], **TRAIN
+    )
+    assert not default.resident and resident.resident  # CPU training keeps it on the host
+    with pytest.raises(ValueError, match=r"max_memory_fraction=2"):
+        model.train(max_epochs=1, datasplitter_kwargs={"max_memory_fraction": 2}, **TRAIN)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_sources": 8}, ValueError, r"'n_sources' \(use n_sources\), which train\(\) sets"),
+        ({"data_devic": "host"}, TypeError, r"unknown arguments \['data_devic'\].*data_device"),
+        ("host", TypeError, "pass a dict"),
+    ],
+)
+def test_datasplitter_kwargs_errors(adata, kwargs, error, match):
+    model = PDAE(adata, **TINY)
+    with pytest.raises(error, match=match):
+        model.train(max_epochs=1, datasplitter_kwargs=kwargs, **TRAIN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -36,6 +37,7 @@ class TrainingMixin:
         enable_progress_bar: bool = True,
         check_fit: bool = True,
         plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
         ckpt_path: str | os.PathLike | None = None,
         **trainer_kwargs,
     ) -> None:
@@ -102,6 +104,13 @@ class TrainingMixin:
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``);
             an ``lr`` here is used when ``lr`` is left at its default, and a different
             explicit ``lr`` raises ``ValueError``.
+        datasplitter_kwargs
+            Extra arguments of the data splitter (``PDAE._data_splitter_cls``, by default
+            ``pdae_sc.data._sampler.PerturbationDataSplitter``), as in scvi-tools: where the
+            expression matrix is kept, ``{"data_device": "host"}`` (always gather on the
+            host), ``"auto"`` or a torch device, and ``"max_memory_fraction"`` (the largest
+            share of the free GPU memory a resident matrix may take, default 0.5). The split
+            and batch layout are set by the arguments of ``train`` and cannot be given here.
         ckpt_path
             Lightning checkpoint (``.ckpt``) to resume from; ``max_epochs`` counts the epochs
             already done.
@@ -156,6 +165,9 @@ class TrainingMixin:
             isinstance(validation_size, numbers.Real) and 0 <= validation_size < 1
         ):
             raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
+        datasplitter_kwargs = _check_datasplitter_kwargs(
+            datasplitter_kwargs, self._data_splitter_cls
+        )
         enc, ctx_codes, _ = self._encode(self.adata)
         split = self._previous_split(validation_size, enc.codes)
         if validation_size is None:
@@ -173,6 +185,7 @@ class TrainingMixin:
             batch_size=batch_size,
             seed=int(torch.randint(2**31 - 1, (1,)).item()),
             split=split,
+            **datasplitter_kwargs,
         )
         steps = splitter._n_batches(splitter.n_train)
         if max_epochs is None:
@@ -294,6 +307,49 @@ class TrainingMixin:
         self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
         self.module.eval()
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
+
+
+#: Splitter arguments that ``train`` sets itself (its own argument, if it has one).
+_SPLITTER_SET_BY_TRAIN = {
+    "matrix": None,
+    "codes": None,
+    "contexts": None,
+    "label_table": None,
+    "estimator": "PDAE(estimator=...)",
+    "validation_size": "validation_size",
+    "n_conditions_per_batch": "n_conditions_per_batch",
+    "n_cells_per_condition": "n_cells_per_condition",
+    "n_sources": "n_sources",
+    "batch_size": "batch_size",
+    "seed": "scvi.settings.seed",
+    "split": "validation_size (the split of an earlier training is kept)",
+}
+
+
+def _check_datasplitter_kwargs(kwargs: dict | None, splitter_cls) -> dict:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(
+            f"datasplitter_kwargs={kwargs!r}; pass a dict, e.g. {{'data_device': 'host'}}."
+        )
+    taken = [k for k in kwargs if k in _SPLITTER_SET_BY_TRAIN]
+    if taken:
+        hints = [f"{k!r} (use {_SPLITTER_SET_BY_TRAIN[k]})" for k in taken]
+        raise ValueError(
+            f"datasplitter_kwargs sets {', '.join(hints)}, which train() sets itself; "
+            "datasplitter_kwargs takes 'data_device' and 'max_memory_fraction'."
+        )
+    accepted = [
+        k for k in inspect.signature(splitter_cls).parameters if k not in _SPLITTER_SET_BY_TRAIN
+    ]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"datasplitter_kwargs has unknown arguments {unknown}; "
+            f"{splitter_cls.__name__} accepts {accepted}."
+        )
+    return dict(kwargs)
 
 
 def _validation_count(codes: np.ndarray, validation_size: float) -> int:
