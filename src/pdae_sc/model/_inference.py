@@ -22,6 +22,7 @@ from ._prediction import (
     draw_sources,
     make_generator,
     prediction_adata,
+    resolve_seed,
     source_size_factors,
     warn_outside_span,
 )
@@ -124,6 +125,7 @@ class InferenceMixin:
         (4, 8)
         >>> shift_p0_p1 = emb.loc["P0"] + emb.loc["P1"]  # the shift the model adds for "P0+P1"
         """
+        self._check_trained()
         w = self.module.shift_matrix.detach().cpu().numpy().T
         return pd.DataFrame(
             w,
@@ -344,6 +346,8 @@ class InferenceMixin:
             contexts.
         seed
             Seed of the source draw and the decoder noise; the same seed gives the same cells.
+            ``None``: drawn from torch's global generator, which ``scvi.settings.seed``
+            seeds (a script that sets it predicts the same cells on every run).
         batch_size
             Cells per forward pass; sources are read and decoded in chunks of this size, so
             backed or sparse data are never densified as a whole.
@@ -397,7 +401,7 @@ class InferenceMixin:
         ):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
         batch_size = check_positive_int(batch_size, "batch_size")
-        seed = check_seed(seed)
+        seed = resolve_seed(check_seed(seed))
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
         counts_layer = self._state.get("counts_layer")
@@ -481,7 +485,8 @@ class InferenceMixin:
         layer_added
             Name of the layer to write.
         seed
-            Seed of the decoder noise.
+            Seed of the decoder noise (``None``: follows ``scvi.settings.seed``, as in
+            :meth:`predict`).
         batch_size
             Cells per forward pass.
 
@@ -503,7 +508,7 @@ class InferenceMixin:
         """
         self._check_trained()
         batch_size = check_positive_int(batch_size, "batch_size")
-        seed = check_seed(seed)
+        seed = resolve_seed(check_seed(seed))
         adata = self._validate(adata)
         dosages = None if dosage is None else [dosage]
         target = self.target_labels([perturbation], dosages)[0]

@@ -22,6 +22,7 @@ __all__ = [
     "draw_sources",
     "make_generator",
     "prediction_adata",
+    "resolve_seed",
     "source_size_factors",
     "warn_outside_span",
 ]
@@ -98,6 +99,17 @@ def check_prediction_memory(n_cells: int, n_targets: int, n_genes: int, limit: i
             "n_cells per call, each with its own seed) and join them with anndata.concat, or "
             "raise the limit (PDAE.max_prediction_bytes = 16 * 2**30) if the memory is there."
         )
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed``, or for ``None`` a seed drawn from torch's global generator.
+
+    ``scvi.settings.seed = 0`` seeds that generator, so a script that sets it gets the same
+    predictions on every run (as with scvi-tools), while calls within one run differ.
+    """
+    if seed is not None:
+        return int(seed)
+    return int(torch.randint(2**31 - 1, (1,)).item())
 
 
 def make_generator(rng: np.random.Generator, device: torch.device) -> torch.Generator:

@@ -33,7 +33,7 @@ class TrainingMixin:
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 128,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         enable_progress_bar: bool = True,
         check_fit: bool = True,
         plan_kwargs: dict | None = None,
@@ -93,7 +93,11 @@ class TrainingMixin:
         n_conditions_per_batch, n_cells_per_condition, n_sources
             Grouped batch layout ``G``, ``n``, ``S``.
         batch_size
-            Cells per step of the all-pairs estimator.
+            Cells per step of the all-pairs estimator (``PDAE(estimator="all_pairs")``;
+            default 128). The default grouped estimator has no single batch size: its step
+            holds ``n_conditions_per_batch * n_cells_per_condition`` observed cells and
+            ``n_sources`` source cells, so ``batch_size`` with it raises ``ValueError``
+            (it used to be ignored).
         enable_progress_bar
             Show a progress bar.
         check_fit
@@ -151,6 +155,17 @@ class TrainingMixin:
             raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
         if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
+        if batch_size is not None and self.module.estimator != "all_pairs":
+            raise ValueError(
+                f"batch_size={batch_size!r} is used only by PDAE(estimator='all_pairs'); the "
+                "default grouped estimator draws n_conditions_per_batch x "
+                f"n_cells_per_condition observed cells (now {n_conditions_per_batch} x "
+                f"{n_cells_per_condition}) and n_sources={n_sources} source cells per step. "
+                "Set those instead (e.g. n_cells_per_condition=32), or build the model with "
+                "estimator='all_pairs'."
+            )
+        if batch_size is None:
+            batch_size = 128
         for name, value in [
             ("n_conditions_per_batch", n_conditions_per_batch),
             ("n_cells_per_condition", n_cells_per_condition),
