@@ -31,3 +31,85 @@ def test_perturbation_embedding_needs_a_trained_model(small_adata):
     model = PDAE(small_adata, n_latent=4)
     with pytest.raises(RuntimeError, match="not trained yet"):
         model.get_perturbation_embedding()
+
+
+def test_latent_representation_of_new_cells_without_labels(trained, small_adata):
+    model, _ = trained
+    new = small_adata[small_adata.obs["perturbation"] == "P0+P1"].copy()  # never registered
+    z_new = model.get_latent_representation(new)
+    assert z_new.shape == (new.n_obs, 4)
+    del new.obs["perturbation"]  # the encoder needs no labels
+    np.testing.assert_allclose(
+        model.get_latent_representation(new, batch_size=7), z_new, atol=1e-5
+    )
+    with pytest.raises(KeyError, match="perturbation_key='perturbation' is not a column"):
+        model.get_latent_representation(new, basal=True)  # the shift needs the labels
+    new.obs["perturbation"] = "Q9"  # unknown labels are not read either
+    np.testing.assert_allclose(model.get_latent_representation(new), z_new, atol=1e-5)
+
+
+def test_latent_representation_indices(trained):
+    model, adata = trained
+    z = model.get_latent_representation()
+    idx = [5, 0, 17]
+    np.testing.assert_allclose(model.get_latent_representation(indices=idx), z[idx], atol=1e-6)
+    zb = model.get_latent_representation(basal=True)
+    np.testing.assert_allclose(
+        model.get_latent_representation(None, idx, basal=True), zb[idx], atol=1e-6
+    )
+    mask = np.zeros(adata.n_obs, dtype=bool)
+    mask[[1, 2]] = True
+    np.testing.assert_allclose(model.get_latent_representation(indices=mask), z[[1, 2]], atol=1e-6)
+    with pytest.raises(IndexError, match=r"indices \[10000\] are outside"):
+        model.get_latent_representation(indices=[10000])
+
+
+def test_latent_representation_reads_the_registered_layer(small_adata):
+    small_adata.layers["expr"] = small_adata.X.copy()
+    PDAE.setup_anndata(small_adata, "perturbation", control_group="ctrl", layer="expr")
+    model = PDAE(small_adata, n_latent=4, n_hidden=(16,), n_noise=2)
+    model.train(max_epochs=1, enable_progress_bar=False, n_sources=16, check_fit=False)
+    new = small_adata.copy()
+    new.X = np.zeros_like(new.X)  # only the layer holds the expression
+    del new.obs["perturbation"]
+    np.testing.assert_allclose(
+        model.get_latent_representation(new), model.get_latent_representation(), atol=1e-6
+    )
+
+
+def test_counterfactual_returns_the_array_and_writes_only_a_named_layer(trained):
+    model, adata = trained
+    layers = set(adata.layers)
+    x = model.get_counterfactual(perturbation="P0+P1", layer_added=None, seed=0)
+    assert x.shape == adata.shape and set(adata.layers) == layers
+    y = model.get_counterfactual(perturbation="P0+P1", layer_added="cf", seed=0)
+    np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(adata.layers["cf"], y)
+    with pytest.warns(FutureWarning, match="layer_added=None to only get the array"):
+        z = model.get_counterfactual(perturbation="P0+P1", seed=0)
+    np.testing.assert_array_equal(adata.layers["pdae_counterfactual"], z)
+    with pytest.raises(TypeError, match="layer_added=3"):
+        model.get_counterfactual(perturbation="P0", layer_added=3)
+
+
+def test_counterfactual_after_setup_mudata_on_a_subset_writes_no_hidden_copy(small_adata):
+    import mudata as md
+
+    labels = small_adata.obs["perturbation"].astype(str).to_numpy().astype(object)
+    labels[:5] = "unassigned"
+    small_adata.obs["perturbation"] = labels
+    mdata = md.MuData({"rna": small_adata})
+    copy = PDAE.setup_mudata(mdata, perturbation_key="perturbation")
+    assert copy is not mdata["rna"]
+    model = PDAE(mdata, n_latent=4, n_hidden=(16,), n_noise=2)
+    model.train(max_epochs=1, enable_progress_bar=False, n_sources=16, check_fit=False)
+    with pytest.raises(ValueError, match="holds a copy of them"):
+        model.get_counterfactual(perturbation="P0", layer_added="cf")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        x = model.get_counterfactual(perturbation="P0")  # the default writes nothing here
+    assert x.shape == (copy.n_obs, copy.n_vars) and not copy.layers
+    model.get_counterfactual(copy, perturbation="P0", layer_added="cf")  # asked for
+    assert "cf" in copy.layers

@@ -10,12 +10,19 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 from pdae_sc.data._labels import format_condition, label_vector, parse_condition
 from pdae_sc.data._sampler import RowGatherer
-from pdae_sc.data._validation import check_positive_int, check_seed, get_matrix
+from pdae_sc.data._validation import (
+    check_positive_int,
+    check_seed,
+    check_var_names_match,
+    get_matrix,
+)
 from pdae_sc.tl._extrapolation import extrapolation_table
 
+from ._mudata import is_subset_copy
 from ._prediction import (
     check_prediction_memory,
     counts_matrix,
@@ -28,6 +35,37 @@ from ._prediction import (
 )
 
 __all__ = ["InferenceMixin"]
+
+
+class _Default:
+    """Marks an argument left at its default (to tell it from an explicit ``None``)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT = _Default()
+
+
+def _check_indices(indices, n_obs: int) -> np.ndarray:
+    """``indices`` as int64 positions in ``[0, n_obs)`` (a boolean mask of length ``n_obs``)."""
+    if indices is None:
+        return np.arange(n_obs)
+    idx = np.asarray(indices)
+    if idx.dtype == bool and idx.ndim == 1 and len(idx) == n_obs:
+        return np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(
+            f"indices must be integer positions (or a boolean mask of length {n_obs}), got "
+            f"an array of dtype {idx.dtype} and shape {idx.shape}."
+        )
+    bad = idx[(idx < 0) | (idx >= n_obs)]
+    if bad.size:
+        raise IndexError(
+            f"indices {bad[:5].tolist()} are outside the {n_obs} cells of adata; use "
+            f"positions 0 to {n_obs - 1}."
+        )
+    return idx.astype(np.int64)
 
 
 class InferenceMixin:
@@ -56,23 +94,49 @@ class InferenceMixin:
             out[start : start + len(y)] = y
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
+    def _query_data(self, adata: AnnData | None, *, labels: bool) -> tuple[AnnData, object]:
+        """The AnnData of a query and its registered expression matrix.
+
+        ``labels=False`` (the query reads only expression): an AnnData other than the
+        registered one is checked for the training genes only and read from the registered
+        layer; its labels (if any) are not read, so it needs no perturbation column.
+        """
+        if labels or adata is None or adata is self.adata:
+            adata = self._validate(adata)
+            return adata, self._matrix(adata)
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        genes = self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY)["column_names"]
+        check_var_names_match(genes, adata)
+        layer = self.adata_manager.registry["setup_args"]["layer"]
+        return adata, get_matrix(adata, layer)
+
     def get_latent_representation(
-        self, adata: AnnData | None = None, *, basal: bool = False, batch_size: int = 4096
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        basal: bool = False,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """Latent ``g(x)`` of each cell, or its basal latent ``g(x) - W l`` with ``basal=True``.
 
         Parameters
         ----------
         adata
-            AnnData with the training genes (default: the registered one).
+            AnnData with the training genes (default: the registered one). It needs the
+            perturbation column (and doses) only with ``basal=True``; new data without labels
+            are read from the layer registered in :meth:`setup_anndata`.
+        indices
+            Rows of ``adata`` to encode (integer positions); default every cell.
         basal
             Subtract each cell's own perturbation shift.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (default 4,096).
 
         Returns
         -------
-        Array of shape ``(n_cells, n_latent)``.
+        Array of shape ``(n_cells, n_latent)`` (``len(indices)`` rows with ``indices``).
 
         Examples
         --------
@@ -85,14 +149,22 @@ class InferenceMixin:
         >>> model.get_latent_representation().shape
         (200, 8)
         >>> train.obsm["X_pdae_basal"] = model.get_latent_representation(basal=True)
+
+        New cells (here without labels) are encoded by the trained encoder:
+
+        >>> new = adata[adata.obs["perturbation"] == "P0+P1"].copy()
+        >>> del new.obs["perturbation"]
+        >>> model.get_latent_representation(new, indices=[0, 1, 2]).shape
+        (3, 8)
         """
         self._check_trained()
-        batch_size = check_positive_int(batch_size, "batch_size")
-        adata = self._validate(adata)
+        batch_size = check_positive_int(4096 if batch_size is None else batch_size, "batch_size")
+        adata, matrix = self._query_data(adata, labels=basal)
+        idx = _check_indices(indices, adata.n_obs)
         labels = None
         if basal:
             enc, _, _ = self._encode(adata)
-            labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+            labels = torch.as_tensor(enc.labels[enc.codes[idx]], dtype=torch.float32)
 
         def fn(x, start):
             z = self.module.encode(x)
@@ -100,9 +172,8 @@ class InferenceMixin:
                 z = z - self.module.shift(labels[start : start + len(x)].to(self.device))
             return z
 
-        idx = np.arange(adata.n_obs)
         self.module.eval()
-        return self._map(fn, RowGatherer(self._matrix(adata)), idx, batch_size)
+        return self._map(fn, RowGatherer(matrix), idx, batch_size)
 
     def get_perturbation_embedding(self) -> pd.DataFrame:
         """Latent shift of each elementary perturbation (columns of ``W``).
@@ -468,22 +539,27 @@ class InferenceMixin:
         *,
         perturbation: str,
         dosage: object | None = None,
-        layer_added: str = "pdae_counterfactual",
+        layer_added: str | _Default | None = _DEFAULT,
         seed: int | None = None,
         batch_size: int = 4096,
-    ) -> None:
-        """Write each cell's predicted expression under ``perturbation`` as a layer.
+    ) -> np.ndarray:
+        """Each cell's predicted expression under ``perturbation``, like scvi-tools' queries.
 
         Parameters
         ----------
         adata
-            AnnData with the training genes (default: the registered one).
+            AnnData with the training genes and their labels (default: the registered one).
         perturbation
             Target condition, e.g. ``"A+B"`` or the control label.
         dosage
             Optional dose(s) of the target.
         layer_added
-            Name of the layer to write.
+            Also write the result to ``adata.layers[layer_added]``; ``None`` writes nothing.
+            Left unset it still writes ``"pdae_counterfactual"``, with a ``FutureWarning``:
+            from the next release nothing is written unless a name is given. A model set up
+            with :meth:`setup_mudata` on part of the cells holds a copy of those cells, so
+            with ``adata=None`` a name raises ``ValueError`` (the layer would not show in the
+            MuData) and nothing is written by default.
         seed
             Seed of the decoder noise (``None``: follows ``scvi.settings.seed``, as in
             :meth:`predict`).
@@ -492,7 +568,8 @@ class InferenceMixin:
 
         Returns
         -------
-        ``None``; writes ``adata.layers[layer_added]`` (dense float32, cells × genes).
+        Array of shape ``(n_cells, n_genes)`` (float32). With ``layer_added`` the same values
+        are written to ``adata.layers[layer_added]``; nothing else is changed.
 
         Examples
         --------
@@ -502,13 +579,38 @@ class InferenceMixin:
         >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
         >>> model = pdae.model.PDAE(train, n_latent=8)
         >>> model.train(max_epochs=1, enable_progress_bar=False)
-        >>> model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
+        >>> x = model.get_counterfactual(perturbation="ctrl", layer_added=None, seed=0)
+        >>> x.shape
+        (200, 100)
+        >>> _ = model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
         >>> train.layers["unperturbed"].shape
         (200, 100)
         """
         self._check_trained()
         batch_size = check_positive_int(batch_size, "batch_size")
         seed = resolve_seed(check_seed(seed))
+        hidden_copy = adata is None and is_subset_copy(self.adata)
+        if isinstance(layer_added, _Default):
+            layer_added = None if hidden_copy else "pdae_counterfactual"
+            if layer_added is not None:
+                warnings.warn(
+                    "get_counterfactual returns the array and, from the next release, writes "
+                    "a layer only when you name one; it still writes "
+                    "adata.layers['pdae_counterfactual'] now. Pass layer_added='...' to keep "
+                    "the layer, or layer_added=None to only get the array.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+        elif layer_added is not None and not isinstance(layer_added, str):
+            raise TypeError(f"layer_added={layer_added!r}; use a layer name (str) or None.")
+        elif layer_added is not None and hidden_copy:
+            raise ValueError(
+                f"layer_added={layer_added!r}: the model was set up with setup_mudata on the "
+                "labelled cells only and holds a copy of them, so the layer would not appear "
+                "in the MuData. Use the returned array (layer_added=None; its rows are the "
+                "cells model.adata.obs_names), or pass adata=model.adata to write into the "
+                "copy deliberately."
+            )
         adata = self._validate(adata)
         dosages = None if dosage is None else [dosage]
         target = self.target_labels([perturbation], dosages)[0]
@@ -523,9 +625,10 @@ class InferenceMixin:
             lab = labels[start : start + len(x)].to(self.device)
             return self.module.move(x, lab, target_t, generator=gen)
 
-        adata.layers[layer_added] = self._map(
-            fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size
-        )
+        out = self._map(fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size)
+        if layer_added is not None:
+            adata.layers[layer_added] = out
+        return out
 
     def _zero_dose_labels(
         self, perturbations: list[str], dosages: list[object] | None

@@ -5,15 +5,24 @@ from __future__ import annotations
 from anndata import AnnData
 from mudata import MuData
 
-__all__ = ["MUDATA_SETUP_KEY", "record_mudata_setup", "registered_adata"]
+__all__ = ["MUDATA_SETUP_KEY", "is_subset_copy", "record_mudata_setup", "registered_adata"]
 
 #: Key of ``mdata.uns`` where ``setup_mudata`` records what it registered.
 MUDATA_SETUP_KEY = "pdae_setup"
 _UUID_KEY = "_scvi_uuid"
+#: Registration ids of the AnnData copies ``setup_mudata`` made of the labelled cells.
+_SUBSET_COPIES: set[str] = set()
+
+
+def is_subset_copy(adata: AnnData) -> bool:
+    """Whether ``adata`` is a copy of part of a modality, made by ``setup_mudata``."""
+    return str(adata.uns.get(_UUID_KEY)) in _SUBSET_COPIES
 
 
 def record_mudata_setup(mdata: MuData, adata: AnnData, *, rna: str, perturbation_key: str):
     """Write ``mdata.uns[MUDATA_SETUP_KEY]``: the modality, the label column, the AnnData id."""
+    if adata is not mdata.mod[rna]:
+        _SUBSET_COPIES.add(str(adata.uns[_UUID_KEY]))
     mdata.uns[MUDATA_SETUP_KEY] = {
         "modality": rna,
         "perturbation_key": perturbation_key,
