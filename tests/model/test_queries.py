@@ -113,3 +113,13 @@ def test_counterfactual_after_setup_mudata_on_a_subset_writes_no_hidden_copy(sma
     assert x.shape == (copy.n_obs, copy.n_vars) and not copy.layers
     model.get_counterfactual(copy, perturbation="P0", layer_added="cf")  # asked for
     assert "cf" in copy.layers
+
+
+def test_view_anndata_setup_shows_vocabulary_and_control(trained, capsys):
+    model, _ = trained
+    model.view_anndata_setup()
+    out = capsys.readouterr().out
+    assert "perturbation State Registry" in out
+    assert "Control group" in out and "'ctrl'" in out
+    assert "Perturbations (4)" in out and "P0, P1, P2, P3" in out
+    assert "adata.obs['perturbation']" in out

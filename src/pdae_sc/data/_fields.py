@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # scvi-tools 1.4 view_registry uses rich.pretty without importing it
+import rich.table
 from anndata import AnnData
 from scvi.data.fields import BaseAnnDataField
 
@@ -267,6 +269,35 @@ class PerturbationField(BaseAnnDataField):
             "n_contexts": len(state_registry["contexts"]),
         }
 
-    def view_state_registry(self, state_registry: dict):
-        """No rich table view."""
-        return None
+    def view_state_registry(self, state_registry: dict) -> rich.table.Table:
+        """A table of the control, the vocabulary and the training conditions.
+
+        Shown by ``model.view_anndata_setup()`` (scvi-tools' registry view).
+        """
+        table = rich.table.Table(title=f"{self.registry_key} State Registry")
+        table.add_column("Property", justify="left", style="dodger_blue1", no_wrap=True)
+        table.add_column("Value", justify="left", style="green", overflow="fold")
+        vocabulary = list(state_registry["vocabulary"])
+        counts = np.asarray(state_registry["condition_counts"])
+        dosage_key = state_registry.get("dosage_key")
+        rows = [
+            ("Source location", f"adata.obs['{self._attr_key}']"),
+            ("Control group", repr(state_registry["control_group"])),
+            ("Delimiter", repr(state_registry["delimiter"])),
+            ("Dose column", "none" if dosage_key is None else f"adata.obs['{dosage_key}']"),
+            (f"Perturbations ({len(vocabulary)})", ", ".join(map(str, vocabulary))),
+            (
+                f"Training conditions ({len(counts)})",
+                f"{int(counts.sum())} cells, {int(counts.min())} to {int(counts.max())} "
+                "per condition",
+            ),
+        ]
+        keys = list(state_registry.get("context_keys") or [])
+        if keys:
+            contexts = list(state_registry.get("contexts") or [])
+            rows.append((f"Contexts ({', '.join(keys)})", ", ".join(map(str, contexts))))
+        if state_registry.get("counts_layer") is not None:
+            rows.append(("Counts layer", f"adata.layers['{state_registry['counts_layer']}']"))
+        for name, value in rows:
+            table.add_row(name, value)
+        return table
