@@ -123,3 +123,58 @@ def test_view_anndata_setup_shows_vocabulary_and_control(trained, capsys):
     assert "Control group" in out and "'ctrl'" in out
     assert "Perturbations (4)" in out and "P0, P1, P2, P3" in out
     assert "adata.obs['perturbation']" in out
+
+
+# ---------------------------------------------------------------- predict output (item 16)
+def test_predict_keeps_var(trained):
+    model, adata = trained
+    adata.var["gene_symbols"] = [f"SYM{i}" for i in range(adata.n_vars)]
+    adata.var["highly_variable"] = np.arange(adata.n_vars) % 2 == 0
+    pred = model.predict(["P0+P1"], n_cells=5, seed=0)
+    assert pred.var.equals(adata.var)
+    assert pred.var is not adata.var
+
+
+def test_predict_labels_targets_as_the_training_data_spell_them(trained):
+    model, _ = trained
+    pred = model.predict(["P1+P0", "P0+ctrl", "P2+P1", "ctrl+ctrl"], n_cells=3, seed=0)
+    # P0+P1 is held out: written in the order of model.perturbations; the others as trained
+    assert pred.obs["perturbation"].cat.categories.tolist() == ["P0+P1", "P0", "P1+P2", "ctrl"]
+    assert pred.obs["perturbation"].tolist() == [
+        t for t in ["P0+P1", "P0", "P1+P2", "ctrl"] for _ in range(3)
+    ]
+
+
+def test_predict_obs_names_are_unique_across_calls(trained):
+    import anndata as ad
+
+    model, _ = trained
+    first = model.predict(["P0+P1", "P0+P1"], n_cells=4, seed=0)
+    second = model.predict(["P0+P1"], n_cells=4, seed=1)
+    assert first.obs_names.is_unique and first.obs_names[0] == "P0+P1_0_0"
+    assert ad.concat([first, second]).obs_names.is_unique
+
+
+def test_predict_sparse_output(small_adata):
+    import scipy.sparse as sp
+
+    small_adata.X = sp.csr_matrix(np.clip(small_adata.X, 0, None))
+    PDAE.setup_anndata(small_adata, "perturbation", control_group="ctrl")
+    model = PDAE(small_adata, n_latent=4, n_hidden=(16,), n_noise=2)
+    model.train(max_epochs=1, enable_progress_bar=False, n_sources=16, check_fit=False)
+    dense = model.predict(["P0"], n_cells=6, seed=0)
+    assert isinstance(dense.X, np.ndarray)  # the default stays dense
+    like_input = model.predict(["P0"], n_cells=6, seed=0, sparse=None)
+    assert sp.issparse(like_input.X) and like_input.X.format == "csr"
+    np.testing.assert_array_equal(like_input.X.toarray(), dense.X)
+    assert not sp.issparse(model.predict(["P0"], n_cells=2, seed=0, sparse=False).X)
+
+
+def test_pdae_source_has_one_dtype_in_predict_and_baselines(trained):
+    import pdae_sc as pdae
+
+    model, adata = trained
+    pred = model.predict(["P0+P1"], n_cells=4, seed=0)
+    base = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive", seed=0)
+    for col in ("pdae_source", "pdae_source_cell"):
+        assert pred.obs[col].dtype.name == base.obs[col].dtype.name, col

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -385,6 +386,7 @@ class InferenceMixin:
         seed: int | None = None,
         batch_size: int = 4096,
         scale: Literal["log1p", "counts"] = "log1p",
+        sparse: bool | None = False,
     ) -> AnnData:
         """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
 
@@ -429,13 +431,22 @@ class InferenceMixin:
             ``sum(counts) / sum(expm1(x))`` of the source cell over the registered genes.
             Needs ``counts_layer`` in :meth:`setup_anndata`. No noise is added: the decoder's
             samples already carry the cell-to-cell variation.
+        sparse
+            Return ``X`` as a CSR matrix (``True``), dense (``False``), or as the registered
+            matrix is (``None``: CSR for sparse input). The residual decoders keep the zeros
+            of count data, so CSR saves memory there; the prediction is computed dense first.
 
         Returns
         -------
-        AnnData of predicted cells with the training ``var_names``: ``X`` (float32, dense),
-        ``obs[perturbation_key]`` (the target), ``obs[dosage_key]`` (if doses are registered),
-        ``obs["pdae_source"]`` (condition of the source cell), ``obs["pdae_source_cell"]``
-        (its obs name), the context columns, and ``uns["pdae"]`` with ``method="pdae"`` and
+        AnnData of predicted cells with the training genes and their ``var`` (gene symbols,
+        ``highly_variable``, ...): ``X`` (float32, dense unless ``sparse``),
+        ``obs[perturbation_key]`` (the target, named as the training condition with that
+        label vector if there is one, e.g. ``"P1+P0"`` as ``"P0+P1"``; categorical),
+        ``obs[dosage_key]`` (if doses are registered), ``obs["pdae_source"]`` (condition of
+        the source cell, categorical), ``obs["pdae_source_cell"]`` (its obs name), the
+        context columns; the cells are named ``"{target}_{seed}_{i}"``, so predictions of
+        several calls (with different seeds) can be joined with :func:`anndata.concat`;
+        and ``uns["pdae"]`` with ``method="pdae"`` and
         ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
@@ -485,7 +496,7 @@ class InferenceMixin:
         context = self._context_name(context)
         table = self.check_extrapolation(perturbations, dosages=dosages, context=context)
         targets = self.target_labels(perturbations, dosages)
-        perturbations, dosages = self._zero_dose_labels(perturbations, dosages)
+        perturbations, dosages = self._canonical_labels(perturbations, dosages)
         warn_outside_span(table)
         src_idx, enc = self._source_cells(source, context)
         n = len(src_idx) if n_cells is None else int(n_cells)
@@ -531,6 +542,8 @@ class InferenceMixin:
             table=table,
             layers=layers,
             obs_extra=obs_extra,
+            seed=seed,
+            sparse=bool(sp.issparse(self._matrix(self.adata))) if sparse is None else sparse,
         )
 
     def get_counterfactual(
@@ -630,31 +643,41 @@ class InferenceMixin:
             adata.layers[layer_added] = out
         return out
 
-    def _zero_dose_labels(
+    def _canonical_labels(
         self, perturbations: list[str], dosages: list[object] | None
     ) -> tuple[list[str], list[object] | None]:
-        """Labels of the targets as predicted: tokens at dose 0 dropped, the control named.
+        """Labels of the targets as the predicted cells carry them.
 
-        ``("P0", 0)`` is the control and ``("P0+P1", "0+1")`` is ``P1``; such targets are
-        relabelled (with a warning), so the output does not call control cells ``P0``.
+        A target with the label vector of a training condition gets that condition's name
+        and doses as the registered data spell them (``"P1+P0"`` and ``"P0+ctrl"`` come back
+        as ``"P0+P1"`` and ``"P0"`` if those are the training labels); any other target is
+        written with its perturbations in the order of :attr:`perturbations`, control tokens
+        dropped. Tokens at dose 0 are dropped too (with a warning), so the output does not
+        call control cells ``P0``.
         """
-        if dosages is None:
-            return perturbations, dosages
         state = self._state
-        labels, doses, changed = list(perturbations), list(dosages), []
-        for t, (p, d) in enumerate(zip(perturbations, dosages, strict=True)):
-            if d is None:
-                continue
-            kwargs = {"control_group": state["control_group"], "delimiter": state["delimiter"]}
+        kwargs = {"control_group": state["control_group"], "delimiter": state["delimiter"]}
+        vocabulary = list(state["vocabulary"])
+        train = np.asarray(state["label_matrix"], dtype=float)
+        labels, doses, changed = [], [], []
+        for t, p in enumerate(perturbations):
+            d = None if dosages is None else dosages[t]
             with_dose = parse_condition(p, dosage=d, **kwargs)
-            if len(with_dose) < len(parse_condition(p, **kwargs)):
-                labels[t], dose = format_condition(with_dose, **kwargs)
-                doses[t] = dose
-                changed.append((p, d, labels[t]))
+            if d is not None and len(with_dose) < len(parse_condition(p, **kwargs)):
+                changed.append((p, d, t))
+            vec = label_vector(with_dose, vocabulary)
+            hits = np.flatnonzero(np.all(np.abs(train - vec[None, :]) <= 1e-6, axis=1))
+            if len(hits):
+                name, dose = state["conditions"][hits[0]], state["dosages"][hits[0]]
+            else:
+                ordered = {k: with_dose[k] for k in vocabulary if k in with_dose}
+                name, dose = format_condition(ordered, **kwargs)
+            labels.append(name)
+            doses.append(dose)
         if changed:
             warnings.warn(
                 "Targets with a dose of 0 are predicted without those perturbations: "
-                + ", ".join(f"{p!r} at dose {d!r} is {lab!r}" for p, d, lab in changed)
+                + ", ".join(f"{p!r} at dose {d!r} is {labels[t]!r}" for p, d, t in changed)
                 + "; the predicted cells are labelled accordingly.",
                 UserWarning,
                 stacklevel=3,
