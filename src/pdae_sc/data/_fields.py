@@ -15,9 +15,21 @@ from scvi.data.fields import BaseAnnDataField
 from ._labels import EncodedConditions, encode_conditions
 from ._validation import MatrixStats
 
-__all__ = ["PERTURBATION_REGISTRY_KEY", "PerturbationField", "context_codes", "context_labels"]
+__all__ = [
+    "FORMAT_VERSION",
+    "PERTURBATION_REGISTRY_KEY",
+    "PerturbationField",
+    "context_codes",
+    "context_labels",
+]
 
 PERTURBATION_REGISTRY_KEY = "perturbation"
+#: Version of the state registry this field writes (saved with every model). 1: pdae-sc
+#: 0.1.0, which recorded no version and lacked the per-context condition counts, the label
+#: fingerprint, the counts layer, the data range and the decoder option; 2: those recorded.
+#: A registry of an older version is brought up to date when a model is loaded
+#: (:meth:`PerturbationField.transfer_field`); a newer one is refused.
+FORMAT_VERSION = 2
 _CONTEXT_SEP = " | "
 
 
@@ -157,8 +169,7 @@ class PerturbationField(BaseAnnDataField):
 
     def check_unchanged(self, adata: AnnData, state_registry: dict) -> None:
         """Raise ``ValueError`` if the label columns of ``adata`` changed since registration."""
-        recorded = state_registry.get("labels_fingerprint")
-        if recorded is not None and recorded != self.labels_fingerprint(adata):
+        if state_registry["labels_fingerprint"] != self.labels_fingerprint(adata):
             raise ValueError(
                 f"adata.obs columns {self._label_columns()} changed after setup_anndata: the "
                 "model was set up on other labels, doses or contexts, and would mix the two. "
@@ -228,6 +239,7 @@ class PerturbationField(BaseAnnDataField):
         np.add.at(context_counts, (ctx_codes, enc.codes), 1)
         stats = self.matrix_stats
         return {
+            "format_version": FORMAT_VERSION,
             "vocabulary": enc.vocabulary,
             "conditions": enc.conditions,
             "dosages": enc.dosages,
@@ -252,14 +264,43 @@ class PerturbationField(BaseAnnDataField):
 
         Any combination of known perturbations is accepted; an unknown perturbation raises
         ``KeyError``. The returned state is the training state (vocabulary, conditions),
-        with the fingerprint of ``adata_target``'s label columns.
+        with the fingerprint of ``adata_target``'s label columns. A state of an older
+        :data:`FORMAT_VERSION` (a model saved by pdae-sc 0.1.0) is brought up to date, its
+        per-context condition counts counted on ``adata_target`` (the data the model is
+        loaded with); a newer one raises ``ValueError``.
         """
+        version = int(state_registry.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"The model was saved by a newer pdae-sc (registry format {version}; this "
+                f"version reads up to {FORMAT_VERSION}); upgrade pdae-sc to load it."
+            )
         self.validate_field(adata_target)
-        self.encode(adata_target, vocabulary=state_registry["vocabulary"])
+        enc = self.encode(adata_target, vocabulary=state_registry["vocabulary"])
         state = dict(state_registry)
-        if "labels_fingerprint" in state:  # of this AnnData's columns, checked before use
-            state["labels_fingerprint"] = self.labels_fingerprint(adata_target)
+        if version < 2:
+            state.update(
+                format_version=FORMAT_VERSION,
+                context_condition_counts=self._count_training_conditions(state, enc, adata_target),
+                counts_layer=None,
+                matrix_stats=None,  # the model scans the matrix once when built
+            )
+        state["labels_fingerprint"] = self.labels_fingerprint(adata_target)
         return state
+
+    def _count_training_conditions(
+        self, state: dict, enc: EncodedConditions, adata: AnnData
+    ) -> np.ndarray:
+        """Cells of each training condition in each training context, ``(n_ctx, n_cond)``."""
+        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
+        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels], dtype=np.int64)[enc.codes]
+        ctx_codes, names = context_codes(adata.obs, state["context_keys"])
+        known = {name: i for i, name in enumerate(state["contexts"])}
+        ctx = np.array([known.get(n, -1) for n in names], dtype=np.int64)[ctx_codes]
+        counts = np.zeros((len(state["contexts"]), len(state["conditions"])), dtype=np.int64)
+        ok = (cond >= 0) & (ctx >= 0)
+        np.add.at(counts, (ctx[ok], cond[ok]), 1)
+        return counts
 
     def get_summary_stats(self, state_registry: dict) -> dict:
         """Numbers of perturbations, conditions and contexts."""

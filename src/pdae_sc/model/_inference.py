@@ -208,16 +208,7 @@ class InferenceMixin:
     def _context_condition_counts(self) -> tuple[list[str], np.ndarray]:
         """Contexts and the cells of each training condition in each, ``(n_ctx, n_cond)``."""
         state = self._state
-        if state.get("context_condition_counts") is not None:
-            return list(state["contexts"]), np.asarray(state["context_condition_counts"])
-        # registries saved before this was recorded: count on the registered data
-        enc, ctx_codes, ctx_names = self._encode(self.adata)
-        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
-        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels])[enc.codes]
-        counts = np.zeros((len(ctx_names), len(state["conditions"])), dtype=np.int64)
-        ok = cond >= 0
-        np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
-        return ctx_names, counts
+        return list(state["contexts"]), np.asarray(state["context_condition_counts"])
 
     def _context_name(self, context: object) -> str | None:
         """The context name of ``context``: a name, a value of the context column, or a tuple.
@@ -486,7 +477,7 @@ class InferenceMixin:
         seed = resolve_seed(check_seed(seed))
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
-        counts_layer = self._state.get("counts_layer")
+        counts_layer = self._state["counts_layer"]
         if scale == "counts" and counts_layer is None:
             raise ValueError(
                 "scale='counts' needs the raw counts of the source cells: register them with "

@@ -117,7 +117,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
     _train_runner_cls = PDAETrainRunner
-    _legacy_decoder = False  # set while loading a model saved before the decoder option
+    _legacy_decoder = False  # set while loading a format-1 model (no decoder option)
 
     def __init__(
         self,
@@ -168,8 +168,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             "auto",
             "multiplicative",
         ):
-            # the range recorded by setup_anndata; scan only for registries without it
-            recorded = self._state.get("matrix_stats")
+            # the range recorded by setup_anndata; scanned for format-1 registries (0.1.0)
+            recorded = self._state["matrix_stats"]
             data_min = (
                 recorded["min"]
                 if recorded is not None
