@@ -34,7 +34,7 @@ def test_saved_models_record_the_format_version(tmp_path):
 def test_format_1_fixture_is_brought_up_to_date():
     assert "format_version" not in _state(FIXTURE)  # written by pdae-sc 0.1.0
     model = PDAE.load(FIXTURE, accelerator="cpu")
-    state = model._state
+    state = model.adata_manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
     assert state["format_version"] == FORMAT_VERSION
     assert state["counts_layer"] is None and state["labels_fingerprint"]
     # the per-context counts are those of the data the model was loaded with

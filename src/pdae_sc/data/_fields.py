@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ __all__ = [
     "FORMAT_VERSION",
     "PERTURBATION_REGISTRY_KEY",
     "PerturbationField",
+    "RegisteredLabels",
     "context_codes",
     "context_labels",
 ]
@@ -78,6 +80,67 @@ def context_codes(
     if len(merged) < len(names):
         codes = name_codes[codes]
     return codes, [str(n) for n in merged]
+
+
+@dataclass(frozen=True)
+class RegisteredLabels:
+    """The state registry of a :class:`PerturbationField`, as named, typed attributes.
+
+    Parameters
+    ----------
+    vocabulary
+        The elementary perturbations (columns of the label matrix).
+    conditions, dosages
+        Name and dosage string (``None`` for dose 1) of each training condition.
+    label_matrix
+        Label vector of each training condition, shape ``(n_conditions, K)``.
+    condition_counts
+        Cells of each training condition, shape ``(n_conditions,)``.
+    control_group, delimiter, dosage_key, context_keys
+        As given to ``setup_anndata``.
+    contexts
+        Context names.
+    context_condition_counts
+        Cells of each condition in each context, shape ``(n_contexts, n_conditions)``.
+    counts_layer
+        Layer with the raw counts, or ``None``.
+    matrix_stats
+        Range of the registered expression (``min``, ``max``, ``all_integer``), or ``None``
+        for a format-1 registry.
+    """
+
+    vocabulary: list[str]
+    conditions: list[str]
+    dosages: list[str | None]
+    label_matrix: np.ndarray
+    condition_counts: np.ndarray
+    control_group: str
+    delimiter: str
+    dosage_key: str | None
+    context_keys: list[str]
+    contexts: list[str]
+    context_condition_counts: np.ndarray
+    counts_layer: str | None
+    matrix_stats: dict | None
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> RegisteredLabels:
+        """Read a (current-format) state registry."""
+        return cls(
+            vocabulary=list(state["vocabulary"]),
+            conditions=list(state["conditions"]),
+            dosages=list(state["dosages"]),
+            label_matrix=np.asarray(state["label_matrix"], dtype=float),
+            condition_counts=np.asarray(state["condition_counts"]),
+            control_group=state["control_group"],
+            delimiter=state["delimiter"],
+            dosage_key=state["dosage_key"],
+            context_keys=list(state["context_keys"] or []),
+            contexts=list(state["contexts"]),
+            context_condition_counts=np.asarray(state["context_condition_counts"]),
+            counts_layer=state["counts_layer"],
+            matrix_stats=state["matrix_stats"],
+        )
 
 
 class PerturbationField(BaseAnnDataField):

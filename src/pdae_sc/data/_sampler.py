@@ -418,6 +418,11 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             source_contexts=self.contexts[self.train_idx],
         )
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch (of this process): about one draw per training cell."""
+        return self._n_batches(self.n_train)
+
     def _n_batches(self, n_cells: int) -> int:
         per_step = (
             self.batch_size if self.estimator == "all_pairs" else self.layout[0] * self.layout[1]

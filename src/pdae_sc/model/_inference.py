@@ -23,6 +23,7 @@ from pdae_sc.data._validation import (
 )
 from pdae_sc.tl._extrapolation import extrapolation_table
 
+from ._core import PDAECore
 from ._mudata import is_subset_copy
 from ._prediction import (
     check_prediction_memory,
@@ -69,7 +70,7 @@ def _check_indices(indices, n_obs: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-class InferenceMixin:
+class InferenceMixin(PDAECore):
     """Latents, shifts, the extrapolation check and prediction of :class:`~pdae_sc.model.PDAE`."""
 
     #: Largest predicted expression matrix (bytes) :meth:`predict` builds at once (2 GiB);
@@ -207,8 +208,8 @@ class InferenceMixin:
 
     def _context_condition_counts(self) -> tuple[list[str], np.ndarray]:
         """Contexts and the cells of each training condition in each, ``(n_ctx, n_cond)``."""
-        state = self._state
-        return list(state["contexts"]), np.asarray(state["context_condition_counts"])
+        labels = self._labels
+        return labels.contexts, labels.context_condition_counts
 
     def _context_name(self, context: object) -> str | None:
         """The context name of ``context``: a name, a value of the context column, or a tuple.
@@ -218,7 +219,7 @@ class InferenceMixin:
         """
         if context is None or isinstance(context, str):
             return context
-        keys = list(self._state["context_keys"])
+        keys = list(self._labels.context_keys)
         if isinstance(context, tuple):
             if len(context) != len(keys):
                 raise ValueError(
@@ -306,7 +307,7 @@ class InferenceMixin:
         names = perturbations
         if dosages is not None:
             names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
-        train = np.asarray(self._state["label_matrix"])
+        train = np.asarray(self._labels.label_matrix)
         context = self._context_name(context)
         if context is None:
             return extrapolation_table(train, targets, names=names)
@@ -332,16 +333,16 @@ class InferenceMixin:
                 "registered cell), the control label or a training condition."
             )
         # "all" means every cell, unless a perturbation of the model is called "all"
-        every_cell = source is None or (source == "all" and "all" not in self._state["vocabulary"])
+        every_cell = source is None or (source == "all" and "all" not in self._labels.vocabulary)
         if not every_cell:
             lab = parse_condition(
                 source,
-                control_group=self._state["control_group"],
-                delimiter=self._state["delimiter"],
+                control_group=self._labels.control_group,
+                delimiter=self._labels.delimiter,
             )
-            vec = label_vector(lab, self._state["vocabulary"])
+            vec = label_vector(lab, self._labels.vocabulary)
             hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
-            trained = np.asarray(self._state["label_matrix"])
+            trained = np.asarray(self._labels.label_matrix)
             if len(hits) == 0 and np.all(np.isclose(trained, vec), axis=1).any():
                 present = sorted(set(enc.conditions))[:10]
                 raise ValueError(
@@ -353,7 +354,7 @@ class InferenceMixin:
             if len(hits) == 0:
                 raise ValueError(
                     f"source={source!r} is not a condition of the registered data; use None, "
-                    f"the control {self._state['control_group']!r} or one of "
+                    f"the control {self._labels.control_group!r} or one of "
                     f"{enc.conditions[:10]}."
                 )
             mask &= np.isin(enc.codes, hits)
@@ -477,7 +478,7 @@ class InferenceMixin:
         seed = resolve_seed(check_seed(seed))
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
-        counts_layer = self._state["counts_layer"]
+        counts_layer = self._labels.counts_layer
         if scale == "counts" and counts_layer is None:
             raise ValueError(
                 "scale='counts' needs the raw counts of the source cells: register them with "
@@ -519,14 +520,14 @@ class InferenceMixin:
             factors = source_size_factors(gather, count_rows, np.concatenate(rows), batch_size)
             layers = {"counts": counts_matrix(x_out, factors, batch_size)}
             obs_extra = {"pdae_size_factor": factors.astype(np.float32)}
-        state = self._state
+        state = self._labels
         return prediction_adata(
             self.adata,
             perturbation_key=self.adata_manager.registry["setup_args"]["perturbation_key"],
             perturbations=perturbations,
             dosages=dosages,
-            dosage_key=state["dosage_key"],
-            context_keys=state["context_keys"],
+            dosage_key=state.dosage_key,
+            context_keys=state.context_keys,
             enc=enc,
             picks=rows,
             x=x_out,
@@ -646,10 +647,10 @@ class InferenceMixin:
         dropped. Tokens at dose 0 are dropped too (with a warning), so the output does not
         call control cells ``P0``.
         """
-        state = self._state
-        kwargs = {"control_group": state["control_group"], "delimiter": state["delimiter"]}
-        vocabulary = list(state["vocabulary"])
-        train = np.asarray(state["label_matrix"], dtype=float)
+        state = self._labels
+        kwargs = {"control_group": state.control_group, "delimiter": state.delimiter}
+        vocabulary = list(state.vocabulary)
+        train = np.asarray(state.label_matrix, dtype=float)
         labels, doses, changed = [], [], []
         for t, p in enumerate(perturbations):
             d = None if dosages is None else dosages[t]
@@ -659,7 +660,7 @@ class InferenceMixin:
             vec = label_vector(with_dose, vocabulary)
             hits = np.flatnonzero(np.all(np.abs(train - vec[None, :]) <= 1e-6, axis=1))
             if len(hits):
-                name, dose = state["conditions"][hits[0]], state["dosages"][hits[0]]
+                name, dose = state.conditions[hits[0]], state.dosages[hits[0]]
             else:
                 ordered = {k: with_dose[k] for k in vocabulary if k in with_dose}
                 name, dose = format_condition(ordered, **kwargs)

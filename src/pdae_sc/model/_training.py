@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback
 
+from ._diagnostics import DiagnosticsMixin
 from ._trainer import GracefulInterrupt
 
 __all__ = ["TrainingMixin"]
 
 
-class TrainingMixin:
-    """:meth:`train` of :class:`~pdae_sc.model.PDAE`."""
+class TrainingMixin(DiagnosticsMixin):
+    """:meth:`train` of :class:`~pdae_sc.model.PDAE` (it runs the fit check of the diagnostics)."""
 
     def train(
         self,
@@ -202,7 +203,7 @@ class TrainingMixin:
             split=split,
             **datasplitter_kwargs,
         )
-        steps = splitter._n_batches(splitter.n_train)
+        steps = splitter.steps_per_epoch
         if max_epochs is None:
             max_epochs = _epochs_for_steps(steps)
         if early_stopping and splitter.n_val == 0:
