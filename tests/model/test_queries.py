@@ -168,6 +168,8 @@ def test_predict_sparse_output(small_adata):
     assert sp.issparse(like_input.X) and like_input.X.format == "csr"
     np.testing.assert_array_equal(like_input.X.toarray(), dense.X)
     assert not sp.issparse(model.predict(["P0"], n_cells=2, seed=0, sparse=False).X)
+    with pytest.raises(TypeError, match="sparse='csr'"):
+        model.predict(["P0"], n_cells=2, sparse="csr")
 
 
 def test_pdae_source_has_one_dtype_in_predict_and_baselines(trained):

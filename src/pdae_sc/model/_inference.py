@@ -476,6 +476,8 @@ class InferenceMixin(PDAECore):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
         batch_size = check_positive_int(batch_size, "batch_size")
         seed = resolve_seed(check_seed(seed))
+        if sparse is not None and not isinstance(sparse, bool | np.bool_):
+            raise TypeError(f"sparse={sparse!r}; use True (CSR), False (dense) or None.")
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
         counts_layer = self._labels.counts_layer
