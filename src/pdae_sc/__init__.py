@@ -5,6 +5,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, datasets, model, module, pl, tl
+from ._logging import configure_package_logger
+
+configure_package_logger()  # INFO lines shown as scvi-tools shows its own; root untouched
 
 try:
     __version__ = version("pdae-sc")

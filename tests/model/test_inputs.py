@@ -93,7 +93,8 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     with pytest.raises(ValueError, match="overwrite=True"):
         pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae")
     pdae.data.add_predictions_to_mudata(mdata, pred, key_added="again")  # names taken: renamed
-    assert mdata["again"].obs_names[0] == "again:pdae_0" and pred.obs_names[0] == "pdae_0"
+    assert pred.obs_names[0] == "P0+P1+P2_0_0"
+    assert mdata["again"].obs_names[0] == "again:P0+P1+P2_0_0"
     mdata.write_h5mu(tmp_path / "with_pred.h5mu")
     back = mu.read_h5mu(tmp_path / "with_pred.h5mu")
     assert back["pdae"].n_obs == 12 and "pdae_setup" in back.uns

@@ -190,8 +190,6 @@ def test_latent_embedding_counterfactual(trained):
     )
     ctrl = (adata.obs["perturbation"] == "ctrl").to_numpy()
     np.testing.assert_allclose(z[ctrl], zb[ctrl], atol=1e-6)
-    model.get_counterfactual(perturbation="P0+P1", layer_added="cf", seed=0)
-    assert adata.layers["cf"].shape == adata.shape
 
 
 def test_save_load_roundtrip(trained, tmp_path):
@@ -272,6 +270,8 @@ def test_all_pairs_estimator(small_adata):
     PDAE.setup_anndata(small_adata, "perturbation", control_group="ctrl")
     model = PDAE(small_adata, n_latent=4, n_hidden=(16,), estimator="all_pairs")
     model.train(max_epochs=1, enable_progress_bar=False, batch_size=16)
+    with pytest.raises(ValueError, match=r"used only by PDAE\(estimator=.all_pairs.\)"):
+        PDAE(small_adata, n_latent=4).train(max_epochs=1, batch_size=16)
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
 
 

@@ -18,15 +18,13 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_codes
-from pdae_sc.data._labels import EncodedConditions, label_rows, parse_condition
+from pdae_sc.data._fields import PerturbationField
 from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
     check_matrix,
     check_positive_int,
     check_unique_names,
-    check_var_names_match,
     get_matrix,
 )
 from pdae_sc.module import PDAEModule
@@ -45,7 +43,7 @@ from ._training_plan import PDAETrainingPlan
 __all__ = ["PDAE", "ExtrapolationWarning"]
 
 
-class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, BaseModelClass):
+class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, BaseModelClass):
     """Perturbation distribution autoencoder (von Kügelgen et al., arXiv:2504.18522).
 
     Learns an encoder ``g``, a perturbation shift matrix ``W`` and a stochastic decoder
@@ -117,7 +115,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
     _train_runner_cls = PDAETrainRunner
-    _legacy_decoder = False  # set while loading a model saved before the decoder option
+    _legacy_decoder = False  # set while loading a format-1 model (no decoder option)
 
     def __init__(
         self,
@@ -168,8 +166,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             "auto",
             "multiplicative",
         ):
-            # the range recorded by setup_anndata; scan only for registries without it
-            recorded = self._state.get("matrix_stats")
+            # the range recorded by setup_anndata; scanned for format-1 registries (0.1.0)
+            recorded = self._labels.matrix_stats
             data_min = (
                 recorded["min"]
                 if recorded is not None
@@ -471,123 +469,9 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _state(self):
-        # cached per manager: the registry's view copies every list (O(K) per access)
-        manager = self.adata_manager
-        cached = self.__dict__.get("_state_cache")
-        if cached is None or cached[0] is not manager:
-            cached = (manager, manager.get_state_registry(PERTURBATION_REGISTRY_KEY))
-            self.__dict__["_state_cache"] = cached
-        return cached[1]
-
-    @property
     def perturbations(self) -> list[str]:
         """The elementary perturbations the model knows (columns of ``W``)."""
-        return list(self._state["vocabulary"])
-
-    def _field(self, adata: AnnData) -> PerturbationField:
-        return self.get_anndata_manager(adata, required=True).fields[1]
-
-    def _matrix(self, adata: AnnData):
-        return self.get_anndata_manager(adata, required=True).get_from_registry(
-            REGISTRY_KEYS.X_KEY
-        )
-
-    def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
-        field = self._field(adata)
-        manager = self.get_anndata_manager(adata, required=True)
-        if manager is self.adata_manager:
-            state = self._state
-        else:
-            state = manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
-        field.check_unchanged(adata, state)
-        enc = field.encode(adata, vocabulary=self._state["vocabulary"])
-        ctx_codes, ctx_names = context_codes(adata.obs, self._state["context_keys"])
-        return enc, ctx_codes, ctx_names
-
-    def _validate(self, adata: AnnData | None) -> AnnData:
-        if adata is None:
-            return self._validate_anndata(self.adata)
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        x_state = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
-        check_var_names_match(x_state["column_names"], adata)
-        return self._validate_anndata(adata)
-
-    def target_labels(
-        self, perturbations: Sequence[str], dosages: Sequence[object] | None = None
-    ) -> np.ndarray:
-        """Label vectors of target conditions, shape ``(n_targets, K)``.
-
-        Column ``k`` is the dose of :attr:`perturbations` ``[k]`` in the target (0 if absent);
-        these are the vectors the shift ``W`` multiplies.
-
-        Parameters
-        ----------
-        perturbations
-            Target conditions, e.g. ``["A+B", "C"]`` (the control label gives zeros).
-        dosages
-            Optional doses per target (same forms as in :meth:`setup_anndata`); default 1.
-
-        Returns
-        -------
-        Array of shape ``(n_targets, n_perturbations)``. An unknown perturbation raises
-        ``KeyError`` listing the closest known names.
-
-        Examples
-        --------
-        >>> import pdae_sc as pdae
-        >>> adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
-        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
-        >>> model = pdae.model.PDAE(adata)
-        >>> model.target_labels(["P0+P2", "ctrl"])
-        array([[1., 0., 1.],
-               [0., 0., 0.]])
-        >>> model.target_labels(["P1"], dosages=[0.5])
-        array([[0. , 0.5, 0. ]])
-        """
-        if isinstance(perturbations, str):
-            perturbations = [perturbations]
-        if perturbations is None or not hasattr(perturbations, "__iter__"):
-            raise TypeError(
-                f"perturbations={perturbations!r}; name the targets as a list of labels, e.g. "
-                "['A+B', 'C'] (or the control label)."
-            )
-        perturbations = list(perturbations)
-        if not perturbations:
-            raise ValueError("perturbations is empty; name at least one target, e.g. ['A+B'].")
-        dosages = self._dosage_list(dosages)
-        if dosages is not None and len(dosages) != len(perturbations):
-            raise ValueError(
-                f"Got {len(dosages)} dosages for {len(perturbations)} perturbations; give one "
-                "per target (None for dose 1)."
-            )
-        state = self._state
-        rows = []
-        for i, p in enumerate(perturbations):
-            lab = parse_condition(
-                p,
-                control_group=state["control_group"],
-                delimiter=state["delimiter"],
-                dosage=None if dosages is None else dosages[i],
-            )
-            rows.append(lab)
-        return label_rows(rows, state["vocabulary"]).toarray()
-
-    @staticmethod
-    def _dosage_list(dosages: object) -> list[object] | None:
-        """``dosages`` as a list (one entry per target), refusing a string or a lone number."""
-        if dosages is None:
-            return None
-        if isinstance(dosages, str | bytes | int | float | np.number) or not hasattr(
-            dosages, "__iter__"
-        ):
-            raise TypeError(
-                f"dosages={dosages!r} must be a list with one dose per target, e.g. "
-                "dosages=[0.5] for one target or [0.5, '1+2'] for two (None for dose 1); "
-                f"got a {type(dosages).__name__}."
-            )
-        return list(dosages)
+        return self._labels.vocabulary
 
     def _init_gene_shift(self) -> None:
         """Start the residual gene shift ``B`` at the least-squares mean effects."""
@@ -603,7 +487,3 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         )
         with torch.no_grad():
             self.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))
-
-    def _check_trained(self) -> None:
-        if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call model.train() first.")
