@@ -80,7 +80,7 @@ def test_train_predict_unseen_double(trained):
     assert pred.uns["pdae"]["method"] == "pdae"
     assert np.isfinite(pred.X).all()
     # predictions concatenate with the observed data
-    both = pdae.tl.combine_predictions(adata, pred)
+    both = pdae.tl.combine_predictions(pred, adata)
     assert both.n_obs == adata.n_obs + pred.n_obs
     assert set(both.obs["origin"]) == {"observed", "pdae"}
 

@@ -3,6 +3,7 @@
 from ._baselines import predict_baseline
 from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
+from ._embedding import joint_embedding
 from ._extrapolation import extrapolation_table
 from ._metrics import (
     energy_distance,
@@ -21,6 +22,7 @@ __all__ = [
     "energy_distance",
     "evaluate",
     "extrapolation_table",
+    "joint_embedding",
     "mean_l2",
     "mmd_rbf",
     "pearson_delta",

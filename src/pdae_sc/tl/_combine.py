@@ -11,21 +11,39 @@ from anndata import AnnData
 __all__ = ["combine_predictions"]
 
 
+def _method(adata: AnnData) -> str | None:
+    pdae_uns = adata.uns.get("pdae")
+    return pdae_uns.get("method") if isinstance(pdae_uns, dict) else None
+
+
+def _check_order(adata_pred: AnnData, adata_true: AnnData) -> None:
+    """Refuse the pre-0.2 order ``(observed, prediction)``, which would swap the origins."""
+    if _method(adata_true) is not None and _method(adata_pred) is None:
+        raise ValueError(
+            f"adata_true carries uns['pdae']['method']={_method(adata_true)!r} and adata_pred "
+            "does not: the arguments look swapped. The prediction comes first, as in "
+            "pdae.tl.evaluate: combine_predictions(adata_pred, adata_true)."
+        )
+
+
 def combine_predictions(
-    adata: AnnData,
     adata_pred: AnnData,
+    adata_true: AnnData,
     *,
     key_added: str = "origin",
     layer: str | None = None,
 ) -> AnnData:
     """Concatenate observed and predicted cells, marking each cell's origin.
 
+    The argument order is that of :func:`evaluate` and every other comparison in
+    ``pdae.tl`` and ``pdae.pl``: the prediction first, the observed cells second.
+
     Parameters
     ----------
-    adata
-        Observed cells.
     adata_pred
-        Predicted cells (from ``PDAE.predict`` or :func:`predict_baseline`), same genes.
+        Predicted cells (from ``PDAE.predict`` or :func:`predict_baseline`).
+    adata_true
+        Observed cells with the same genes in the same order.
     key_added
         Column of ``obs`` to write: ``"observed"`` or the prediction method
         (``adata_pred.uns["pdae"]["method"]``, ``"predicted"`` if absent).
@@ -43,13 +61,15 @@ def combine_predictions(
     >>> import pdae_sc as pdae
     >>> adata = pdae.data.simulate(n_perturbations=2, n_cells_per_condition=5, seed=0)
     >>> pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive", n_cells=5)
-    >>> pdae.tl.combine_predictions(adata, pred).obs["origin"].value_counts().to_dict()
+    >>> pdae.tl.combine_predictions(pred, adata).obs["origin"].value_counts().to_dict()
     {'observed': 20, 'additive': 5}
     """
+    _check_order(adata_pred, adata_true)
+    adata = adata_true
     if list(adata.var_names) != list(adata_pred.var_names):
         raise ValueError(
-            "adata and adata_pred have different genes (or gene order); predict with a model "
-            "trained on these genes, or subset with adata[:, adata_pred.var_names]."
+            "adata_true and adata_pred have different genes (or gene order); predict with a "
+            "model trained on these genes, or subset with adata_true[:, adata_pred.var_names]."
         )
     method = adata_pred.uns.get("pdae", {}).get("method")
     label = "predicted" if method is None else str(method)
