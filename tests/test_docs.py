@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SUBPACKAGES = ["model", "module", "data", "datasets", "tl", "pl"]
+SUBPACKAGES = ["model", "module", "data", "datasets", "pp", "tl", "pl"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

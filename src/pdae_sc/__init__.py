@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, model, module, pl, tl
+from . import data, datasets, model, module, pl, pp, tl
 
 try:
     __version__ = version("pdae-sc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "data", "datasets", "model", "module", "pl", "tl"]
+__all__ = ["__version__", "data", "datasets", "model", "module", "pl", "pp", "tl"]
