@@ -1,6 +1,7 @@
 """Tools: evaluation metrics, baselines and extrapolation checks (AnnData in, tables out)."""
 
 from ._baselines import predict_baseline
+from ._cell_eval import to_cell_eval
 from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
 from ._embedding import joint_embedding
@@ -28,5 +29,6 @@ __all__ = [
     "pearson_delta",
     "predict_baseline",
     "r2_mean",
+    "to_cell_eval",
     "top_de_genes",
 ]
