@@ -119,7 +119,7 @@ def speed(seed: int) -> list[dict]:
 
 def datlinger() -> pd.DataFrame:
     adata = pdae.datasets.datlinger2017()
-    pdae.data.normalize_counts(adata)
+    pdae.pp.normalize_counts(adata)
     scores = pdae.tl.interaction_scores(adata, perturbation_key="perturbation", seed=0)
     stim_first = scores["perturbation_a"] == "stim"
     scores["knockout"] = np.where(stim_first, scores["perturbation_b"], scores["perturbation_a"])

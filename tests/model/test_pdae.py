@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import assert_adata_equal
@@ -80,7 +79,7 @@ def test_train_predict_unseen_double(trained):
     assert pred.uns["pdae"]["method"] == "pdae"
     assert np.isfinite(pred.X).all()
     # predictions concatenate with the observed data
-    both = pdae.tl.combine_predictions(adata, pred)
+    both = pdae.tl.combine_predictions(pred, adata)
     assert both.n_obs == adata.n_obs + pred.n_obs
     assert set(both.obs["origin"]) == {"observed", "pdae"}
 
@@ -291,6 +290,21 @@ def test_max_epochs_zero(small_adata):
         model.train(max_epochs=0)
 
 
-def test_history_is_dataframe(trained):
+def test_history_logs_each_loss_term_and_their_weighted_sum(trained):
+    """train_loss of every epoch is the module's weighted sum of the logged terms."""
     model, _ = trained
-    assert isinstance(model.history["train_loss"], pd.DataFrame)
+    m = model.module
+    weights = {
+        "energy": m.energy_weight,
+        "reconstruction": m.reconstruction_weight,
+        "prior": m.prior_weight,
+        "sparsity": m.sparsity_weight,
+    }
+    total = model.history["train_loss"].iloc[:, 0].to_numpy(dtype=float)
+    assert len(total) == 2  # one row per epoch
+    parts = sum(
+        w * model.history[f"{k}_train"].iloc[:, 0].to_numpy(dtype=float)
+        for k, w in weights.items()
+    )
+    np.testing.assert_allclose(total, parts, rtol=1e-5)
+    assert (model.history["energy_train"].iloc[:, 0] != 0).all()

@@ -218,7 +218,7 @@ class PerturbationField(BaseAnnDataField):
         if self.counts_layer is not None and self.counts_layer not in adata.layers:
             raise KeyError(
                 f"counts_layer={self.counts_layer!r} is not in adata.layers; available layers: "
-                f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts in "
+                f"{list(adata.layers)}. pdae.pp.normalize_counts(adata) keeps the counts in "
                 "adata.layers['counts']."
             )
 

@@ -490,7 +490,7 @@ class InferenceMixin(PDAECore):
         if scale == "counts" and counts_layer is None:
             raise ValueError(
                 "scale='counts' needs the raw counts of the source cells: register them with "
-                "setup_anndata(..., counts_layer='counts') (pdae.data.normalize_counts keeps "
+                "setup_anndata(..., counts_layer='counts') (pdae.pp.normalize_counts keeps "
                 "the counts in adata.layers['counts'])."
             )
         context = self._context_name(context)

@@ -266,7 +266,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
             Conditions with fewer cells raise an error.
         counts_layer
             Optional layer with the raw counts behind the log-normalised expression (as kept
-            by :func:`pdae_sc.data.normalize_counts`); lets :meth:`predict` return counts
+            by :func:`pdae_sc.pp.normalize_counts`); lets :meth:`predict` return counts
             (``scale="counts"``).
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
@@ -315,7 +315,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
             if counts_layer not in adata.layers:
                 raise KeyError(
                     f"counts_layer={counts_layer!r} is not in adata.layers; available: "
-                    f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts "
+                    f"{list(adata.layers)}. pdae.pp.normalize_counts(adata) keeps the counts "
                     "in adata.layers['counts']."
                 )
             counts_stats = check_matrix(
@@ -372,7 +372,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         - ``perturbation_key``: a column of ``mdata[rna].obs`` (or of ``mdata.obs``, then
           copied into ``mdata[rna].obs``), written like the labels of :meth:`setup_anndata`;
         - ``guide_modality``: a modality of guide-capture UMI counts (cells × guides). The
-          guides of each cell are called by :func:`pdae_sc.data.assign_guides`: a guide counts
+          guides of each cell are called by :func:`pdae_sc.pp.assign_guides`: a guide counts
           when it has at least ``min_counts`` UMIs (and ``min_fraction`` of the cell's guide
           UMIs, if given); a cell is labelled with the set of genes its guides target, joined
           by ``"+"`` (several guides make a combination), ``control_group`` if it has only
@@ -390,7 +390,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         ----------
         mdata
             MuData with an expression modality (log-normalised, see
-            :func:`pdae_sc.data.normalize_counts`) and, optionally, a guide modality.
+            :func:`pdae_sc.pp.normalize_counts`) and, optionally, a guide modality.
         rna
             Expression modality.
         perturbation_key
@@ -402,9 +402,9 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         key_added
             Column written with the guide-derived labels (``guide_modality`` only).
         min_counts, min_fraction, max_perturbations
-            Guide assignment rule (see above and :func:`pdae_sc.data.assign_guides`).
+            Guide assignment rule (see above and :func:`pdae_sc.pp.assign_guides`).
         guide_kwargs
-            More arguments of :func:`pdae_sc.data.assign_guides`, e.g.
+            More arguments of :func:`pdae_sc.pp.assign_guides`, e.g.
             ``{"guide_to_perturbation": {...}, "control_guides": [...]}``.
         delimiter, dosage_key, layer, counts_layer, context_keys, min_cells_per_condition
             As in :meth:`setup_anndata`, for ``mdata[rna]``.

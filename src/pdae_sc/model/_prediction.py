@@ -238,7 +238,7 @@ def source_size_factors(
     if spread and spread[0] > 0.05:
         warnings.warn(
             "The registered expression does not look like log1p(normalize_total(counts)) of "
-            "the registered counts layer (as written by pdae.data.normalize_counts); "
+            "the registered counts layer (as written by pdae.pp.normalize_counts); "
             "count-scale predictions are approximate.",
             UserWarning,
             stacklevel=3,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ._utils import COLORS, get_ax
+from ._utils import COLORS, check_return_fig, finish, get_ax
 
 __all__ = ["interactions"]
 
@@ -39,7 +40,8 @@ def interactions(
     n_labels: int = 8,
     n_top: int = 20,
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Plot interaction scores: the classic magnitude vs model fit map, or a ranking.
 
     ``kind="scatter"`` draws every pair at (``x``, ``y``), by default the model fit (distance
@@ -80,10 +82,12 @@ def interactions(
         Bars of the ranking.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. ``scores`` is not modified.
+    The Axes (the Figure with ``return_fig=True``). ``scores`` is not modified.
 
     Examples
     --------
@@ -103,9 +107,12 @@ def interactions(
     for name, value in (("n_labels", n_labels), ("n_top", n_top)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
             raise ValueError(f"{name}={value!r}; use a non-negative integer.")
+    check_return_fig(return_fig)
     if kind == "scatter":
-        return _scatter(scores, x, y, rank_by, n_labels, get_ax(ax, (5.0, 4.2)))
-    return _ranking(scores, rank_by, origin, n_top, ax)
+        drawn = _scatter(scores, x, y, rank_by, n_labels, get_ax(ax, (5.0, 4.2)))
+    else:
+        drawn = _ranking(scores, rank_by, origin, n_top, ax)
+    return finish(drawn, return_fig)
 
 
 def _scatter(scores, x, y, rank_by, n_labels, ax) -> Axes:
