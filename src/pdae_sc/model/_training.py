@@ -7,11 +7,14 @@ import numbers
 import os
 import warnings
 
+from typing import Literal
+
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch import Callback
 
-from ._trainer import GracefulInterrupt
+from ._trainer import ConvergenceStopping, GracefulInterrupt
 
 __all__ = ["TrainingMixin"]
 
@@ -27,7 +30,7 @@ class TrainingMixin:
         devices: int | list[int] | str = "auto",
         lr: float = 1e-3,
         validation_size: float | None = None,
-        early_stopping: bool = False,
+        early_stopping: bool | Literal["auto"] = "auto",
         early_stopping_patience: int = 10,
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
@@ -149,6 +152,12 @@ class TrainingMixin:
                 2 if name == "n_sources" else 1
             ):
                 raise ValueError(f"{name}={value!r}; use a positive integer (n_sources >= 2).")
+        if early_stopping not in (True, False, "auto") or isinstance(early_stopping, np.bool_):
+            raise ValueError(
+                f"early_stopping={early_stopping!r}; use 'auto' (stop when converged), True "
+                "(stop when validation_loss stops improving) or False (fixed length)."
+            )
+        converge = early_stopping == "auto"
         if validation_size is None:
             validation_size = 0.1 if early_stopping else 0.0
         enc, ctx_codes, _ = self._encode(self.adata)
@@ -166,9 +175,10 @@ class TrainingMixin:
             seed=int(torch.randint(2**31 - 1, (1,)).item()),
         )
         steps = splitter._n_batches(splitter.n_train)
+        converge = converge and splitter.n_val > 0
         if max_epochs is None:
-            max_epochs = _epochs_for_steps(steps)
-        if early_stopping and splitter.n_val == 0:
+            max_epochs = _epochs_for_steps(steps, MAX_STEPS if converge else FIXED_STEPS)
+        if early_stopping is True and splitter.n_val == 0:
             if validation_size == 0:
                 raise ValueError(
                     "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
@@ -189,7 +199,7 @@ class TrainingMixin:
             )
         plan_kwargs = {"lr": lr, **plan_kwargs}  # plan_kwargs["lr"] wins over the default
         plan = self._training_plan_cls(self.module, **plan_kwargs)
-        if early_stopping:
+        if early_stopping is True:
             trainer_kwargs.update(
                 early_stopping=True,
                 early_stopping_monitor="validation_loss",
@@ -208,7 +218,8 @@ class TrainingMixin:
         callbacks = trainer_kwargs.get("callbacks") or []
         if isinstance(callbacks, Callback):
             callbacks = [callbacks]
-        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        convergence = ConvergenceStopping(**CONVERGENCE) if converge else None
+        trainer_kwargs["callbacks"] = [*callbacks, interrupt, *([convergence] if converge else [])]
         was_trained = self.is_trained_
         runner = self._train_runner_cls(
             self,
@@ -232,6 +243,9 @@ class TrainingMixin:
                 "Training was aborted; the model keeps the weights of the last step."
             ) from exc
         self._finish_training(was_trained, plan, splitter)
+        self._record_stop(
+            plan, interrupt, convergence, early_stopping, splitter, runner.trainer, max_epochs
+        )
         if plan.nonfinite_error is not None:
             raise plan.nonfinite_error
         if check_fit and self.is_trained_ and interrupt.stopped_epoch is None:
@@ -252,5 +266,43 @@ class TrainingMixin:
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
 
 
-def _epochs_for_steps(steps_per_epoch: int, target_steps: int = 2000) -> int:
+    def _record_stop(
+        self, plan, interrupt, convergence, early_stopping, splitter, trainer, max_epochs
+    ) -> None:
+        """Say in ``training_stopped_`` and ``history["stopped"]`` why training ended."""
+        epochs = int(trainer.current_epoch)
+        if plan.nonfinite_error is not None:
+            reason = "non-finite loss"
+        elif interrupt.stopped_epoch is not None:
+            reason = "interrupted"
+        elif convergence is not None:
+            reason = convergence.reason or "max_epochs"
+            if convergence.best_epoch is not None and convergence.restore_best:
+                reason += f"; weights of epoch {convergence.best_epoch + 1} restored"
+        elif early_stopping is True and epochs < int(max_epochs):
+            reason = "early stopping: validation_loss stopped improving"
+        elif early_stopping == "auto":
+            reason = (
+                "max_epochs (no held-out cells to judge convergence: every condition is too "
+                "small for validation_size)"
+            )
+        else:
+            reason = "max_epochs"
+        self.training_stopped_ = reason
+        history = getattr(self, "history_", None)
+        if isinstance(history, dict):
+            history["stopped"] = pd.DataFrame(
+                {"reason": [reason]}, index=pd.Index([epochs], name="epoch")
+            )
+
+
+# Default training length: with a validation split, training stops when the smoothed
+# held-out energy score has converged (at most MAX_STEPS steps); without one it runs about
+# FIXED_STEPS steps. See benchmarks/results/time_to_accuracy.md for how these were chosen.
+FIXED_STEPS = 2000
+MAX_STEPS = 4000
+CONVERGENCE = {"patience_steps": 500, "min_steps": 500, "min_delta": 1e-3, "smoothing": 0.3}
+
+
+def _epochs_for_steps(steps_per_epoch: int, target_steps: int = FIXED_STEPS) -> int:
     return int(min(400, max(10, math.ceil(target_steps / max(1, steps_per_epoch)))))
