@@ -79,8 +79,9 @@ SETTINGS = {
 class Tracker(pl.Callback):
     """Score the held-out conditions every ``every`` epochs with the training clock paused."""
 
-    def __init__(self, model, task: Task, every: int, seed: int):
+    def __init__(self, model, task: Task, every: int, seed: int, verbose: bool = False):
         self.model, self.task, self.every, self.seed = model, task, every, seed
+        self.verbose = verbose
         self.rows: list[dict] = []
         self.train_s = 0.0
         self._t0 = None
@@ -92,7 +93,18 @@ class Tracker(pl.Callback):
         self.train_s += time.perf_counter() - self._t0
         epoch = trainer.current_epoch + 1
         if epoch % self.every == 0 or epoch == 1:
-            self.rows.append(self.evaluate(epoch, trainer.global_step))
+            row = self.evaluate(epoch, trainer.global_step)
+            for key in ("energy_validation", "validation_loss", "train_loss"):
+                if key in trainer.callback_metrics:
+                    row[key] = float(trainer.callback_metrics[key])
+            self.rows.append(row)
+            if self.verbose:
+                print(
+                    f"  epoch {epoch} step {row['step']} {row['train_s']:.0f} s "
+                    f"ED {row['energy_distance']:.4f} "
+                    f"val {row.get('energy_validation', float('nan')):.4f}",
+                    flush=True,
+                )
 
     def on_validation_epoch_start(self, trainer, plan) -> None:
         self._tv = time.perf_counter()
@@ -122,7 +134,9 @@ def _resolve_epochs(model, value, steps_per_epoch: int):
     return value
 
 
-def run(task_name: str, setting: str, seed: int, every: int) -> tuple[pd.DataFrame, dict]:
+def run(
+    task_name: str, setting: str, seed: int, every: int, verbose: bool = False
+) -> tuple[pd.DataFrame, dict]:
     task = (EXTRA.get(task_name) or TASKS[task_name])(seed=seed)
     model_kwargs, train_kwargs = SETTINGS[setting]
     train_kwargs = dict(train_kwargs)
@@ -135,19 +149,12 @@ def run(task_name: str, setting: str, seed: int, every: int) -> tuple[pd.DataFra
         train_kwargs["max_epochs"] = _resolve_epochs(
             model, train_kwargs["max_epochs"], max(1, adata.n_obs // n_cells_step)
         )
-    tracker = Tracker(model, task, every, seed)
+    tracker = Tracker(model, task, every, seed, verbose)
     t0 = time.perf_counter()
     model.train(enable_progress_bar=False, check_fit=False, callbacks=[tracker], **train_kwargs)
     wall = time.perf_counter() - t0
     final = tracker.evaluate(len(model.history["train_loss"]), model.trainer.global_step)
     curve = pd.DataFrame(tracker.rows)
-    history = {
-        k: v.iloc[:, 0].to_numpy() for k, v in model.history.items() if len(v) and k != "epoch"
-    }
-    for key, values in history.items():
-        if key.startswith(("validation", "energy_validation", "train_loss")):
-            idx = curve["epoch"].to_numpy() - 1
-            curve[key] = [values[i] if i < len(values) else np.nan for i in idx]
     curve["task"], curve["setting"], curve["seed"] = task_name, setting, seed
     reason = getattr(model, "training_stopped_", None) or "max_epochs"
     summary = {
@@ -192,6 +199,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--every", type=int, default=5, help="score every N epochs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--verbose", action="store_true", help="print every evaluation")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -201,7 +209,7 @@ def main() -> None:
         for seed in args.seeds:
             summaries += baseline_rows(task_name, seed)
             for setting in args.settings:
-                curve, summary = run(task_name, setting, seed, args.every)
+                curve, summary = run(task_name, setting, seed, args.every, args.verbose)
                 curves.append(curve)
                 summaries.append(summary)
     table = pd.DataFrame(summaries)

@@ -113,6 +113,22 @@ class ConvergenceStopping(pl.Callback):
         Weight of the newest value in the moving average (1: no smoothing).
     restore_best
         Load the best weights when training ends.
+
+    Examples
+    --------
+    :meth:`pdae_sc.model.PDAE.train` adds one by default (``early_stopping="auto"``); pass
+    your own to change the rule:
+
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=40, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
+    >>> rule = pdae.model.ConvergenceStopping(patience_steps=20, min_steps=20)
+    >>> model.train(max_epochs=100, callbacks=[rule], enable_progress_bar=False)
+    >>> model.training_stopped_ == model.history["stopped"]["reason"].iloc[0]
+    True
+    >>> model.training_stopped_.startswith(("converged", "max_epochs"))
+    True
     """
 
     def __init__(

@@ -75,19 +75,31 @@ class TrainingMixin:
         Parameters
         ----------
         max_epochs
-            Number of epochs; default about 2,000 steps, between 10 and 400 epochs.
+            Largest number of epochs. Default: about 4,000 steps (between 10 and 400 epochs)
+            when training stops by convergence (``early_stopping="auto"`` with held-out
+            cells), else about 2,000 steps.
         accelerator, devices
             Lightning accelerator and devices (``"auto"`` picks a GPU when available).
         lr
             Adam learning rate.
         validation_size
-            Fraction of each condition's cells held out to monitor ``validation_loss``
-            (default 0.1 with early stopping, else 0).
+            Fraction of each condition's cells held out to monitor ``validation_loss`` and
+            ``energy_validation`` (default 0.1 with early stopping, else 0).
         early_stopping
-            Stop when ``validation_loss`` has not improved for ``early_stopping_patience``
-            epochs.
+            ``"auto"`` (default): with a residual decoder (the default for count data),
+            stop when done. After every epoch the energy score of predictions for the
+            held-out cells of the training conditions (``energy_validation``) is smoothed
+            (moving average); training stops when it has not improved by 0.1% for 500 steps
+            (not before step 500), and the weights of the best epoch are restored
+            (:class:`~pdae_sc.model.ConvergenceStopping`). When no condition is large enough
+            to hold cells out, and for the generative decoder (whose held-out score levels
+            off long before its accuracy does), training runs about 2,000 steps.
+            ``True``: scvi-tools' rule, stop when ``validation_loss`` has not improved for
+            ``early_stopping_patience`` epochs. ``False``: train ``max_epochs``.
+            ``model.training_stopped_`` and ``model.history["stopped"]`` say why training
+            ended.
         early_stopping_patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before stopping (``early_stopping=True``).
         n_conditions_per_batch, n_cells_per_condition, n_sources
             Grouped batch layout ``G``, ``n``, ``S``.
         batch_size
@@ -157,9 +169,14 @@ class TrainingMixin:
                 f"early_stopping={early_stopping!r}; use 'auto' (stop when converged), True "
                 "(stop when validation_loss stops improving) or False (fixed length)."
             )
-        converge = early_stopping == "auto"
+        # "auto" stops by convergence for the residual decoders, which start at the
+        # least-squares (linear) model and whose held-out energy score reliably shows when
+        # further training starts to fit the training cells' noise; the generative decoder
+        # starts from nothing, and its held-out score is flat long before its accuracy is
+        # (benchmarks/results/time_to_accuracy.md): it trains a fixed number of steps.
+        converge = early_stopping == "auto" and bool(getattr(self.module, "residual", False))
         if validation_size is None:
-            validation_size = 0.1 if early_stopping else 0.0
+            validation_size = 0.1 if (early_stopping is True or converge) else 0.0
         enc, ctx_codes, _ = self._encode(self.adata)
         splitter = self._data_splitter_cls(
             self._matrix(self.adata),
@@ -175,7 +192,11 @@ class TrainingMixin:
             seed=int(torch.randint(2**31 - 1, (1,)).item()),
         )
         steps = splitter._n_batches(splitter.n_train)
-        converge = converge and splitter.n_val > 0
+        callbacks = trainer_kwargs.get("callbacks") or []
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        given = [c for c in callbacks if isinstance(c, ConvergenceStopping)]
+        converge = (converge or bool(given)) and splitter.n_val > 0
         if max_epochs is None:
             max_epochs = _epochs_for_steps(steps, MAX_STEPS if converge else FIXED_STEPS)
         if early_stopping is True and splitter.n_val == 0:
@@ -215,11 +236,11 @@ class TrainingMixin:
                 )
             trainer_kwargs["ckpt_path"] = os.fspath(ckpt_path)
         interrupt = GracefulInterrupt()
-        callbacks = trainer_kwargs.get("callbacks") or []
-        if isinstance(callbacks, Callback):
-            callbacks = [callbacks]
-        convergence = ConvergenceStopping(**CONVERGENCE) if converge else None
-        trainer_kwargs["callbacks"] = [*callbacks, interrupt, *([convergence] if converge else [])]
+        convergence = given[0] if given else None
+        if convergence is None and converge:
+            convergence = ConvergenceStopping(**CONVERGENCE)
+            callbacks = [*callbacks, convergence]
+        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
         was_trained = self.is_trained_
         runner = self._train_runner_cls(
             self,
@@ -281,7 +302,7 @@ class TrainingMixin:
                 reason += f"; weights of epoch {convergence.best_epoch + 1} restored"
         elif early_stopping is True and epochs < int(max_epochs):
             reason = "early stopping: validation_loss stopped improving"
-        elif early_stopping == "auto":
+        elif early_stopping == "auto" and getattr(self.module, "residual", False):
             reason = (
                 "max_epochs (no held-out cells to judge convergence: every condition is too "
                 "small for validation_size)"
