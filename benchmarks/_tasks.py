@@ -76,7 +76,7 @@ def simulation_task(kind: str, seed: int = 0) -> Task:
     if counts:  # the counts as a user gets them, then normalise + log1p
         raw = ad.AnnData(adata.layers["counts"].copy(), obs=adata.obs[["perturbation"]].copy())
         raw.var_names = adata.var_names
-        pdae.data.normalize_counts(raw)
+        pdae.pp.normalize_counts(raw)
         adata = raw
     split = pdae.data.split_perturbations(adata, holdout="doubles", n_holdout=10, seed=seed)
     held = sorted(adata.obs["perturbation"][split == "test"].astype(str).unique())
@@ -87,7 +87,7 @@ def simulation_task(kind: str, seed: int = 0) -> Task:
 
 def datlinger(n_top: int = 500) -> ad.AnnData:
     adata = pdae.datasets.datlinger2017()
-    pdae.data.normalize_counts(adata)
+    pdae.pp.normalize_counts(adata)
     return _hvg(adata, n_top)
 
 
@@ -132,7 +132,7 @@ def papalexi_context(context: str = "rep_3") -> Task:
         ),
         var=pd.DataFrame(index=raw.var_names),
     )
-    pdae.data.normalize_counts(adata)
+    pdae.pp.normalize_counts(adata)
     in_ctx = (adata.obs["rep"] == context).to_numpy()
     # targets with enough cells in the held-out replicate for a stable energy distance
     n_in_ctx = adata.obs["perturbation"][in_ctx].value_counts()

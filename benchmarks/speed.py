@@ -5,6 +5,7 @@ One command prints every table as markdown (and writes it with ``--out``):
     python benchmarks/speed.py --accuracy --out benchmarks/results/speed.md   # all, ~9 min
     python benchmarks/speed.py                   # speed tables only, about 5 min on 2 cores
     python benchmarks/speed.py --quick           # smaller grid, no compile, about 1 min
+    python benchmarks/speed.py --perturbations   # only the table against K, about 1 min
 
 What it measures, on the CPU and on a GPU when there is one (``--devices`` to choose):
 
@@ -18,7 +19,10 @@ What it measures, on the CPU and on a GPU when there is one (``--devices`` to ch
 5. prediction throughput for 2,000 genes: the module on device-resident cells and the
    end-to-end ``model.predict`` (AnnData out);
 6. with ``--accuracy``: grouped and all-pairs trained for the same wall time, scored by the
-   held-out energy distance of 10 unseen doubles.
+   held-out energy distance of 10 unseen doubles;
+7. scale in the number of perturbations K (1,000 / 5,000 / 20,000 by default, ``--ks``):
+   ``check_extrapolation`` of 100 targets, ``predict`` of 100 cells, ``setup_anndata``, the
+   saved model's size and the peak memory (CPU; the work is host-side).
 
 Steps of the compared variants are interleaved, so load from other processes hits them
 alike; the load average is printed before and after.
@@ -662,6 +666,99 @@ def accuracy_table(budget_s: float, seed: int = 0) -> str:
     )
 
 
+# ------------------------------------------------------------------ many perturbations
+def _screen_adata(k: int, n_genes: int = 50, cells: int = 3, seed: int = 0):
+    """A genome-wide-like screen: ``k`` singles and ``k // 100`` measured doubles of ``cells``
+    cells each, 200 control cells, ``n_genes`` genes."""
+    import anndata as ad
+    import pandas as pd
+
+    labels = ["ctrl"] * 200 + [f"G{i}" for i in range(k) for _ in range(cells)]
+    labels += [f"G{2 * i}+G{2 * i + 1}" for i in range(k // 100) for _ in range(cells)]
+    rng = np.random.default_rng(seed)
+    obs = pd.DataFrame(
+        {"perturbation": pd.Categorical(labels)}, index=[f"c{i}" for i in range(len(labels))]
+    )
+    return ad.AnnData(rng.normal(size=(len(labels), n_genes)).astype(np.float32), obs=obs)
+
+
+def perturbation_scale_table(ks: list[int], cpu_mem: bool) -> str:
+    """check_extrapolation, predict and save against the number of perturbations K (CPU)."""
+    import pdae_sc as pdae
+
+    def timed(fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - t0
+
+    # 100 targets: 60 unseen doubles, 20 seen singles, 20 singles at twice the dose
+    targets = [f"G{2 * i + 1}+G{2 * i + 2}" for i in range(60)]
+    targets += [f"G{i}" for i in range(200, 240)]
+    dosages = [None] * 80 + [2.0] * 20
+    rows = []
+    for k in ks:
+        if cpu_mem:
+            _LIBC.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            base = _status("VmRSS")
+        adata = _screen_adata(k)
+        _, t_setup = timed(
+            pdae.model.PDAE.setup_anndata, adata, "perturbation", control_group="ctrl"
+        )
+        model = pdae.model.PDAE(adata)
+        # the weights stay at their initial values: what is timed here does not depend on
+        # them (training at this K is not what this table measures)
+        model.is_trained_ = True
+        table, t_first = timed(model.check_extrapolation, targets, dosages=dosages)
+        _, t_check = timed(model.check_extrapolation, targets, dosages=dosages)
+        assert table["in_span"].all() and (table["status"] != "in span, in range").sum() == 40
+        pred, t_pred = timed(model.predict, ["G1+G2"], n_cells=100, seed=0)
+        assert pred.n_obs == 100
+        with tempfile.TemporaryDirectory() as d:
+            _, t_save = timed(model.save, os.path.join(d, "m"))
+            size = os.path.getsize(os.path.join(d, "m", "model.pt"))
+        peak = _status("VmHWM") - base if cpu_mem else None
+        rows.append(
+            [
+                f"{k:,}",
+                f"{adata.n_obs:,}",
+                f"{t_setup:.2f}",
+                f"{t_first:.3f}",
+                f"{t_check:.3f}",
+                f"{t_pred:.3f}",
+                f"{t_save:.2f}",
+                f"{size / 1e6:.1f}",
+                fmt_bytes(peak),
+            ]
+        )
+        print(tabulate([rows[-1]], tablefmt="plain"), flush=True)
+        del model, adata, pred
+    table = tabulate(
+        rows,
+        headers=[
+            "K perturbations",
+            "cells",
+            "setup_anndata s",
+            "check 100 targets, first s",
+            "check 100 targets s",
+            "predict 100 cells s",
+            "save s",
+            "model.pt MB",
+            "peak memory MiB",
+        ],
+        tablefmt="github",
+    )
+    return (
+        f"{table}\n\nData: K singles and K/100 measured doubles, 3 cells each, 200 control "
+        "cells, 50 genes (`_screen_adata`); default architecture, weights untrained (the timed "
+        "calls do not depend on them). The first check factorises the training label matrix "
+        "(cached per model); a check covers 60 unseen doubles, 20 seen singles and 20 singles "
+        "at twice the trained dose; predict runs its own check. Peak memory: the rise of the "
+        "process's peak RSS over the row (data, setup, model, calls)."
+    )
+
+
 # ------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(
@@ -686,6 +783,18 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
+    ap.add_argument(
+        "--perturbations",
+        action="store_true",
+        help="only the table against the number of perturbations K (about 1 min)",
+    )
+    ap.add_argument(
+        "--ks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="numbers of perturbations K of that table (default 1000 5000 20000)",
+    )
     ap.add_argument("--out", default=None, help="also write the markdown to this file")
     args = ap.parse_args()
     if args.threads:
@@ -704,6 +813,8 @@ def main() -> None:
     flags = [
         ("--quick", args.quick),
         ("--accuracy", args.accuracy),
+        ("--perturbations", args.perturbations),
+        (f"--ks {' '.join(map(str, ks_arg))}" if (ks_arg := args.ks) else "", bool(args.ks)),
         (f"--threads {args.threads}", bool(args.threads)),
     ]
     emit(
@@ -726,17 +837,20 @@ def main() -> None:
         ("all-pairs B=384", {"b": 384}),
         ("all-pairs B=128 (authors')", {"b": 128}),
     ]
-    emit("## Analytic cost of one training step (default architecture)")
-    emit()
-    emit(
-        f"Encoder {genes[0]}..{genes[-1]}-256-256-32, decoder (32+32 noise)-256-256-genes, "
-        f"{N_PERTURBATIONS} perturbations; FLOPs of forward + backward (3x forward), bytes "
-        "of a float32 step (see `step_cost`)."
-    )
-    emit()
-    emit(floor_table(genes, layouts))
-    emit()
-
+    ks = args.ks or ([1000, 5000] if args.quick else [1000, 5000, 20000])
+    if args.perturbations:
+        devices = []
+    else:
+        emit("## Analytic cost of one training step (default architecture)")
+        emit()
+        emit(
+            f"Encoder {genes[0]}..{genes[-1]}-256-256-32, decoder (32+32 noise)-256-256-genes, "
+            f"{N_PERTURBATIONS} perturbations; FLOPs of forward + backward (3x forward), bytes "
+            "of a float32 step (see `step_cost`)."
+        )
+        emit()
+        emit(floor_table(genes, layouts))
+        emit()
     for name in devices:
         device = torch.device(name)
         peaks = machine_peaks(device)
@@ -788,7 +902,11 @@ def main() -> None:
         emit(predict_tables(device, peaks, p_pred, 10_000 if args.quick else 40_000))
         emit()
 
-    if args.accuracy:
+    emit("## Scale in the number of perturbations (CPU)")
+    emit()
+    emit(perturbation_scale_table(ks, cpu_mem))
+    emit()
+    if args.accuracy and not args.perturbations:
         emit("## Equal wall time: held-out energy distance")
         emit()
         emit(accuracy_table(args.budget / (3 if args.quick else 1)))

@@ -64,7 +64,7 @@ def _screen_h5mu(path):
     )
     truth = rna.obs.pop("perturbation").astype(str)
     rna.X = rna.layers.pop("counts").astype(np.float32)
-    pdae.data.normalize_counts(rna)
+    pdae.pp.normalize_counts(rna)
     guides = ["P0_g1", "P1_g1", "P2_g1", "non-targeting_1"]
     umis = np.array([[9 * (g.split("_")[0] in t.split("+")) for g in guides] for t in truth])
     umis[:, 3] = 9 * (truth == "ctrl")

@@ -16,7 +16,7 @@ from numpydoc.validate import validate
 
 import pdae_sc as pdae
 
-SUBPACKAGES = ("data", "tl", "pl", "model", "module")
+SUBPACKAGES = ("data", "pp", "tl", "pl", "model", "module")
 
 #: Checked for every public function, class and method.
 RULES = {

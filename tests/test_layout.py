@@ -41,3 +41,22 @@ def test_module_imports_torch_only(path):
 )
 def test_tools_do_not_import_model(path):
     assert not any("model" in n for n in _imports(path)), _imports(path)
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "pp").glob("*.py")), ids=lambda p: p.name)
+def test_preprocessing_imports_only_data_helpers(path):
+    """pp runs before a model exists: it may use data's label helpers, never model/tl/pl."""
+    ours = {n for n in _imports(path) if n.startswith(("pdae_sc", "."))}
+    assert not any(n.split(".")[1:2] in (["model"], ["tl"], ["pl"]) for n in ours), ours
+    assert all(n.startswith((".", "pdae_sc.data.")) for n in ours), ours
+
+
+def test_data_reaches_pp_only_through_the_deprecated_shims():
+    """data -> pp exists only for the 0.1 names (data/__init__ aliases, _counts/_guides)."""
+    shims = {"__init__.py", "_counts.py", "_guides.py"}
+    reach = {
+        p.name
+        for p in (SRC / "data").glob("*.py")
+        if any(n == "pdae_sc" or n.startswith("pdae_sc.pp") for n in _imports(p))
+    }
+    assert reach <= shims, reach - shims

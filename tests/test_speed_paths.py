@@ -65,6 +65,29 @@ def test_resident_path_gathers_the_same_batches_as_the_host_path():
     assert resident._resident is None
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: the real free-memory query and the device-resident copy "
+    "(the decision rule itself is tested above with given free_bytes)",
+)
+def test_cuda_placement_asks_the_device_and_gathers_the_same_batches():
+    dev = torch.device("cuda", torch.cuda.current_device())
+    host, auto = _splitter(data_device="host"), _splitter()
+    assert host.place(dev) is None and host.pin_memory
+    assert auto.place(dev) == dev and not auto.pin_memory  # 120 × 5 fits in free memory
+    assert auto._resident.device == dev
+    for a, b in zip(_batches(host), _batches(auto), strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k].to(dev), b[k].to(dev), rtol=0, atol=0)
+    # a fraction of the real free memory too small for the matrix: back to pinned host rows
+    free = torch.cuda.mem_get_info(dev)[0]
+    tight = _splitter(max_memory_fraction=min(1.0, 4 * 120 * 5 / free / 2))
+    assert tight.place(dev) is None and tight.pin_memory
+    auto.teardown("fit")
+    assert auto._resident is None
+
+
 def test_auto_placement_on_cpu_changes_nothing():
     dm = _splitter()
     assert dm.place("cpu") is None

@@ -51,13 +51,38 @@ def test_notebook_has_stored_outputs(path):
     assert "PDAE_TUTORIAL_FAST" in first, "the first code cell must read PDAE_TUTORIAL_FAST"
 
 
+def _rich_outputs(cell) -> set[str]:
+    """Figures and tables a code cell displays (what the rendered docs show)."""
+    kinds = set()
+    for out in cell.outputs:
+        if out.output_type in ("display_data", "execute_result"):
+            kinds |= {k for k in out.get("data", {}) if k in ("image/png", "text/html")}
+    return kinds
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_fast(path):
+    """Every cell runs (nbclient raises on an error), shows the figures and tables of the
+    stored outputs, and no pdae call in it is deprecated."""
+    import nbformat
+
     execute = _load_execute()
     nb = execute.execute(path, fast=True, timeout=600)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "FAST=True" in streams, "the notebook did not pick up PDAE_TUTORIAL_FAST=1"
+    stored = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    ran = [c for c in nb.cells if c.cell_type == "code"]
+    lost = {
+        i: sorted(_rich_outputs(a) - _rich_outputs(b))
+        for i, (a, b) in enumerate(zip(stored, ran, strict=True))
+        if _rich_outputs(a) - _rich_outputs(b)
+    }
+    assert not lost, f"{path.name}: code cells stopped displaying {lost}"
+    deprecated = [
+        line for line in streams.splitlines() if "FutureWarning" in line and "pdae" in line
+    ]
+    assert not deprecated, f"{path.name} uses deprecated pdae names: {deprecated[:3]}"
 
 
 def test_kernel_is_this_python(tmp_path):

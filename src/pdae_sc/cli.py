@@ -100,7 +100,7 @@ def run_demo(
     with open(os.path.join(out, "demo_summary.md"), "w") as fh:
         fh.write(summary.to_markdown() if _has_tabulate() else summary.to_string())
         fh.write("\n")
-    combined = pdae.tl.combine_predictions(test, preds["pdae"])
+    combined = pdae.tl.combine_predictions(preds["pdae"], test)
     combined.uns["pdae_extrapolation"] = preds["pdae"].uns["pdae"]["extrapolation"]
     combined.write_h5ad(os.path.join(out, "demo_predictions.h5ad"))
     _demo_figure(metrics, test, preds, targets[0], os.path.join(out, "demo.png"))

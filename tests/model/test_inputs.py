@@ -93,7 +93,8 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     with pytest.raises(ValueError, match="overwrite=True"):
         pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae")
     pdae.data.add_predictions_to_mudata(mdata, pred, key_added="again")  # names taken: renamed
-    assert mdata["again"].obs_names[0] == "again:pdae_0" and pred.obs_names[0] == "pdae_0"
+    assert pred.obs_names[0] == "P0+P1+P2_0_0"
+    assert mdata["again"].obs_names[0] == "again:P0+P1+P2_0_0"
     mdata.write_h5mu(tmp_path / "with_pred.h5mu")
     back = mu.read_h5mu(tmp_path / "with_pred.h5mu")
     assert back["pdae"].n_obs == 12 and "pdae_setup" in back.uns
@@ -173,7 +174,7 @@ def test_label_conventions_end_to_end(convention):
     if convention == "cpa":
         sim.obs["raw_dose"] = ["+".join(["1.0"] * (t.count("+") + 1)) for t in truth]
         dose = "raw_dose"
-    report = pdae.data.standardize_perturbations(
+    report = pdae.pp.standardize_perturbations(
         sim,
         "raw",
         convention="auto" if convention == "guides" else convention,
@@ -358,7 +359,7 @@ def test_counts_in_and_out():
         n_perturbations=3, n_latent=4, n_genes=20, n_cells_per_condition=20, counts=True, seed=2
     )
     sim.X = sim.layers.pop("counts")
-    pdae.data.normalize_counts(sim)  # the one call from counts to log1p
+    pdae.pp.normalize_counts(sim)  # the one call from counts to log1p
     PDAE.setup_anndata(sim, "perturbation", control_group="ctrl", counts_layer="counts")
     model = PDAE(sim, **SMALL)
     model.train(**FIT)

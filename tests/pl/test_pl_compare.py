@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 import pdae_sc as pdae
 from pdae_sc import pl
@@ -159,3 +160,41 @@ def test_metrics_higher_is_better_and_ax(table):
         pl.metrics(table, metric="condition")
     with pytest.raises(TypeError):
         pl.metrics(table.to_numpy())
+
+
+# ------------------------------------------ one return convention for every plot (issue 12)
+def _all_plots(data, table):
+    adata, pred = data
+    shifts = pd.DataFrame(np.eye(3, 4), index=["P0", "P1", "P2"])
+    hist = {"train_loss": pd.Series([3.0, 2.0, 1.0])}
+    joint = pdae.tl.joint_embedding(pred, adata, basis="pca", n_pcs=3)
+    return {
+        "mean_change": lambda **kw: pl.mean_change(pred, adata, condition="P0+P1", **kw),
+        "distributions": lambda **kw: pl.distributions(
+            pred, adata, condition="P0+P1", genes="gene_0", **kw
+        ),
+        "metrics": lambda **kw: pl.metrics(table, **kw),
+        "cross_validation": lambda **kw: pl.cross_validation(table.assign(fold=0), **kw),
+        "perturbation_embedding": lambda **kw: pl.perturbation_embedding(shifts, **kw),
+        "history": lambda **kw: pl.history(hist, **kw),
+        "embedding": lambda **kw: pl.embedding(joint, color="origin", basis="pca", **kw),
+        "interactions": lambda **kw: pl.interactions(
+            pdae.tl.interaction_scores(adata), origin="measured", **kw
+        ),
+    }
+
+
+def test_every_plot_returns_the_axes_or_the_figure(data, table):
+    plots = _all_plots(data, table)
+    assert set(plots) == set(pl.__all__)
+    for name, plot in plots.items():
+        ax = plot()
+        assert isinstance(ax, Axes), name
+        _, given = plt.subplots()
+        assert plot(ax=given) is given, name
+        fig = plot(return_fig=True)
+        assert isinstance(fig, Figure) and fig is not ax.figure, name
+        assert plot(ax=given, return_fig=True) is given.figure, name
+        with pytest.raises(TypeError, match="return_fig"):
+            plot(return_fig="yes")
+        plt.close("all")

@@ -1,4 +1,4 @@
-"""Tests of pl.perturbation_embedding, pl.history, pl.joint_embedding and pl.embedding."""
+"""Tests of pl.perturbation_embedding, pl.history, tl.joint_embedding and pl.embedding."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def data():
 def test_joint_embedding_pca_and_embedding(data):
     adata, pred = data
     x, obs, uns = adata.X.copy(), adata.obs.copy(), set(adata.uns)
-    joint = pl.joint_embedding(adata, pred, basis="pca", n_pcs=50, key_added="source")
+    joint = pdae.tl.joint_embedding(pred, adata, basis="pca", n_pcs=50, key_added="source")
     assert joint.n_obs == adata.n_obs + pred.n_obs
     assert joint.obsm["X_pca"].shape == (joint.n_obs, adata.n_vars - 1)  # n_pcs clipped
     assert "X_umap" not in joint.obsm
@@ -135,8 +135,11 @@ def test_joint_embedding_pca_and_embedding(data):
     _, ax = plt.subplots()
     assert pl.embedding(joint, color="source", basis="pca", ax=ax) is ax
     assert len(ax.collections) > 0
-    fig = pl.embedding(joint, color=["source", "perturbation"], basis="X_pca")
-    assert isinstance(fig, Figure)
+    axes = pl.embedding(joint, color=["source", "perturbation"], basis="X_pca")
+    assert isinstance(axes, list) and all(isinstance(a, Axes) for a in axes)
+    fig = pl.embedding(joint, color=["source", "perturbation"], basis="X_pca", return_fig=True)
+    assert isinstance(fig, Figure) and len(fig.axes) >= 2
+    assert pl.embedding(joint, color="source", basis="pca", ax=ax, return_fig=True) is ax.figure
     with pytest.raises(KeyError, match="X_umap"):
         pl.embedding(joint, color="source")
     with pytest.raises(ValueError, match="one color"):
@@ -145,7 +148,7 @@ def test_joint_embedding_pca_and_embedding(data):
 
 def test_joint_embedding_umap(data):
     adata, pred = data
-    joint = pl.joint_embedding(adata, pred, n_pcs=5)
+    joint = pdae.tl.joint_embedding(pred, adata, n_pcs=5, seed=1)
     assert joint.obsm["X_umap"].shape == (joint.n_obs, 2)
     assert "connectivities" in joint.obsp
     assert "X_umap" not in adata.obsm and "X_umap" not in pred.obsm
@@ -153,4 +156,17 @@ def test_joint_embedding_umap(data):
     assert isinstance(ax, Axes)
     assert ax.get_xlabel() == "UMAP1"
     with pytest.raises(ValueError, match="basis"):
-        pl.joint_embedding(adata, pred, basis="tsne")
+        pdae.tl.joint_embedding(pred, adata, basis="tsne")
+    with pytest.raises(TypeError, match="random_state"):
+        pdae.tl.joint_embedding(pred, adata, random_state=0)
+
+
+def test_pl_joint_embedding_is_a_deprecated_alias_with_the_old_order(data):
+    adata, pred = data
+    with pytest.warns(FutureWarning, match=r"pdae\.tl\.joint_embedding\(adata_pred, adata"):
+        old = pl.joint_embedding(adata, pred, basis="pca", n_pcs=5, random_state=3)
+    new = pdae.tl.joint_embedding(pred, adata, basis="pca", n_pcs=5, seed=3)
+    assert "joint_embedding" not in pl.__all__
+    assert list(old.obs_names) == list(new.obs_names)
+    assert old.obs["origin"].iloc[0] == "observed" and old.obs["origin"].iloc[-1] == "additive"
+    np.testing.assert_allclose(old.obsm["X_pca"], new.obsm["X_pca"])

@@ -145,7 +145,7 @@ def test_cross_validate_holds_out_perturbations_in_another_context():
 def test_cross_validate_on_the_bundled_real_screen():
     """One call on the real Datlinger 2017 screen (tiny training: this checks the plumbing)."""
     adata = pdae.datasets.datlinger2017()
-    pdae.data.normalize_counts(adata)
+    pdae.pp.normalize_counts(adata)
     keep = np.argsort(-np.asarray(adata.X.power(2).mean(0)).ravel())[:50]
     adata = adata[:, np.sort(keep)].copy()
     model = _model(adata, counts_layer="counts")
@@ -172,7 +172,7 @@ def test_cross_validate_on_papalexi_replicates():
     adata = ad.AnnData(raw.X.astype(np.float32), obs=obs)
     adata = adata[adata.obs["perturbation"].isin(["ctrl", "IFNGR2", "IRF1", "JAK2"]).to_numpy()]
     adata = adata[:, :50].copy()
-    pdae.data.normalize_counts(adata)
+    pdae.pp.normalize_counts(adata)
     model = _model(adata, context_keys=["rep"], counts_layer="counts")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

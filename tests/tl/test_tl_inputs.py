@@ -66,13 +66,24 @@ def test_combine_keeps_missing_values_missing():
     adata.obs["donor"] = "d1"
     pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive", n_cells=5, seed=0)
     before = adata.copy()
-    combined = pdae.tl.combine_predictions(adata, pred)
+    combined = pdae.tl.combine_predictions(pred, adata)
     predicted = combined.obs["origin"] == "additive"
     assert combined.obs.loc[predicted, "donor"].isna().all()
     assert "nan" not in combined.obs["donor"].cat.categories
     assert (combined.obs.loc[~predicted, "donor"] == "d1").all()
     assert combined.obs.loc[~predicted, "pdae_source"].isna().all()
     _same(before, adata)
+
+
+def test_combine_takes_the_prediction_first_and_refuses_the_old_order():
+    adata = _data()
+    pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive", n_cells=5, seed=0)
+    combined = pdae.tl.combine_predictions(pred, adata)
+    assert (combined.obs["origin"].iloc[: adata.n_obs] == "observed").all()
+    assert (combined.obs["origin"].iloc[adata.n_obs :] == "additive").all()
+    # the pre-0.2 order (observed, prediction) would label the observed cells "additive"
+    with pytest.raises(ValueError, match=r"swapped.*combine_predictions\(adata_pred, adata_true"):
+        pdae.tl.combine_predictions(adata, pred)
 
 
 # ---------------------------------------------------------------- 17. backed AnnData

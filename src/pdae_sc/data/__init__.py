@@ -1,8 +1,11 @@
-"""Perturbation labels, simulated data, batch sampling and split helpers."""
+"""Perturbation labels, simulated data, batch sampling and split helpers.
 
-from ._conventions import CONTROL_VALUES, GUIDE_PATTERN, standardize_perturbations
-from ._counts import normalize_counts
-from ._guides import add_guide_assignment, assign_guides
+The preprocessing helpers moved to :mod:`pdae_sc.pp` in 0.2; their old names here
+(``pdae.data.normalize_counts`` ...) still work for one release and warn.
+"""
+
+import warnings
+
 from ._labels import (
     EncodedConditions,
     closest_names,
@@ -16,20 +19,38 @@ from ._simulate import simulate
 from ._split import describe_split, split_perturbations
 
 __all__ = [
-    "CONTROL_VALUES",
-    "GUIDE_PATTERN",
     "EncodedConditions",
-    "add_guide_assignment",
     "add_predictions_to_mudata",
-    "assign_guides",
     "closest_names",
     "describe_split",
     "encode_conditions",
     "format_condition",
     "label_vector",
-    "normalize_counts",
     "parse_condition",
     "simulate",
     "split_perturbations",
-    "standardize_perturbations",
 ]
+
+_MOVED_TO_PP = (
+    "CONTROL_VALUES",
+    "GUIDE_PATTERN",
+    "add_guide_assignment",
+    "assign_guides",
+    "normalize_counts",
+    "standardize_perturbations",
+)
+
+
+def __getattr__(name: str):
+    """Deprecated aliases of the helpers that moved to :mod:`pdae_sc.pp` (removed in 0.3)."""
+    if name in _MOVED_TO_PP:
+        from pdae_sc import pp
+
+        warnings.warn(
+            f"pdae.data.{name} moved to pdae.pp.{name}; the old name is removed in the next "
+            "release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(pp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

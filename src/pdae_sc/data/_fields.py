@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # scvi-tools 1.4 view_registry uses rich.pretty without importing it
+import rich.table
 from anndata import AnnData
+from scipy import sparse
 from scvi.data.fields import BaseAnnDataField
 
-from ._labels import EncodedConditions, encode_conditions
+from ._labels import EncodedConditions, as_label_rows, encode_conditions
 from ._validation import MatrixStats
 
-__all__ = ["PERTURBATION_REGISTRY_KEY", "PerturbationField", "context_codes", "context_labels"]
+__all__ = [
+    "FORMAT_VERSION",
+    "PERTURBATION_REGISTRY_KEY",
+    "PerturbationField",
+    "RegisteredLabels",
+    "context_codes",
+    "context_labels",
+]
 
 PERTURBATION_REGISTRY_KEY = "perturbation"
+#: Version of the state registry this field writes (saved with every model). 1: pdae-sc
+#: 0.1.0, which recorded no version and lacked the per-context condition counts, the label
+#: fingerprint, the counts layer, the data range and the decoder option; 2: those recorded.
+#: A registry of an older version is brought up to date when a model is loaded
+#: (:meth:`PerturbationField.transfer_field`); a newer one is refused.
+FORMAT_VERSION = 2
 _CONTEXT_SEP = " | "
 
 
@@ -64,6 +81,67 @@ def context_codes(
     if len(merged) < len(names):
         codes = name_codes[codes]
     return codes, [str(n) for n in merged]
+
+
+@dataclass(frozen=True)
+class RegisteredLabels:
+    """The state registry of a :class:`PerturbationField`, as named, typed attributes.
+
+    Parameters
+    ----------
+    vocabulary
+        The elementary perturbations (columns of the label matrix).
+    conditions, dosages
+        Name and dosage string (``None`` for dose 1) of each training condition.
+    label_matrix
+        Label vector of each training condition, shape ``(n_conditions, K)`` (sparse CSR).
+    condition_counts
+        Cells of each training condition, shape ``(n_conditions,)``.
+    control_group, delimiter, dosage_key, context_keys
+        As given to ``setup_anndata``.
+    contexts
+        Context names.
+    context_condition_counts
+        Cells of each condition in each context, shape ``(n_contexts, n_conditions)``.
+    counts_layer
+        Layer with the raw counts, or ``None``.
+    matrix_stats
+        Range of the registered expression (``min``, ``max``, ``all_integer``), or ``None``
+        for a format-1 registry.
+    """
+
+    vocabulary: list[str]
+    conditions: list[str]
+    dosages: list[str | None]
+    label_matrix: sparse.csr_matrix
+    condition_counts: np.ndarray
+    control_group: str
+    delimiter: str
+    dosage_key: str | None
+    context_keys: list[str]
+    contexts: list[str]
+    context_condition_counts: np.ndarray
+    counts_layer: str | None
+    matrix_stats: dict | None
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> RegisteredLabels:
+        """Read a (current-format) state registry."""
+        return cls(
+            vocabulary=list(state["vocabulary"]),
+            conditions=list(state["conditions"]),
+            dosages=list(state["dosages"]),
+            label_matrix=as_label_rows(state["label_matrix"]),
+            condition_counts=np.asarray(state["condition_counts"]),
+            control_group=state["control_group"],
+            delimiter=state["delimiter"],
+            dosage_key=state["dosage_key"],
+            context_keys=list(state["context_keys"] or []),
+            contexts=list(state["contexts"]),
+            context_condition_counts=np.asarray(state["context_condition_counts"]),
+            counts_layer=state["counts_layer"],
+            matrix_stats=state["matrix_stats"],
+        )
 
 
 class PerturbationField(BaseAnnDataField):
@@ -140,7 +218,7 @@ class PerturbationField(BaseAnnDataField):
         if self.counts_layer is not None and self.counts_layer not in adata.layers:
             raise KeyError(
                 f"counts_layer={self.counts_layer!r} is not in adata.layers; available layers: "
-                f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts in "
+                f"{list(adata.layers)}. pdae.pp.normalize_counts(adata) keeps the counts in "
                 "adata.layers['counts']."
             )
 
@@ -155,8 +233,7 @@ class PerturbationField(BaseAnnDataField):
 
     def check_unchanged(self, adata: AnnData, state_registry: dict) -> None:
         """Raise ``ValueError`` if the label columns of ``adata`` changed since registration."""
-        recorded = state_registry.get("labels_fingerprint")
-        if recorded is not None and recorded != self.labels_fingerprint(adata):
+        if state_registry["labels_fingerprint"] != self.labels_fingerprint(adata):
             raise ValueError(
                 f"adata.obs columns {self._label_columns()} changed after setup_anndata: the "
                 "model was set up on other labels, doses or contexts, and would mix the two. "
@@ -187,8 +264,8 @@ class PerturbationField(BaseAnnDataField):
                 f"first, e.g. adata.obs[{self._attr_key!r}] = adata.obs[...].astype(str)."
             )
         enc = self.encode(adata)
-        control = [i for i, row in enumerate(enc.labels) if not row.any()]
-        if not control:
+        control = np.flatnonzero(enc.label_rows.getnnz(axis=1) == 0)
+        if not len(control):
             values = column.astype(str).value_counts().index[:10].tolist()
             raise ValueError(
                 f"control_group={self.control_group!r} does not occur in "
@@ -226,10 +303,11 @@ class PerturbationField(BaseAnnDataField):
         np.add.at(context_counts, (ctx_codes, enc.codes), 1)
         stats = self.matrix_stats
         return {
+            "format_version": FORMAT_VERSION,
             "vocabulary": enc.vocabulary,
             "conditions": enc.conditions,
             "dosages": enc.dosages,
-            "label_matrix": enc.labels,
+            "label_matrix": enc.label_rows,  # sparse CSR (dense in models saved before)
             "condition_counts": counts,
             "control_group": self.control_group,
             "delimiter": self.delimiter,
@@ -250,14 +328,43 @@ class PerturbationField(BaseAnnDataField):
 
         Any combination of known perturbations is accepted; an unknown perturbation raises
         ``KeyError``. The returned state is the training state (vocabulary, conditions),
-        with the fingerprint of ``adata_target``'s label columns.
+        with the fingerprint of ``adata_target``'s label columns. A state of an older
+        :data:`FORMAT_VERSION` (a model saved by pdae-sc 0.1.0) is brought up to date, its
+        per-context condition counts counted on ``adata_target`` (the data the model is
+        loaded with); a newer one raises ``ValueError``.
         """
+        version = int(state_registry.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"The model was saved by a newer pdae-sc (registry format {version}; this "
+                f"version reads up to {FORMAT_VERSION}); upgrade pdae-sc to load it."
+            )
         self.validate_field(adata_target)
-        self.encode(adata_target, vocabulary=state_registry["vocabulary"])
+        enc = self.encode(adata_target, vocabulary=state_registry["vocabulary"])
         state = dict(state_registry)
-        if "labels_fingerprint" in state:  # of this AnnData's columns, checked before use
-            state["labels_fingerprint"] = self.labels_fingerprint(adata_target)
+        if version < 2:
+            state.update(
+                format_version=FORMAT_VERSION,
+                context_condition_counts=self._count_training_conditions(state, enc, adata_target),
+                counts_layer=None,
+                matrix_stats=None,  # the model scans the matrix once when built
+            )
+        state["labels_fingerprint"] = self.labels_fingerprint(adata_target)
         return state
+
+    def _count_training_conditions(
+        self, state: dict, enc: EncodedConditions, adata: AnnData
+    ) -> np.ndarray:
+        """Cells of each training condition in each training context, ``(n_ctx, n_cond)``."""
+        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
+        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels], dtype=np.int64)[enc.codes]
+        ctx_codes, names = context_codes(adata.obs, state["context_keys"])
+        known = {name: i for i, name in enumerate(state["contexts"])}
+        ctx = np.array([known.get(n, -1) for n in names], dtype=np.int64)[ctx_codes]
+        counts = np.zeros((len(state["contexts"]), len(state["conditions"])), dtype=np.int64)
+        ok = (cond >= 0) & (ctx >= 0)
+        np.add.at(counts, (ctx[ok], cond[ok]), 1)
+        return counts
 
     def get_summary_stats(self, state_registry: dict) -> dict:
         """Numbers of perturbations, conditions and contexts."""
@@ -267,6 +374,35 @@ class PerturbationField(BaseAnnDataField):
             "n_contexts": len(state_registry["contexts"]),
         }
 
-    def view_state_registry(self, state_registry: dict):
-        """No rich table view."""
-        return None
+    def view_state_registry(self, state_registry: dict) -> rich.table.Table:
+        """A table of the control, the vocabulary and the training conditions.
+
+        Shown by ``model.view_anndata_setup()`` (scvi-tools' registry view).
+        """
+        table = rich.table.Table(title=f"{self.registry_key} State Registry")
+        table.add_column("Property", justify="left", style="dodger_blue1", no_wrap=True)
+        table.add_column("Value", justify="left", style="green", overflow="fold")
+        vocabulary = list(state_registry["vocabulary"])
+        counts = np.asarray(state_registry["condition_counts"])
+        dosage_key = state_registry.get("dosage_key")
+        rows = [
+            ("Source location", f"adata.obs['{self._attr_key}']"),
+            ("Control group", repr(state_registry["control_group"])),
+            ("Delimiter", repr(state_registry["delimiter"])),
+            ("Dose column", "none" if dosage_key is None else f"adata.obs['{dosage_key}']"),
+            (f"Perturbations ({len(vocabulary)})", ", ".join(map(str, vocabulary))),
+            (
+                f"Training conditions ({len(counts)})",
+                f"{int(counts.sum())} cells, {int(counts.min())} to {int(counts.max())} "
+                "per condition",
+            ),
+        ]
+        keys = list(state_registry.get("context_keys") or [])
+        if keys:
+            contexts = list(state_registry.get("contexts") or [])
+            rows.append((f"Contexts ({', '.join(keys)})", ", ".join(map(str, contexts))))
+        if state_registry.get("counts_layer") is not None:
+            rows.append(("Counts layer", f"adata.layers['{state_registry['counts_layer']}']"))
+        for name, value in rows:
+            table.add_row(name, value)
+        return table

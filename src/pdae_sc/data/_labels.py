@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import weakref
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.sparse import csgraph
 
 __all__ = [
     "EncodedConditions",
@@ -325,9 +329,11 @@ class EncodedConditions:
         Display name of each distinct condition (the first label seen for it).
     dosages
         Dosage string of each distinct condition (``None`` for dose 1).
-    labels
-        Label matrix, shape ``(n_conditions, K)``; row ``c`` is the label vector of condition
-        ``c`` (the control is the zero row).
+    label_rows
+        Label matrix as sparse CSR, shape ``(n_conditions, K)``; row ``c`` is the label
+        vector of condition ``c`` (the control is the zero row). :attr:`labels` is its dense
+        form, built on first use (``n_conditions * K`` floats: prefer ``label_rows`` for
+        genome-wide screens).
     vocabulary
         The K elementary perturbations, in column order of ``labels``.
 
@@ -348,8 +354,27 @@ class EncodedConditions:
     codes: np.ndarray
     conditions: list[str]
     dosages: list[str | None]
-    labels: np.ndarray
+    label_rows: sparse.csr_matrix
     vocabulary: list[str]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """Dense label matrix, shape ``(n_conditions, K)`` (built once from ``label_rows``).
+
+        Returns
+        -------
+        Array of float64; row ``c`` is the label vector of condition ``c``.
+
+        Examples
+        --------
+        >>> import pdae_sc as pdae
+        >>> enc = pdae.data.encode_conditions(["ctrl", "A", "A+B"], control_group="ctrl")
+        >>> enc.labels
+        array([[0., 0.],
+               [1., 0.],
+               [1., 1.]])
+        """
+        return self.label_rows.toarray()
 
     @property
     def n_conditions(self) -> int:
@@ -457,7 +482,7 @@ def encode_conditions(
     key_to_cond: dict[tuple, int] = {}
     conditions: list[str] = []
     cond_doses: list[str | None] = []
-    rows: list[np.ndarray] = []
+    rows: list[dict[str, float]] = []
     pair_to_cond = np.empty(len(uniques), dtype=np.int64)
     for i, ((raw, _dose), lab) in enumerate(zip(uniques, parsed, strict=True)):
         key = _canonical_key(lab)
@@ -466,15 +491,229 @@ def encode_conditions(
             display = control_group if not lab else raw
             conditions.append(display)
             cond_doses.append(
-                format_condition(lab, control_group=control_group, delimiter=delimiter)[1]
+                None
+                if all(d == 1.0 for d in lab.values())
+                else format_condition(lab, control_group=control_group, delimiter=delimiter)[1]
             )
-            rows.append(label_vector(lab, vocabulary))
+            rows.append(lab)
         pair_to_cond[i] = key_to_cond[key]
-    labels = np.vstack(rows) if rows else np.zeros((0, len(vocabulary)))
     return EncodedConditions(
         codes=pair_to_cond[pair_codes],
         conditions=conditions,
         dosages=cond_doses,
-        labels=labels,
+        label_rows=label_rows(rows, vocabulary),
         vocabulary=vocabulary,
     )
+
+
+# ------------------------------------------------------------------ label matrices at scale
+#: Tolerance of "the same label vector": two labels are the same when every dose differs by
+#: at most ``LABEL_TOL * max(1, |a|, |b|)`` (absolute for doses up to 1, relative above).
+#: Doses are parsed from decimal strings, so equal doses are bitwise equal; the tolerance only
+#: absorbs the round-off of doses computed in floating point (``0.1 + 0.2`` against ``0.3``)
+#: and stays far below any dose step an experiment uses.
+LABEL_TOL = 1e-6
+
+
+def as_label_rows(labels: object, n_features: int | None = None) -> sparse.csr_matrix:
+    """A label matrix (dense, sparse or a stored ``label_matrix``) as float64 CSR.
+
+    Explicit zeros are dropped and indices sorted, so ``indices`` of a row are its support.
+    A 1-d vector is one row; ``n_features`` checks the number of columns.
+    """
+    if sparse.issparse(labels):
+        rows = sparse.csr_matrix(labels, dtype=np.float64, copy=True)
+    else:
+        dense = np.asarray(labels, dtype=np.float64)
+        if dense.ndim == 1:
+            dense = dense[None, :]
+        if dense.ndim != 2:
+            raise ValueError(f"A label matrix must be 2-d (conditions x K), got {dense.shape}.")
+        if dense.shape[0] == 0 and n_features is not None:
+            dense = np.zeros((0, n_features))  # no rows: any width
+        rows = sparse.csr_matrix(dense)
+    if n_features is not None and rows.shape[1] != n_features:
+        raise ValueError(
+            f"The label matrix has {rows.shape[1]} columns but {n_features} were expected; "
+            "labels must be over the same perturbations."
+        )
+    rows.eliminate_zeros()
+    rows.sort_indices()
+    return rows
+
+
+def label_rows(
+    labels: Sequence[Mapping[str, float]], vocabulary: Sequence[str]
+) -> sparse.csr_matrix:
+    """Label vectors of many labels over ``vocabulary`` as CSR, in one pass.
+
+    The sparse, many-label form of :func:`label_vector` (one index of ``vocabulary`` for all
+    labels, so the cost is the number of tokens, not ``len(labels) * K``). Unknown names raise
+    the same ``KeyError``.
+    """
+    index = {name: i for i, name in enumerate(vocabulary)}
+    indptr, indices, data = [0], [], []
+    for label in labels:
+        for name, dose in sorted(label.items(), key=lambda item: index.get(item[0], -1)):
+            if name not in index:
+                raise _unknown_perturbation_error(name, vocabulary)
+            if dose != 0.0:
+                indices.append(index[name])
+                data.append(float(dose))
+        indptr.append(len(indices))
+    return sparse.csr_matrix(
+        (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), indptr),
+        shape=(len(indptr) - 1, len(vocabulary)),
+    )
+
+
+def match_labels(targets: object, rows: object, *, tol: float = LABEL_TOL) -> sparse.csr_matrix:
+    """Which of ``rows`` is the same label vector as each target (see :data:`LABEL_TOL`).
+
+    Returns a boolean CSR matrix ``(n_targets, n_rows)``; entry ``(i, r)`` is true when every
+    dose of row ``r`` and target ``i`` agrees within ``tol * max(1, |a|, |b|)``. The cost per
+    target is the number of nonzeros of ``rows`` (no dense ``n_targets x n_rows x K`` array).
+    """
+    rows = as_label_rows(rows)
+    targets = as_label_rows(targets, rows.shape[1])
+    n_rows = rows.shape[0]
+    by_column = rows.tocsc()
+    row_of = np.repeat(np.arange(n_rows), np.diff(rows.indptr))
+    # an entry of a row off the target's support must itself be (near) zero
+    big = np.abs(rows.data) > tol
+    out_rows, out_cols = [], []
+    for i in range(targets.shape[0]):
+        lo, hi = targets.indptr[i], targets.indptr[i + 1]
+        cols, vals = targets.indices[lo:hi], targets.data[lo:hi]
+        bad = big & ~np.isin(rows.indices, cols)
+        fail = np.zeros(n_rows, dtype=bool)
+        fail[row_of[bad]] = True
+        if len(cols):
+            block = by_column[:, cols].toarray()
+            scale = np.maximum(1.0, np.maximum(np.abs(block), np.abs(vals)[None, :]))
+            fail |= (np.abs(block - vals[None, :]) > tol * scale).any(axis=1)
+        hits = np.flatnonzero(~fail)
+        out_rows.append(np.full(len(hits), i))
+        out_cols.append(hits)
+    r = np.concatenate(out_rows) if out_rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(out_cols) if out_cols else np.zeros(0, dtype=np.int64)
+    return sparse.csr_matrix(
+        (np.ones(len(r), dtype=bool), (r, c)), shape=(targets.shape[0], n_rows)
+    )
+
+
+class LabelSpan:
+    """The row space of a training label matrix, factorised once, and the training range.
+
+    The perturbations (columns) fall into groups that training conditions link (``A+B`` links
+    ``A`` and ``B``); over these groups the label matrix is block diagonal, so its singular
+    values are those of the blocks and its row space is the orthogonal sum of the blocks' row
+    spaces. Each block gets a dense SVD (a perturbation measured only alone is a block of one
+    column, whose singular value is the column's norm), and directions are kept with the rank
+    cut of :func:`numpy.linalg.matrix_rank` for the *whole* matrix, ``s > s_max * max(n, K) *
+    eps``: rank and span are those of a dense SVD of the whole matrix, at the cost of the
+    blocks. A screen of singles and of combinations of a few perturbations has small blocks,
+    so factorising costs about the number of nonzeros and projecting a target the size of
+    the blocks it touches; only the largest block's cost is cubic.
+
+    Parameters
+    ----------
+    labels
+        Training label matrix ``(n_conditions, K)``, dense or sparse.
+    """
+
+    def __init__(self, labels: object) -> None:
+        rows = as_label_rows(labels)
+        n, k = rows.shape
+        #: The training label vectors (CSR) and their number of columns K.
+        self.rows, self.n_features = rows, k
+        # the training range of every dose, the control (0) included
+        self.lo = np.zeros(k)
+        self.hi = np.zeros(k)
+        np.minimum.at(self.lo, rows.indices, rows.data)
+        np.maximum.at(self.hi, rows.indices, rows.data)
+        pattern = rows.copy()
+        pattern.data = np.ones_like(pattern.data)
+        n_groups, group = csgraph.connected_components(pattern.T @ pattern, directed=False)
+        size = np.bincount(group, minlength=n_groups)
+        col_norm = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=0)).ravel())
+        single = size[group] == 1
+        # blocks of several columns: each row belongs to the group of its columns
+        row_of = np.repeat(np.arange(n), np.diff(rows.indptr))
+        in_multi = ~single[rows.indices]
+        r, c, v = row_of[in_multi], rows.indices[in_multi], rows.data[in_multi]
+        g = group[c]
+        order = np.lexsort((c, r, g))
+        r, c, v, g = r[order], c[order], v[order], g[order]
+        blocks = []
+        bounds = np.flatnonzero(np.diff(g)) + 1
+        for sl in np.split(np.arange(len(g)), bounds) if len(g) else []:
+            cols, c_local = np.unique(c[sl], return_inverse=True)
+            _, r_local = np.unique(r[sl], return_inverse=True)
+            block = np.zeros((r_local.max() + 1, len(cols)))
+            block[r_local, c_local] = v[sl]
+            _, s, vt = np.linalg.svd(block, full_matrices=False)
+            blocks.append((int(g[sl[0]]), cols, s, vt))
+        s_max = max(
+            [col_norm[single].max(initial=0.0)] + [s.max(initial=0.0) for *_, s, _ in blocks]
+        )
+        cut = s_max * max(n, k) * np.finfo(np.float64).eps
+        # a block of one column is in the span when its norm passes the cut; otherwise the
+        # whole dose of that perturbation is residual
+        self._lost = (single & ~(col_norm > cut)).astype(np.float64)
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        rank = int((single & (col_norm > cut)).sum())
+        for gid, cols, s, vt in blocks:
+            basis = vt[s > cut]
+            rank += basis.shape[0]
+            self._blocks[gid] = (cols, basis)
+        self._group = group
+        #: Rank of the training label matrix.
+        self.rank = rank
+
+    def distance(self, targets: object) -> np.ndarray:
+        """Euclidean distance of each target label vector to the span, shape ``(n_targets,)``."""
+        t = as_label_rows(targets, self.n_features)
+        sq = np.asarray(t.multiply(t) @ self._lost).ravel()
+        for gid in np.unique(self._group[t.indices]):
+            if int(gid) not in self._blocks:
+                continue
+            cols, basis = self._blocks[int(gid)]
+            tb = t[:, cols].toarray()
+            sq += ((tb - (tb @ basis.T) @ basis) ** 2).sum(axis=1)
+        return np.sqrt(sq)
+
+    def in_range(self, targets: object, tol: float) -> np.ndarray:
+        """Whether every dose of each target lies in the training range, widened by ``tol``.
+
+        The range of a perturbation spans its training doses and 0 (the control), widened by
+        ``tol * max(1, hi - lo)``.
+        """
+        t = as_label_rows(targets, self.n_features)
+        slack = tol * np.maximum(1.0, np.abs(self.hi - self.lo))
+        j = t.indices
+        bad = (t.data < self.lo[j] - slack[j]) | (t.data > self.hi[j] + slack[j])
+        row_of = np.repeat(np.arange(t.shape[0]), np.diff(t.indptr))
+        out = np.ones(t.shape[0], dtype=bool)
+        out[row_of[bad]] = False
+        return out
+
+
+_SPANS: dict[int, tuple[weakref.ref, LabelSpan]] = {}
+
+
+def training_span(labels: object) -> LabelSpan:
+    """The :class:`LabelSpan` of a model's stored label matrix, factorised once per object.
+
+    Cached by the identity of ``labels`` (the registry's matrix, never modified in place),
+    through a weak reference, so the cache keeps no model's labels alive; the 8 most recent
+    are kept.
+    """
+    hit = _SPANS.get(id(labels))
+    if hit is not None and hit[0]() is labels:
+        return hit[1]
+    span = LabelSpan(labels)
+    while len(_SPANS) >= 8:
+        _SPANS.pop(next(iter(_SPANS)))
+    _SPANS[id(labels)] = (weakref.ref(labels), span)
+    return span

@@ -224,6 +224,11 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         ``"cpu"`` or ``"cuda:0"``).
     max_memory_fraction
         Largest share of the free device memory the resident matrix may take (``"auto"``).
+    split
+        Train and validation rows to use instead of drawing a split, e.g.
+        ``(model.train_indices, model.validation_indices)`` of an earlier training, so that
+        training again never validates on cells already trained on. Saved in Lightning
+        checkpoints (:meth:`state_dict`) and restored when training resumes from one.
     """
 
     def __init__(
@@ -242,6 +247,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         seed: int = 0,
         data_device: str | torch.device = "auto",
         max_memory_fraction: float = 0.5,
+        split: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         if not 0.0 <= validation_size < 1.0:
@@ -264,12 +270,30 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         self.pin_memory = False
         self._resident: torch.Tensor | None = None
         self._labels = self.label_table
+        self._fixed_split = None if split is None else self._check_split(*split)
         self._reseed(seed)
+
+    def _check_split(self, train_idx, val_idx) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of a given split as sorted int64 arrays; refuse one that does not fit."""
+        train = np.sort(np.asarray(train_idx, dtype=np.int64).ravel())
+        val = np.sort(np.asarray(val_idx, dtype=np.int64).ravel())
+        n = len(self.codes)
+        both = np.concatenate([train, val])
+        if len(both) != n or not np.array_equal(np.sort(both), np.arange(n)):
+            raise ValueError(
+                f"split has {len(train)} train and {len(val)} validation rows, which do not "
+                f"partition the {n} registered cells (each row once); the split belongs to "
+                "other data. Train a new model on this AnnData."
+            )
+        return train, val
 
     def _reseed(self, seed: int) -> None:
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
-        self.train_idx, self.val_idx = self._split(self.validation_size, rng)
+        if self._fixed_split is None:
+            self.train_idx, self.val_idx = self._split(self.validation_size, rng)
+        else:
+            self.train_idx, self.val_idx = self._fixed_split
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         self._train_seed = int(rng.integers(2**63))
         self._val_seed = int(rng.integers(2**63))
@@ -286,6 +310,22 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         train_mask = np.ones(len(self.codes), dtype=bool)
         train_mask[val_idx] = False
         return np.flatnonzero(train_mask), val_idx
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The train/validation split, saved in Lightning checkpoints."""
+        return {
+            "train_idx": torch.from_numpy(self.train_idx.astype(np.int64)),
+            "val_idx": torch.from_numpy(self.val_idx.astype(np.int64)),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Use the split of a checkpoint (called by Lightning when training resumes)."""
+        if "train_idx" not in state_dict:
+            return
+        self._fixed_split = self._check_split(
+            np.asarray(state_dict["train_idx"]), np.asarray(state_dict["val_idx"])
+        )
+        self._reseed(self.seed)
 
     # -- distributed training and data placement ------------------------------------------
     def shard(self, rank: int, world_size: int) -> None:
@@ -377,6 +417,11 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             source_index=self.train_idx,
             source_contexts=self.contexts[self.train_idx],
         )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch (of this process): about one draw per training cell."""
+        return self._n_batches(self.n_train)
 
     def _n_batches(self, n_cells: int) -> int:
         per_step = (

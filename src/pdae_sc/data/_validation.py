@@ -232,7 +232,7 @@ def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixS
     if warn and integer and lo >= 0 and hi > 50:
         warnings.warn(
             f"{name} looks like raw counts (non-negative integers up to {hi:g}). PDAE expects "
-            "log-normalised expression: run pdae.data.normalize_counts(adata), which keeps the "
+            "log-normalised expression: run pdae.pp.normalize_counts(adata), which keeps the "
             "counts in adata.layers['counts'] and writes normalize_total + log1p into X, then "
             "setup_anndata(..., counts_layer='counts').",
             UserWarning,

@@ -51,7 +51,7 @@ def datlinger2017(*, stimulation_label: str = "stim", control_group: str = "ctrl
     (7500, 2000)
     >>> adata.obs["perturbation"].value_counts()[["ctrl", "stim", "LCK", "LCK+stim"]].tolist()
     [60, 140, 173, 227]
-    >>> pdae.data.normalize_counts(adata)  # raw counts move to layers["counts"]
+    >>> pdae.pp.normalize_counts(adata)  # raw counts move to layers["counts"]
     """
     for name, value in (
         ("stimulation_label", stimulation_label),

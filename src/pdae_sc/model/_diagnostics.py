@@ -10,6 +10,8 @@ import pandas as pd
 from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.tl._metrics import energy_distance
 
+from ._core import PDAECore
+
 __all__ = ["DiagnosticsMixin", "PoorFitWarning"]
 
 
@@ -31,7 +33,7 @@ class PoorFitWarning(UserWarning):
     """
 
 
-class DiagnosticsMixin:
+class DiagnosticsMixin(PDAECore):
     """:meth:`check_fit` of :class:`~pdae_sc.model.PDAE`."""
 
     def check_fit(
@@ -82,7 +84,7 @@ class DiagnosticsMixin:
                 raise ValueError(f"{name}={value!r}; use a positive integer (n_cells >= 2).")
         enc, ctx_codes, ctx_names = self._encode(self.adata)
         is_ctrl = ~enc.labels.any(axis=1)
-        ctrl_label = self._state["control_group"]
+        ctrl_label = self._labels.control_group
         counts = pd.crosstab(enc.codes, ctx_codes)
         pairs = [
             (int(c), int(k), int(counts.loc[c, k]))
@@ -95,7 +97,7 @@ class DiagnosticsMixin:
         pairs = sorted(pairs, key=lambda p: -p[2])[:n_conditions]
         rng = np.random.default_rng(seed)
         rows = RowGatherer(self._matrix(self.adata))
-        has_ctx = bool(self._state["context_keys"])
+        has_ctx = bool(self._labels.context_keys)
         out = []
         for c, k, _n in pairs:
             obs_idx = np.flatnonzero((enc.codes == c) & (ctx_codes == k))

@@ -8,20 +8,36 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
-from pdae_sc.data._labels import format_condition, label_vector, parse_condition
+from pdae_sc.data._labels import (
+    format_condition,
+    label_vector,
+    match_labels,
+    parse_condition,
+    training_span,
+)
 from pdae_sc.data._sampler import RowGatherer
-from pdae_sc.data._validation import check_positive_int, check_seed, get_matrix
+from pdae_sc.data._validation import (
+    check_positive_int,
+    check_seed,
+    check_var_names_match,
+    get_matrix,
+)
 from pdae_sc.tl._extrapolation import extrapolation_table
 
+from ._core import PDAECore
+from ._mudata import is_subset_copy
 from ._prediction import (
     check_prediction_memory,
     counts_matrix,
     draw_sources,
     make_generator,
     prediction_adata,
+    resolve_seed,
     source_size_factors,
     warn_outside_span,
 )
@@ -29,7 +45,38 @@ from ._prediction import (
 __all__ = ["InferenceMixin"]
 
 
-class InferenceMixin:
+class _Default:
+    """Marks an argument left at its default (to tell it from an explicit ``None``)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT = _Default()
+
+
+def _check_indices(indices, n_obs: int) -> np.ndarray:
+    """``indices`` as int64 positions in ``[0, n_obs)`` (a boolean mask of length ``n_obs``)."""
+    if indices is None:
+        return np.arange(n_obs)
+    idx = np.asarray(indices)
+    if idx.dtype == bool and idx.ndim == 1 and len(idx) == n_obs:
+        return np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(
+            f"indices must be integer positions (or a boolean mask of length {n_obs}), got "
+            f"an array of dtype {idx.dtype} and shape {idx.shape}."
+        )
+    bad = idx[(idx < 0) | (idx >= n_obs)]
+    if bad.size:
+        raise IndexError(
+            f"indices {bad[:5].tolist()} are outside the {n_obs} cells of adata; use "
+            f"positions 0 to {n_obs - 1}."
+        )
+    return idx.astype(np.int64)
+
+
+class InferenceMixin(PDAECore):
     """Latents, shifts, the extrapolation check and prediction of :class:`~pdae_sc.model.PDAE`."""
 
     #: Largest predicted expression matrix (bytes) :meth:`predict` builds at once (2 GiB);
@@ -55,23 +102,49 @@ class InferenceMixin:
             out[start : start + len(y)] = y
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
+    def _query_data(self, adata: AnnData | None, *, labels: bool) -> tuple[AnnData, object]:
+        """The AnnData of a query and its registered expression matrix.
+
+        ``labels=False`` (the query reads only expression): an AnnData other than the
+        registered one is checked for the training genes only and read from the registered
+        layer; its labels (if any) are not read, so it needs no perturbation column.
+        """
+        if labels or adata is None or adata is self.adata:
+            adata = self._validate(adata)
+            return adata, self._matrix(adata)
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        genes = self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY)["column_names"]
+        check_var_names_match(genes, adata)
+        layer = self.adata_manager.registry["setup_args"]["layer"]
+        return adata, get_matrix(adata, layer)
+
     def get_latent_representation(
-        self, adata: AnnData | None = None, *, basal: bool = False, batch_size: int = 4096
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        basal: bool = False,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """Latent ``g(x)`` of each cell, or its basal latent ``g(x) - W l`` with ``basal=True``.
 
         Parameters
         ----------
         adata
-            AnnData with the training genes (default: the registered one).
+            AnnData with the training genes (default: the registered one). It needs the
+            perturbation column (and doses) only with ``basal=True``; new data without labels
+            are read from the layer registered in :meth:`setup_anndata`.
+        indices
+            Rows of ``adata`` to encode (integer positions); default every cell.
         basal
             Subtract each cell's own perturbation shift.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (default 4,096).
 
         Returns
         -------
-        Array of shape ``(n_cells, n_latent)``.
+        Array of shape ``(n_cells, n_latent)`` (``len(indices)`` rows with ``indices``).
 
         Examples
         --------
@@ -84,14 +157,22 @@ class InferenceMixin:
         >>> model.get_latent_representation().shape
         (200, 8)
         >>> train.obsm["X_pdae_basal"] = model.get_latent_representation(basal=True)
+
+        New cells (here without labels) are encoded by the trained encoder:
+
+        >>> new = adata[adata.obs["perturbation"] == "P0+P1"].copy()
+        >>> del new.obs["perturbation"]
+        >>> model.get_latent_representation(new, indices=[0, 1, 2]).shape
+        (3, 8)
         """
         self._check_trained()
-        batch_size = check_positive_int(batch_size, "batch_size")
-        adata = self._validate(adata)
+        batch_size = check_positive_int(4096 if batch_size is None else batch_size, "batch_size")
+        adata, matrix = self._query_data(adata, labels=basal)
+        idx = _check_indices(indices, adata.n_obs)
         labels = None
         if basal:
             enc, _, _ = self._encode(adata)
-            labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+            labels = torch.as_tensor(enc.labels[enc.codes[idx]], dtype=torch.float32)
 
         def fn(x, start):
             z = self.module.encode(x)
@@ -99,9 +180,8 @@ class InferenceMixin:
                 z = z - self.module.shift(labels[start : start + len(x)].to(self.device))
             return z
 
-        idx = np.arange(adata.n_obs)
         self.module.eval()
-        return self._map(fn, RowGatherer(self._matrix(adata)), idx, batch_size)
+        return self._map(fn, RowGatherer(matrix), idx, batch_size)
 
     def get_perturbation_embedding(self) -> pd.DataFrame:
         """Latent shift of each elementary perturbation (columns of ``W``).
@@ -124,6 +204,7 @@ class InferenceMixin:
         (4, 8)
         >>> shift_p0_p1 = emb.loc["P0"] + emb.loc["P1"]  # the shift the model adds for "P0+P1"
         """
+        self._check_trained()
         w = self.module.shift_matrix.detach().cpu().numpy().T
         return pd.DataFrame(
             w,
@@ -133,17 +214,8 @@ class InferenceMixin:
 
     def _context_condition_counts(self) -> tuple[list[str], np.ndarray]:
         """Contexts and the cells of each training condition in each, ``(n_ctx, n_cond)``."""
-        state = self._state
-        if state.get("context_condition_counts") is not None:
-            return list(state["contexts"]), np.asarray(state["context_condition_counts"])
-        # registries saved before this was recorded: count on the registered data
-        enc, ctx_codes, ctx_names = self._encode(self.adata)
-        rows = {tuple(r): i for i, r in enumerate(np.asarray(state["label_matrix"]))}
-        cond = np.array([rows.get(tuple(r), -1) for r in enc.labels])[enc.codes]
-        counts = np.zeros((len(ctx_names), len(state["conditions"])), dtype=np.int64)
-        ok = cond >= 0
-        np.add.at(counts, (ctx_codes[ok], cond[ok]), 1)
-        return ctx_names, counts
+        labels = self._labels
+        return labels.contexts, labels.context_condition_counts
 
     def _context_name(self, context: object) -> str | None:
         """The context name of ``context``: a name, a value of the context column, or a tuple.
@@ -153,7 +225,7 @@ class InferenceMixin:
         """
         if context is None or isinstance(context, str):
             return context
-        keys = list(self._state["context_keys"])
+        keys = list(self._labels.context_keys)
         if isinstance(context, tuple):
             if len(context) != len(keys):
                 raise ValueError(
@@ -241,18 +313,18 @@ class InferenceMixin:
         names = perturbations
         if dosages is not None:
             names = [p if d is None else f"{p} @ {d}" for p, d in zip(names, dosages, strict=True)]
-        train = np.asarray(self._state["label_matrix"])
+        span = training_span(self._labels.label_matrix)  # factorised once per model
         context = self._context_name(context)
         if context is None:
-            return extrapolation_table(train, targets, names=names)
+            return extrapolation_table(span, targets, names=names)
         i = self._check_context(context)
         counts = self._context_condition_counts()[1][i]
         table = extrapolation_table(
-            train, targets, names=names, context_train_labels=train[counts > 0]
+            span, targets, names=names, context_train_labels=span.rows[counts > 0]
         )
-        match = np.all(np.abs(targets[:, None, :] - train[None, :, :]) <= 1e-6, axis=2)
+        match = match_labels(targets, span.rows)
         table.insert(0, "context", context)
-        table["n_cells_in_context"] = (match * counts[None, :]).sum(axis=1).astype(np.int64)
+        table["n_cells_in_context"] = (match @ counts).astype(np.int64)
         table["n_source_cells"] = int(counts.sum())
         return table
 
@@ -267,17 +339,17 @@ class InferenceMixin:
                 "registered cell), the control label or a training condition."
             )
         # "all" means every cell, unless a perturbation of the model is called "all"
-        every_cell = source is None or (source == "all" and "all" not in self._state["vocabulary"])
+        every_cell = source is None or (source == "all" and "all" not in self._labels.vocabulary)
         if not every_cell:
             lab = parse_condition(
                 source,
-                control_group=self._state["control_group"],
-                delimiter=self._state["delimiter"],
+                control_group=self._labels.control_group,
+                delimiter=self._labels.delimiter,
             )
-            vec = label_vector(lab, self._state["vocabulary"])
-            hits = np.flatnonzero(np.all(np.isclose(enc.labels, vec), axis=1))
-            trained = np.asarray(self._state["label_matrix"])
-            if len(hits) == 0 and np.all(np.isclose(trained, vec), axis=1).any():
+            vec = label_vector(lab, self._labels.vocabulary)
+            hits = match_labels(vec, enc.label_rows).indices
+            trained = self._labels.label_matrix
+            if len(hits) == 0 and match_labels(vec, trained).nnz:
                 present = sorted(set(enc.conditions))[:10]
                 raise ValueError(
                     f"source={source!r} is a training condition, but the AnnData the model "
@@ -288,7 +360,7 @@ class InferenceMixin:
             if len(hits) == 0:
                 raise ValueError(
                     f"source={source!r} is not a condition of the registered data; use None, "
-                    f"the control {self._state['control_group']!r} or one of "
+                    f"the control {self._labels.control_group!r} or one of "
                     f"{enc.conditions[:10]}."
                 )
             mask &= np.isin(enc.codes, hits)
@@ -312,6 +384,7 @@ class InferenceMixin:
         seed: int | None = None,
         batch_size: int = 4096,
         scale: Literal["log1p", "counts"] = "log1p",
+        sparse: bool | None = False,
     ) -> AnnData:
         """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
 
@@ -344,6 +417,8 @@ class InferenceMixin:
             contexts.
         seed
             Seed of the source draw and the decoder noise; the same seed gives the same cells.
+            ``None``: drawn from torch's global generator, which ``scvi.settings.seed``
+            seeds (a script that sets it predicts the same cells on every run).
         batch_size
             Cells per forward pass; sources are read and decoded in chunks of this size, so
             backed or sparse data are never densified as a whole.
@@ -354,13 +429,22 @@ class InferenceMixin:
             ``sum(counts) / sum(expm1(x))`` of the source cell over the registered genes.
             Needs ``counts_layer`` in :meth:`setup_anndata`. No noise is added: the decoder's
             samples already carry the cell-to-cell variation.
+        sparse
+            Return ``X`` as a CSR matrix (``True``), dense (``False``), or as the registered
+            matrix is (``None``: CSR for sparse input). The residual decoders keep the zeros
+            of count data, so CSR saves memory there; the prediction is computed dense first.
 
         Returns
         -------
-        AnnData of predicted cells with the training ``var_names``: ``X`` (float32, dense),
-        ``obs[perturbation_key]`` (the target), ``obs[dosage_key]`` (if doses are registered),
-        ``obs["pdae_source"]`` (condition of the source cell), ``obs["pdae_source_cell"]``
-        (its obs name), the context columns, and ``uns["pdae"]`` with ``method="pdae"`` and
+        AnnData of predicted cells with the training genes and their ``var`` (gene symbols,
+        ``highly_variable``, ...): ``X`` (float32, dense unless ``sparse``),
+        ``obs[perturbation_key]`` (the target, named as the training condition with that
+        label vector if there is one, e.g. ``"P1+P0"`` as ``"P0+P1"``; categorical),
+        ``obs[dosage_key]`` (if doses are registered), ``obs["pdae_source"]`` (condition of
+        the source cell, categorical), ``obs["pdae_source_cell"]`` (its obs name), the
+        context columns; the cells are named ``"{target}_{seed}_{i}"``, so predictions of
+        several calls (with different seeds) can be joined with :func:`anndata.concat`;
+        and ``uns["pdae"]`` with ``method="pdae"`` and
         ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
@@ -397,20 +481,22 @@ class InferenceMixin:
         ):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
         batch_size = check_positive_int(batch_size, "batch_size")
-        seed = check_seed(seed)
+        seed = resolve_seed(check_seed(seed))
+        if sparse is not None and not isinstance(sparse, bool | np.bool_):
+            raise TypeError(f"sparse={sparse!r}; use True (CSR), False (dense) or None.")
         if scale not in ("log1p", "counts"):
             raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
-        counts_layer = self._state.get("counts_layer")
+        counts_layer = self._labels.counts_layer
         if scale == "counts" and counts_layer is None:
             raise ValueError(
                 "scale='counts' needs the raw counts of the source cells: register them with "
-                "setup_anndata(..., counts_layer='counts') (pdae.data.normalize_counts keeps "
+                "setup_anndata(..., counts_layer='counts') (pdae.pp.normalize_counts keeps "
                 "the counts in adata.layers['counts'])."
             )
         context = self._context_name(context)
         table = self.check_extrapolation(perturbations, dosages=dosages, context=context)
         targets = self.target_labels(perturbations, dosages)
-        perturbations, dosages = self._zero_dose_labels(perturbations, dosages)
+        perturbations, dosages = self._canonical_labels(perturbations, dosages)
         warn_outside_span(table)
         src_idx, enc = self._source_cells(source, context)
         n = len(src_idx) if n_cells is None else int(n_cells)
@@ -420,7 +506,7 @@ class InferenceMixin:
         rng = np.random.default_rng(seed)
         gen = make_generator(rng, self.device)
         gather = RowGatherer(self._matrix(self.adata))
-        labels_all = torch.as_tensor(enc.labels, dtype=torch.float32)
+        label_rows = enc.label_rows.astype(np.float32)  # sparse: K can be genome-wide
         self.module.eval()
         x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
         rows = []
@@ -430,7 +516,8 @@ class InferenceMixin:
             codes = enc.codes[picks]
 
             def fn(x, start, codes=codes, target_t=target_t):
-                lab = labels_all[codes[start : start + len(x)]].to(self.device)
+                lab = torch.from_numpy(label_rows[codes[start : start + len(x)]].toarray())
+                lab = lab.to(self.device)
                 return self.module.move(x, lab, target_t, generator=gen)
 
             with torch.inference_mode():
@@ -442,20 +529,22 @@ class InferenceMixin:
             factors = source_size_factors(gather, count_rows, np.concatenate(rows), batch_size)
             layers = {"counts": counts_matrix(x_out, factors, batch_size)}
             obs_extra = {"pdae_size_factor": factors.astype(np.float32)}
-        state = self._state
+        state = self._labels
         return prediction_adata(
             self.adata,
             perturbation_key=self.adata_manager.registry["setup_args"]["perturbation_key"],
             perturbations=perturbations,
             dosages=dosages,
-            dosage_key=state["dosage_key"],
-            context_keys=state["context_keys"],
+            dosage_key=state.dosage_key,
+            context_keys=state.context_keys,
             enc=enc,
             picks=rows,
             x=x_out,
             table=table,
             layers=layers,
             obs_extra=obs_extra,
+            seed=seed,
+            sparse=bool(sp.issparse(self._matrix(self.adata))) if sparse is None else sparse,
         )
 
     def get_counterfactual(
@@ -464,30 +553,37 @@ class InferenceMixin:
         *,
         perturbation: str,
         dosage: object | None = None,
-        layer_added: str = "pdae_counterfactual",
+        layer_added: str | _Default | None = _DEFAULT,
         seed: int | None = None,
         batch_size: int = 4096,
-    ) -> None:
-        """Write each cell's predicted expression under ``perturbation`` as a layer.
+    ) -> np.ndarray:
+        """Each cell's predicted expression under ``perturbation``, like scvi-tools' queries.
 
         Parameters
         ----------
         adata
-            AnnData with the training genes (default: the registered one).
+            AnnData with the training genes and their labels (default: the registered one).
         perturbation
             Target condition, e.g. ``"A+B"`` or the control label.
         dosage
             Optional dose(s) of the target.
         layer_added
-            Name of the layer to write.
+            Also write the result to ``adata.layers[layer_added]``; ``None`` writes nothing.
+            Left unset it still writes ``"pdae_counterfactual"``, with a ``FutureWarning``:
+            from the next release nothing is written unless a name is given. A model set up
+            with :meth:`setup_mudata` on part of the cells holds a copy of those cells, so
+            with ``adata=None`` a name raises ``ValueError`` (the layer would not show in the
+            MuData) and nothing is written by default.
         seed
-            Seed of the decoder noise.
+            Seed of the decoder noise (``None``: follows ``scvi.settings.seed``, as in
+            :meth:`predict`).
         batch_size
             Cells per forward pass.
 
         Returns
         -------
-        ``None``; writes ``adata.layers[layer_added]`` (dense float32, cells × genes).
+        Array of shape ``(n_cells, n_genes)`` (float32). With ``layer_added`` the same values
+        are written to ``adata.layers[layer_added]``; nothing else is changed.
 
         Examples
         --------
@@ -497,13 +593,38 @@ class InferenceMixin:
         >>> pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl")
         >>> model = pdae.model.PDAE(train, n_latent=8)
         >>> model.train(max_epochs=1, enable_progress_bar=False)
-        >>> model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
+        >>> x = model.get_counterfactual(perturbation="ctrl", layer_added=None, seed=0)
+        >>> x.shape
+        (200, 100)
+        >>> _ = model.get_counterfactual(perturbation="ctrl", layer_added="unperturbed", seed=0)
         >>> train.layers["unperturbed"].shape
         (200, 100)
         """
         self._check_trained()
         batch_size = check_positive_int(batch_size, "batch_size")
-        seed = check_seed(seed)
+        seed = resolve_seed(check_seed(seed))
+        hidden_copy = adata is None and is_subset_copy(self.adata)
+        if isinstance(layer_added, _Default):
+            layer_added = None if hidden_copy else "pdae_counterfactual"
+            if layer_added is not None:
+                warnings.warn(
+                    "get_counterfactual returns the array and, from the next release, writes "
+                    "a layer only when you name one; it still writes "
+                    "adata.layers['pdae_counterfactual'] now. Pass layer_added='...' to keep "
+                    "the layer, or layer_added=None to only get the array.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+        elif layer_added is not None and not isinstance(layer_added, str):
+            raise TypeError(f"layer_added={layer_added!r}; use a layer name (str) or None.")
+        elif layer_added is not None and hidden_copy:
+            raise ValueError(
+                f"layer_added={layer_added!r}: the model was set up with setup_mudata on the "
+                "labelled cells only and holds a copy of them, so the layer would not appear "
+                "in the MuData. Use the returned array (layer_added=None; its rows are the "
+                "cells model.adata.obs_names), or pass adata=model.adata to write into the "
+                "copy deliberately."
+            )
         adata = self._validate(adata)
         dosages = None if dosage is None else [dosage]
         target = self.target_labels([perturbation], dosages)[0]
@@ -518,35 +639,46 @@ class InferenceMixin:
             lab = labels[start : start + len(x)].to(self.device)
             return self.module.move(x, lab, target_t, generator=gen)
 
-        adata.layers[layer_added] = self._map(
-            fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size
-        )
+        out = self._map(fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size)
+        if layer_added is not None:
+            adata.layers[layer_added] = out
+        return out
 
-    def _zero_dose_labels(
+    def _canonical_labels(
         self, perturbations: list[str], dosages: list[object] | None
     ) -> tuple[list[str], list[object] | None]:
-        """Labels of the targets as predicted: tokens at dose 0 dropped, the control named.
+        """Labels of the targets as the predicted cells carry them.
 
-        ``("P0", 0)`` is the control and ``("P0+P1", "0+1")`` is ``P1``; such targets are
-        relabelled (with a warning), so the output does not call control cells ``P0``.
+        A target with the label vector of a training condition gets that condition's name
+        and doses as the registered data spell them (``"P1+P0"`` and ``"P0+ctrl"`` come back
+        as ``"P0+P1"`` and ``"P0"`` if those are the training labels); any other target is
+        written with its perturbations in the order of :attr:`perturbations`, control tokens
+        dropped. Tokens at dose 0 are dropped too (with a warning), so the output does not
+        call control cells ``P0``.
         """
-        if dosages is None:
-            return perturbations, dosages
-        state = self._state
-        labels, doses, changed = list(perturbations), list(dosages), []
-        for t, (p, d) in enumerate(zip(perturbations, dosages, strict=True)):
-            if d is None:
-                continue
-            kwargs = {"control_group": state["control_group"], "delimiter": state["delimiter"]}
+        state = self._labels
+        kwargs = {"control_group": state.control_group, "delimiter": state.delimiter}
+        vocabulary = list(state.vocabulary)
+        train = state.label_matrix
+        labels, doses, changed = [], [], []
+        for t, p in enumerate(perturbations):
+            d = None if dosages is None else dosages[t]
             with_dose = parse_condition(p, dosage=d, **kwargs)
-            if len(with_dose) < len(parse_condition(p, **kwargs)):
-                labels[t], dose = format_condition(with_dose, **kwargs)
-                doses[t] = dose
-                changed.append((p, d, labels[t]))
+            if d is not None and len(with_dose) < len(parse_condition(p, **kwargs)):
+                changed.append((p, d, t))
+            vec = label_vector(with_dose, vocabulary)
+            hits = match_labels(vec, train).indices
+            if len(hits):
+                name, dose = state.conditions[hits[0]], state.dosages[hits[0]]
+            else:
+                ordered = {k: with_dose[k] for k in vocabulary if k in with_dose}
+                name, dose = format_condition(ordered, **kwargs)
+            labels.append(name)
+            doses.append(dose)
         if changed:
             warnings.warn(
                 "Targets with a dose of 0 are predicted without those perturbations: "
-                + ", ".join(f"{p!r} at dose {d!r} is {lab!r}" for p, d, lab in changed)
+                + ", ".join(f"{p!r} at dose {d!r} is {labels[t]!r}" for p, d, t in changed)
                 + "; the predicted cells are labelled accordingly.",
                 UserWarning,
                 stacklevel=3,

@@ -18,15 +18,13 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
-from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY, PerturbationField, context_codes
-from pdae_sc.data._labels import EncodedConditions, label_vector, parse_condition
+from pdae_sc.data._fields import PerturbationField
 from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
     check_matrix,
     check_positive_int,
     check_unique_names,
-    check_var_names_match,
     get_matrix,
 )
 from pdae_sc.module import PDAEModule
@@ -45,7 +43,7 @@ from ._training_plan import PDAETrainingPlan
 __all__ = ["PDAE", "ExtrapolationWarning"]
 
 
-class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, BaseModelClass):
+class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, BaseModelClass):
     """Perturbation distribution autoencoder (von Kügelgen et al., arXiv:2504.18522).
 
     Learns an encoder ``g``, a perturbation shift matrix ``W`` and a stochastic decoder
@@ -117,7 +115,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
     _train_runner_cls = PDAETrainRunner
-    _legacy_decoder = False  # set while loading a model saved before the decoder option
+    _legacy_decoder = False  # set while loading a format-1 model (no decoder option)
 
     def __init__(
         self,
@@ -168,8 +166,8 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             "auto",
             "multiplicative",
         ):
-            # the range recorded by setup_anndata; scan only for registries without it
-            recorded = self._state.get("matrix_stats")
+            # the range recorded by setup_anndata; scanned for format-1 registries (0.1.0)
+            recorded = self._labels.matrix_stats
             data_min = (
                 recorded["min"]
                 if recorded is not None
@@ -268,7 +266,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             Conditions with fewer cells raise an error.
         counts_layer
             Optional layer with the raw counts behind the log-normalised expression (as kept
-            by :func:`pdae_sc.data.normalize_counts`); lets :meth:`predict` return counts
+            by :func:`pdae_sc.pp.normalize_counts`); lets :meth:`predict` return counts
             (``scale="counts"``).
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
@@ -317,7 +315,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
             if counts_layer not in adata.layers:
                 raise KeyError(
                     f"counts_layer={counts_layer!r} is not in adata.layers; available: "
-                    f"{list(adata.layers)}. pdae.data.normalize_counts(adata) keeps the counts "
+                    f"{list(adata.layers)}. pdae.pp.normalize_counts(adata) keeps the counts "
                     "in adata.layers['counts']."
                 )
             counts_stats = check_matrix(
@@ -374,7 +372,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         - ``perturbation_key``: a column of ``mdata[rna].obs`` (or of ``mdata.obs``, then
           copied into ``mdata[rna].obs``), written like the labels of :meth:`setup_anndata`;
         - ``guide_modality``: a modality of guide-capture UMI counts (cells × guides). The
-          guides of each cell are called by :func:`pdae_sc.data.assign_guides`: a guide counts
+          guides of each cell are called by :func:`pdae_sc.pp.assign_guides`: a guide counts
           when it has at least ``min_counts`` UMIs (and ``min_fraction`` of the cell's guide
           UMIs, if given); a cell is labelled with the set of genes its guides target, joined
           by ``"+"`` (several guides make a combination), ``control_group`` if it has only
@@ -392,7 +390,7 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         ----------
         mdata
             MuData with an expression modality (log-normalised, see
-            :func:`pdae_sc.data.normalize_counts`) and, optionally, a guide modality.
+            :func:`pdae_sc.pp.normalize_counts`) and, optionally, a guide modality.
         rna
             Expression modality.
         perturbation_key
@@ -404,9 +402,9 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         key_added
             Column written with the guide-derived labels (``guide_modality`` only).
         min_counts, min_fraction, max_perturbations
-            Guide assignment rule (see above and :func:`pdae_sc.data.assign_guides`).
+            Guide assignment rule (see above and :func:`pdae_sc.pp.assign_guides`).
         guide_kwargs
-            More arguments of :func:`pdae_sc.data.assign_guides`, e.g.
+            More arguments of :func:`pdae_sc.pp.assign_guides`, e.g.
             ``{"guide_to_perturbation": {...}, "control_guides": [...]}``.
         delimiter, dosage_key, layer, counts_layer, context_keys, min_cells_per_condition
             As in :meth:`setup_anndata`, for ``mdata[rna]``.
@@ -471,113 +469,9 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _state(self):
-        return self.adata_manager.get_state_registry(PERTURBATION_REGISTRY_KEY)
-
-    @property
     def perturbations(self) -> list[str]:
         """The elementary perturbations the model knows (columns of ``W``)."""
-        return list(self._state["vocabulary"])
-
-    def _field(self, adata: AnnData) -> PerturbationField:
-        return self.get_anndata_manager(adata, required=True).fields[1]
-
-    def _matrix(self, adata: AnnData):
-        return self.get_anndata_manager(adata, required=True).get_from_registry(
-            REGISTRY_KEYS.X_KEY
-        )
-
-    def _encode(self, adata: AnnData) -> tuple[EncodedConditions, np.ndarray, list[str]]:
-        field = self._field(adata)
-        manager = self.get_anndata_manager(adata, required=True)
-        field.check_unchanged(adata, manager.get_state_registry(PERTURBATION_REGISTRY_KEY))
-        enc = field.encode(adata, vocabulary=self._state["vocabulary"])
-        ctx_codes, ctx_names = context_codes(adata.obs, self._state["context_keys"])
-        return enc, ctx_codes, ctx_names
-
-    def _validate(self, adata: AnnData | None) -> AnnData:
-        if adata is None:
-            return self._validate_anndata(self.adata)
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        x_state = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
-        check_var_names_match(x_state["column_names"], adata)
-        return self._validate_anndata(adata)
-
-    def target_labels(
-        self, perturbations: Sequence[str], dosages: Sequence[object] | None = None
-    ) -> np.ndarray:
-        """Label vectors of target conditions, shape ``(n_targets, K)``.
-
-        Column ``k`` is the dose of :attr:`perturbations` ``[k]`` in the target (0 if absent);
-        these are the vectors the shift ``W`` multiplies.
-
-        Parameters
-        ----------
-        perturbations
-            Target conditions, e.g. ``["A+B", "C"]`` (the control label gives zeros).
-        dosages
-            Optional doses per target (same forms as in :meth:`setup_anndata`); default 1.
-
-        Returns
-        -------
-        Array of shape ``(n_targets, n_perturbations)``. An unknown perturbation raises
-        ``KeyError`` listing the closest known names.
-
-        Examples
-        --------
-        >>> import pdae_sc as pdae
-        >>> adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
-        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
-        >>> model = pdae.model.PDAE(adata)
-        >>> model.target_labels(["P0+P2", "ctrl"])
-        array([[1., 0., 1.],
-               [0., 0., 0.]])
-        >>> model.target_labels(["P1"], dosages=[0.5])
-        array([[0. , 0.5, 0. ]])
-        """
-        if isinstance(perturbations, str):
-            perturbations = [perturbations]
-        if perturbations is None or not hasattr(perturbations, "__iter__"):
-            raise TypeError(
-                f"perturbations={perturbations!r}; name the targets as a list of labels, e.g. "
-                "['A+B', 'C'] (or the control label)."
-            )
-        perturbations = list(perturbations)
-        if not perturbations:
-            raise ValueError("perturbations is empty; name at least one target, e.g. ['A+B'].")
-        dosages = self._dosage_list(dosages)
-        if dosages is not None and len(dosages) != len(perturbations):
-            raise ValueError(
-                f"Got {len(dosages)} dosages for {len(perturbations)} perturbations; give one "
-                "per target (None for dose 1)."
-            )
-        state = self._state
-        rows = []
-        for i, p in enumerate(perturbations):
-            lab = parse_condition(
-                p,
-                control_group=state["control_group"],
-                delimiter=state["delimiter"],
-                dosage=None if dosages is None else dosages[i],
-            )
-            rows.append(label_vector(lab, state["vocabulary"]))
-        return np.vstack(rows)
-
-    @staticmethod
-    def _dosage_list(dosages: object) -> list[object] | None:
-        """``dosages`` as a list (one entry per target), refusing a string or a lone number."""
-        if dosages is None:
-            return None
-        if isinstance(dosages, str | bytes | int | float | np.number) or not hasattr(
-            dosages, "__iter__"
-        ):
-            raise TypeError(
-                f"dosages={dosages!r} must be a list with one dose per target, e.g. "
-                "dosages=[0.5] for one target or [0.5, '1+2'] for two (None for dose 1); "
-                f"got a {type(dosages).__name__}."
-            )
-        return list(dosages)
+        return self._labels.vocabulary
 
     def _init_gene_shift(self) -> None:
         """Start the residual gene shift ``B`` at the least-squares mean effects."""
@@ -593,7 +487,3 @@ class PDAE(InferenceMixin, DiagnosticsMixin, TrainingMixin, PersistenceMixin, Ba
         )
         with torch.no_grad():
             self.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))
-
-    def _check_trained(self) -> None:
-        if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call model.train() first.")

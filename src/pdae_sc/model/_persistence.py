@@ -16,6 +16,7 @@ import torch
 from anndata import AnnData
 from scvi.model.base import BaseModelClass
 
+from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY
 from pdae_sc.data._validation import check_var_names_match
 
 if TYPE_CHECKING:
@@ -178,14 +179,15 @@ def read_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) ->
     )
 
 
-def saved_before_decoder_option(dir_path: str | os.PathLike, *, prefix: str | None) -> bool:
-    """Whether the model was saved before ``PDAE(decoder=...)`` existed (generative decoder)."""
+def saved_format_version(dir_path: str | os.PathLike, *, prefix: str | None) -> int:
+    """Registry format of a saved model (1: pdae-sc 0.1.0, which recorded none)."""
 
-    def legacy(saved) -> bool:
-        params = saved["attr_dict"].get("init_params_", {})
-        return "decoder" not in params.get("non_kwargs", {})
+    def version(saved) -> int:
+        fields = saved["attr_dict"]["registry_"]["field_registries"]
+        state = fields[PERTURBATION_REGISTRY_KEY]["state_registry"]
+        return int(state.get("format_version", 1))
 
-    return _read_saved(dir_path, prefix, legacy)
+    return _read_saved(dir_path, prefix, version)
 
 
 @contextlib.contextmanager
@@ -303,7 +305,8 @@ class PersistenceMixin:
                 what=f"the model saved at {str(dir_path)!r}",
                 names_code=f"PDAE.load_var_names({str(dir_path)!r})",
             )
-        legacy = saved_before_decoder_option(dir_path, prefix=prefix)
+        # format 1 had no decoder option: the paper's generative decoder
+        legacy = saved_format_version(dir_path, prefix=prefix) < 2
         with quiet_local_load(), legacy_decoder(cls, legacy):
             model = super().load(dir_path, adata=adata, **kwargs)
         return model  # is_trained_ as saved (scvi-tools restores it)

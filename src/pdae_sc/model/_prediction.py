@@ -21,7 +21,9 @@ __all__ = [
     "counts_matrix",
     "draw_sources",
     "make_generator",
+    "obs_names_of",
     "prediction_adata",
+    "resolve_seed",
     "source_size_factors",
     "warn_outside_span",
 ]
@@ -100,6 +102,17 @@ def check_prediction_memory(n_cells: int, n_targets: int, n_genes: int, limit: i
         )
 
 
+def resolve_seed(seed: int | None) -> int:
+    """``seed``, or for ``None`` a seed drawn from torch's global generator.
+
+    ``scvi.settings.seed = 0`` seeds that generator, so a script that sets it gets the same
+    predictions on every run (as with scvi-tools), while calls within one run differ.
+    """
+    if seed is not None:
+        return int(seed)
+    return int(torch.randint(2**31 - 1, (1,)).item())
+
+
 def make_generator(rng: np.random.Generator, device: torch.device) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``rng``."""
     gen = torch.Generator(device=device)
@@ -133,6 +146,8 @@ def prediction_adata(
     table: pd.DataFrame,
     layers: dict | None = None,
     obs_extra: dict | None = None,
+    seed: int | None = None,
+    sparse: bool = False,
 ) -> AnnData:
     """Assemble predicted cells (rows of ``x``, from sources ``picks`` per target) as AnnData."""
     obs_names = adata.obs_names.to_numpy()
@@ -152,18 +167,42 @@ def prediction_adata(
         parts.append(pd.DataFrame(part))
     obs = pd.concat(parts, ignore_index=True)
     for col in obs.columns:
-        obs[col] = obs[col].astype(str).astype("category")
-    obs.index = pd.Index([f"pdae_{i}" for i in range(len(obs))])
+        if col != "pdae_source_cell":  # few values: categorical, as in the baselines
+            obs[col] = obs[col].astype(str).astype("category")
+    obs["pdae_source_cell"] = obs["pdae_source_cell"].astype(str)
+    obs[perturbation_key] = pd.Categorical(  # the targets in the order asked, as baselines
+        obs[perturbation_key].astype(str), categories=list(dict.fromkeys(map(str, perturbations)))
+    )
+    obs.index = pd.Index(obs_names_of(perturbations, dosages, [len(r) for r in picks], seed))
     for key, values in (obs_extra or {}).items():
         obs[key] = values
+    x = x.astype(np.float32, copy=False)
     out = AnnData(
-        X=x.astype(np.float32, copy=False),
+        X=sp.csr_matrix(x) if sparse else x,
         obs=obs,
-        var=pd.DataFrame(index=adata.var_names.copy()),
+        var=adata.var.copy(),
         layers=layers,
     )
     out.uns["pdae"] = {"method": "pdae", "extrapolation": table.reset_index()}
     return out
+
+
+def obs_names_of(
+    perturbations: Sequence[str],
+    dosages: Sequence[object] | None,
+    sizes: Sequence[int],
+    seed: int | None,
+) -> list[str]:
+    """Cell names ``"{target}_{seed}_{i}"`` (``"{target}@{dose}"`` with doses), ``i`` counting
+    the cells of the call, so that predictions of several calls can be joined."""
+    names = []
+    for t, size in enumerate(sizes):
+        dose = None if dosages is None else dosages[t]
+        target = str(perturbations[t]) if dose is None else f"{perturbations[t]}@{dose}"
+        start = len(names)
+        tag = "" if seed is None else f"_{seed}"
+        names.extend(f"{target}{tag}_{start + i}" for i in range(size))
+    return names
 
 
 def source_size_factors(
@@ -199,7 +238,7 @@ def source_size_factors(
     if spread and spread[0] > 0.05:
         warnings.warn(
             "The registered expression does not look like log1p(normalize_total(counts)) of "
-            "the registered counts layer (as written by pdae.data.normalize_counts); "
+            "the registered counts layer (as written by pdae.pp.normalize_counts); "
             "count-scale predictions are approximate.",
             UserWarning,
             stacklevel=3,

@@ -166,7 +166,8 @@ class ConvergenceStopping(pl.Callback):
         a = self.smoothing
         self.smoothed = value if self.smoothed is None else a * value + (1 - a) * self.smoothed
         step = trainer.global_step
-        if self.smoothed < self.best - self.min_delta * abs(self.best if self.best < math.inf else 0):
+        margin = self.min_delta * abs(self.best) if math.isfinite(self.best) else 0.0
+        if self.smoothed < self.best - margin:
             self.best, self.best_step = self.smoothed, step
             self.best_epoch = trainer.current_epoch
             if self.restore_best:

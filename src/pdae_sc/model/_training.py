@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
 import warnings
-
 from typing import Literal
 
 import numpy as np
@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 from lightning.pytorch import Callback
 
+from ._diagnostics import DiagnosticsMixin
 from ._trainer import ConvergenceStopping, GracefulInterrupt
 
 __all__ = ["TrainingMixin"]
 
 
-class TrainingMixin:
-    """:meth:`train` of :class:`~pdae_sc.model.PDAE`."""
+class TrainingMixin(DiagnosticsMixin):
+    """:meth:`train` of :class:`~pdae_sc.model.PDAE` (it runs the fit check of the diagnostics)."""
 
     def train(
         self,
@@ -35,10 +36,11 @@ class TrainingMixin:
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 128,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         enable_progress_bar: bool = True,
         check_fit: bool = True,
         plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
         ckpt_path: str | os.PathLike | None = None,
         **trainer_kwargs,
     ) -> None:
@@ -84,7 +86,10 @@ class TrainingMixin:
             Adam learning rate.
         validation_size
             Fraction of each condition's cells held out to monitor ``validation_loss`` and
-            ``energy_validation`` (default 0.1 with early stopping, else 0).
+            ``energy_validation`` (default 0.1 with early stopping, else 0). A model trained
+            before keeps its split (``model.validation_indices``), so training again or
+            resuming never validates on cells already trained on: leave it unset (or give the
+            same fraction) to keep it, or pass 0 to train on every cell.
         early_stopping
             ``"auto"`` (default): with a residual decoder (the default for count data),
             stop when done. After every epoch the energy score of predictions for the
@@ -103,7 +108,11 @@ class TrainingMixin:
         n_conditions_per_batch, n_cells_per_condition, n_sources
             Grouped batch layout ``G``, ``n``, ``S``.
         batch_size
-            Cells per step of the all-pairs estimator.
+            Cells per step of the all-pairs estimator (``PDAE(estimator="all_pairs")``;
+            default 128). The default grouped estimator has no single batch size: its step
+            holds ``n_conditions_per_batch * n_cells_per_condition`` observed cells and
+            ``n_sources`` source cells, so ``batch_size`` with it raises ``ValueError``
+            (it used to be ignored).
         enable_progress_bar
             Show a progress bar.
         check_fit
@@ -114,6 +123,13 @@ class TrainingMixin:
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``);
             an ``lr`` here is used when ``lr`` is left at its default, and a different
             explicit ``lr`` raises ``ValueError``.
+        datasplitter_kwargs
+            Extra arguments of the data splitter (``PDAE._data_splitter_cls``, by default
+            ``pdae_sc.data._sampler.PerturbationDataSplitter``), as in scvi-tools: where the
+            expression matrix is kept, ``{"data_device": "host"}`` (always gather on the
+            host), ``"auto"`` or a torch device, and ``"max_memory_fraction"`` (the largest
+            share of the free GPU memory a resident matrix may take, default 0.5). The split
+            and batch layout are set by the arguments of ``train`` and cannot be given here.
         ckpt_path
             Lightning checkpoint (``.ckpt``) to resume from; ``max_epochs`` counts the epochs
             already done.
@@ -154,6 +170,17 @@ class TrainingMixin:
             raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
         if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
+        if batch_size is not None and self.module.estimator != "all_pairs":
+            raise ValueError(
+                f"batch_size={batch_size!r} is used only by PDAE(estimator='all_pairs'); the "
+                "default grouped estimator draws n_conditions_per_batch x "
+                f"n_cells_per_condition observed cells (now {n_conditions_per_batch} x "
+                f"{n_cells_per_condition}) and n_sources={n_sources} source cells per step. "
+                "Set those instead (e.g. n_cells_per_condition=32), or build the model with "
+                "estimator='all_pairs'."
+            )
+        if batch_size is None:
+            batch_size = 128
         for name, value in [
             ("n_conditions_per_batch", n_conditions_per_batch),
             ("n_cells_per_condition", n_cells_per_condition),
@@ -170,14 +197,22 @@ class TrainingMixin:
                 "(stop when validation_loss stops improving) or False (fixed length)."
             )
         # "auto" stops by convergence for the residual decoders, which start at the
-        # least-squares (linear) model and whose held-out energy score reliably shows when
-        # further training starts to fit the training cells' noise; the generative decoder
-        # starts from nothing, and its held-out score is flat long before its accuracy is
+        # least-squares (linear) model and whose held-out energy score shows when further
+        # training starts to fit the training cells' noise; the generative decoder starts
+        # from nothing, and its held-out score levels off long before its accuracy does
         # (benchmarks/results/time_to_accuracy.md): it trains a fixed number of steps.
         converge = early_stopping == "auto" and bool(getattr(self.module, "residual", False))
+        if validation_size is not None and not (
+            isinstance(validation_size, numbers.Real) and 0 <= validation_size < 1
+        ):
+            raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
+        datasplitter_kwargs = _check_datasplitter_kwargs(
+            datasplitter_kwargs, self._data_splitter_cls
+        )
+        enc, ctx_codes, _ = self._encode(self.adata)
+        split = self._previous_split(validation_size, enc.codes)
         if validation_size is None:
             validation_size = 0.1 if (early_stopping is True or converge) else 0.0
-        enc, ctx_codes, _ = self._encode(self.adata)
         splitter = self._data_splitter_cls(
             self._matrix(self.adata),
             enc.codes,
@@ -190,8 +225,10 @@ class TrainingMixin:
             n_sources=n_sources,
             batch_size=batch_size,
             seed=int(torch.randint(2**31 - 1, (1,)).item()),
+            split=split,
+            **datasplitter_kwargs,
         )
-        steps = splitter._n_batches(splitter.n_train)
+        steps = splitter.steps_per_epoch
         callbacks = trainer_kwargs.get("callbacks") or []
         if isinstance(callbacks, Callback):
             callbacks = [callbacks]
@@ -280,12 +317,46 @@ class TrainingMixin:
                 stacklevel=2,
             )
 
+    def _previous_split(self, validation_size: float | None, codes: np.ndarray):
+        """The split of an earlier training to keep, or ``None`` to draw a new one.
+
+        Cells held out before stay held out, so training again (or resuming) never
+        validates on cells already trained on. ``validation_size=0`` trains on every cell
+        (nothing is validated); a different explicit fraction raises ``ValueError``.
+        """
+        train, val = self.train_indices, self.validation_indices
+        if train is None or val is None or len(train) + len(val) != len(codes):
+            return None
+        if validation_size == 0 or (len(val) == 0 and not validation_size):
+            return None
+        if len(val) == 0:
+            if self.is_trained_:
+                warnings.warn(
+                    "The model was trained on every cell before (no validation split), so the "
+                    f"validation cells drawn now (validation_size={validation_size!r}) were "
+                    "trained on and validation_loss is optimistic. Build a new model to "
+                    "validate on unseen cells.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return None
+        if validation_size is not None:
+            expected = _validation_count(codes, validation_size)
+            if expected != len(val):
+                raise ValueError(
+                    f"validation_size={validation_size!r} would hold out {expected} cells, but "
+                    f"the model already holds out {len(val)} (model.validation_indices) from an "
+                    "earlier training; a new split would validate on cells trained on. Leave "
+                    "validation_size unset to keep the split, pass validation_size=0 to train "
+                    "on every cell, or build a new model."
+                )
+        return np.asarray(train), np.asarray(val)
+
     def _finish_training(self, was_trained: bool, plan, splitter) -> None:
         """Leave a usable model after training ended, normally or after a fault."""
         self.train_indices, self.validation_indices = splitter.train_idx, splitter.val_idx
         self.module.eval()
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
-
 
     def _record_stop(
         self, plan, interrupt, convergence, early_stopping, splitter, trainer, max_epochs
@@ -323,6 +394,55 @@ class TrainingMixin:
 FIXED_STEPS = 2000
 MAX_STEPS = 4000
 CONVERGENCE = {"patience_steps": 500, "min_steps": 500, "min_delta": 1e-3, "smoothing": 0.3}
+
+
+#: Splitter arguments that ``train`` sets itself (its own argument, if it has one).
+_SPLITTER_SET_BY_TRAIN = {
+    "matrix": None,
+    "codes": None,
+    "contexts": None,
+    "label_table": None,
+    "estimator": "PDAE(estimator=...)",
+    "validation_size": "validation_size",
+    "n_conditions_per_batch": "n_conditions_per_batch",
+    "n_cells_per_condition": "n_cells_per_condition",
+    "n_sources": "n_sources",
+    "batch_size": "batch_size",
+    "seed": "scvi.settings.seed",
+    "split": "validation_size (the split of an earlier training is kept)",
+}
+
+
+def _check_datasplitter_kwargs(kwargs: dict | None, splitter_cls) -> dict:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(
+            f"datasplitter_kwargs={kwargs!r}; pass a dict, e.g. {{'data_device': 'host'}}."
+        )
+    taken = [k for k in kwargs if k in _SPLITTER_SET_BY_TRAIN]
+    if taken:
+        hints = [f"{k!r} (use {_SPLITTER_SET_BY_TRAIN[k]})" for k in taken]
+        raise ValueError(
+            f"datasplitter_kwargs sets {', '.join(hints)}, which train() sets itself; "
+            "datasplitter_kwargs takes 'data_device' and 'max_memory_fraction'."
+        )
+    accepted = [
+        k for k in inspect.signature(splitter_cls).parameters if k not in _SPLITTER_SET_BY_TRAIN
+    ]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"datasplitter_kwargs has unknown arguments {unknown}; "
+            f"{splitter_cls.__name__} accepts {accepted}."
+        )
+    return dict(kwargs)
+
+
+def _validation_count(codes: np.ndarray, validation_size: float) -> int:
+    """Cells a fresh split with ``validation_size`` holds out (as the data splitter draws)."""
+    sizes = np.unique(np.asarray(codes), return_counts=True)[1]
+    return int(np.maximum(np.minimum(np.floor(validation_size * sizes), sizes - 2), 0).sum())
 
 
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = FIXED_STEPS) -> int:

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pdae_sc.tl import pearson_delta
@@ -16,10 +17,12 @@ from pdae_sc.tl._metrics import control_mean
 from ._utils import (
     COLORS,
     as_list,
+    check_return_fig,
     check_same_genes,
     condition_mask,
     control_rows,
     dense_rows,
+    finish,
     get_ax,
 )
 
@@ -37,7 +40,8 @@ def mean_change(
     adata_control: AnnData | None = None,
     top_genes: int | None = None,
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Scatter the predicted against the observed mean change versus control, one dot per gene.
 
     The mean change of a gene is its mean in ``condition`` minus its mean in the control. The
@@ -66,10 +70,12 @@ def mean_change(
         Label this many genes with the largest observed absolute change.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. The inputs are not modified.
+    The Axes (its Figure with ``return_fig=True``). The inputs are not modified.
 
     Examples
     --------
@@ -78,6 +84,7 @@ def mean_change(
     >>> pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive")
     >>> ax = pdae.pl.mean_change(pred, adata, condition="P0+P1", top_genes=5)
     """
+    check_return_fig(return_fig)
     check_same_genes(adata_pred, adata_true, "adata_true")
     if adata_control is not None:
         check_same_genes(adata_pred, adata_control, "adata_control")
@@ -119,7 +126,7 @@ def mean_change(
                 textcoords="offset points",
                 fontsize=7,
             )
-    return ax
+    return finish(ax, return_fig)
 
 
 def distributions(
@@ -134,7 +141,8 @@ def distributions(
     adata_control: AnnData | None = None,
     kind: Literal["violin", "box"] = "violin",
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Observed against predicted expression of a few genes in one condition.
 
     One group per gene along the x axis, with side-by-side violins (or boxes) of the control
@@ -164,10 +172,13 @@ def distributions(
         ``"violin"`` or ``"box"``.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes (one Axes for any number of genes). The inputs are not modified.
+    One Axes for any number of genes (its Figure with ``return_fig=True``). The inputs are
+    not modified.
 
     Examples
     --------
@@ -178,6 +189,7 @@ def distributions(
     ...     pred, adata, condition="P0+P1", genes=["gene_0", "gene_1"], adata_control=adata
     ... )
     """
+    check_return_fig(return_fig)
     if kind not in ("violin", "box"):
         raise ValueError(f"kind={kind!r}; use 'violin' or 'box'.")
     genes = as_list(genes, "genes")
@@ -233,4 +245,4 @@ def distributions(
     ax.set_title(condition)
     handles = [Patch(facecolor=COLORS[k], alpha=0.6, label=k) for k in groups]
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    return ax
+    return finish(ax, return_fig)

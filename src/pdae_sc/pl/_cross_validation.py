@@ -7,12 +7,13 @@ import textwrap
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pdae_sc.tl import CrossValidation
 
 from ._metrics import _higher_is_better
-from ._utils import get_ax
+from ._utils import check_return_fig, finish, get_ax
 
 __all__ = ["cross_validation"]
 
@@ -51,7 +52,8 @@ def cross_validation(
     *,
     metric: str = "energy_distance",
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Score of each held-out condition under each method, best method on top.
 
     One row per method: a dot per held-out condition, joined across the methods by a thin
@@ -75,10 +77,12 @@ def cross_validation(
         ``pearson_delta``.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. ``cv`` is not modified.
+    The Axes (its Figure with ``return_fig=True``). ``cv`` is not modified.
 
     Examples
     --------
@@ -95,6 +99,7 @@ def cross_validation(
     >>> [t.get_text() for t in ax.get_yticklabels()]
     ['pdae', 'linear', 'oracle_half (noise floor)']
     """
+    check_return_fig(return_fig)
     df, verdict = _scores(cv)
     for col in ("method", "condition"):
         if col not in df.columns:
@@ -216,4 +221,4 @@ def cross_validation(
     )
     ax.grid(axis="x", color="0.92", zorder=0)
     ax.set_axisbelow(True)
-    return ax
+    return finish(ax, return_fig)

@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from ._utils import as_list, get_ax
+from ._utils import as_list, check_return_fig, finish, get_ax
 
 __all__ = ["history"]
 
@@ -51,7 +52,8 @@ def history(
     keys: str | Sequence[str] | None = None,
     log: bool = False,
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Plot training curves: one line per logged quantity against the epoch.
 
     Parameters
@@ -66,10 +68,12 @@ def history(
         Logarithmic y axis (symmetric-log if a value is not positive).
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. The model and the history are not modified.
+    The Axes (its Figure with ``return_fig=True``). The model and the history are not modified.
 
     Examples
     --------
@@ -82,6 +86,7 @@ def history(
     >>> keys = ["energy_train", "reconstruction_train"]
     >>> ax = pdae.pl.history(model, keys=keys, log=True)
     """
+    check_return_fig(return_fig)
     hist = _get_history(model_or_history)
     available = [k for k in hist if len(_as_series(hist[k], k))]
     if keys is None:
@@ -118,4 +123,4 @@ def history(
     ax.legend(frameon=False, fontsize=8)
     ax.grid(color="0.92")
     ax.set_axisbelow(True)
-    return ax
+    return finish(ax, return_fig)

@@ -7,9 +7,10 @@ import inspect
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ._utils import get_ax
+from ._utils import check_return_fig, finish, get_ax
 
 __all__ = ["metrics"]
 
@@ -35,7 +36,8 @@ def metrics(
     metric: str = "energy_distance",
     seed: int = 0,
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Compare methods on one metric across conditions (box, one dot per condition, mean).
 
     Methods are rows, ordered from best (top) to worst by their mean over conditions:
@@ -54,10 +56,12 @@ def metrics(
         Seed of the vertical jitter of the dots.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. ``df`` is not modified.
+    The Axes (its Figure with ``return_fig=True``). ``df`` is not modified.
 
     Examples
     --------
@@ -73,6 +77,7 @@ def metrics(
     ... )
     >>> ax = pdae.pl.metrics(df, metric="energy_distance")
     """
+    check_return_fig(return_fig)
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a DataFrame from tl.evaluate, got {type(df).__name__}.")
     if "method" not in df.columns:
@@ -132,4 +137,4 @@ def metrics(
     )
     ax.grid(axis="x", color="0.92", zorder=0)
     ax.set_axisbelow(True)
-    return ax
+    return finish(ax, return_fig)

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
 from pdae_sc.data import parse_condition
 
-from ._utils import as_list, get_ax
+from ._utils import as_list, check_return_fig, finish, get_ax
 
 __all__ = ["perturbation_embedding"]
 
@@ -106,7 +107,8 @@ def perturbation_embedding(
     delimiter: str = "+",
     max_labels: int | None = 30,
     ax: Axes | None = None,
-) -> Axes:
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Draw each perturbation's latent shift as an arrow from the control (the origin).
 
     The shifts (rows of ``model.get_perturbation_embedding()``, the columns of ``W``) are
@@ -133,10 +135,12 @@ def perturbation_embedding(
         Combinations are always labelled.
     ax
         Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The Axes. The model is not modified.
+    The Axes (its Figure with ``return_fig=True``). The model is not modified.
 
     Examples
     --------
@@ -151,6 +155,7 @@ def perturbation_embedding(
 
     >>> ax = pdae.pl.perturbation_embedding(model.get_perturbation_embedding(), dims=(0, 1))
     """
+    check_return_fig(return_fig)
     df = _shift_table(model_or_df)
     if max_labels is not None and (not isinstance(max_labels, int) or max_labels < 0):
         raise ValueError(f"max_labels={max_labels!r}; use a non-negative integer or None.")
@@ -195,4 +200,4 @@ def perturbation_embedding(
     if combos:
         handles.append(Line2D([], [], color=_COMBO, ls="--", label="combination (sum)"))
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="best")
-    return ax
+    return finish(ax, return_fig)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from scipy import sparse
 
 from pdae_sc.data import parse_condition
@@ -107,3 +108,14 @@ def as_list(value: str | Sequence[str], name: str) -> list[str]:
     if not out:
         raise ValueError(f"{name} is empty; give at least one name.")
     return out
+
+
+def check_return_fig(return_fig: object) -> None:
+    """Raise ``TypeError`` unless ``return_fig`` is a bool."""
+    if not isinstance(return_fig, bool):
+        raise TypeError(f"return_fig={return_fig!r}; use True (a Figure) or False (the Axes).")
+
+
+def finish(ax: Axes, return_fig: bool) -> Axes | Figure:
+    """The Axes drawn on, or its Figure with ``return_fig=True``."""
+    return ax.figure if return_fig else ax

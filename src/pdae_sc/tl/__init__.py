@@ -1,9 +1,12 @@
 """Tools: evaluation metrics, baselines and extrapolation checks (AnnData in, tables out)."""
 
 from ._baselines import predict_baseline
+from ._cell_eval import to_cell_eval
 from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
+from ._embedding import joint_embedding
 from ._extrapolation import extrapolation_table
+from ._interactions import interaction_scores, predicted_interaction_scores
 from ._metrics import (
     energy_distance,
     evaluate,
@@ -21,10 +24,14 @@ __all__ = [
     "energy_distance",
     "evaluate",
     "extrapolation_table",
+    "interaction_scores",
+    "joint_embedding",
     "mean_l2",
     "mmd_rbf",
     "pearson_delta",
     "predict_baseline",
+    "predicted_interaction_scores",
     "r2_mean",
+    "to_cell_eval",
     "top_de_genes",
 ]

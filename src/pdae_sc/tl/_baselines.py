@@ -382,8 +382,8 @@ def predict_baseline(
     obs[perturbation_key] = pd.Categorical(
         obs[perturbation_key], categories=list(dict.fromkeys(targets))
     )
-    for col in ("pdae_source", "pdae_source_cell"):
-        obs[col] = obs[col].astype(str)
+    obs["pdae_source"] = obs["pdae_source"].astype(str).astype("category")  # as in predict
+    obs["pdae_source_cell"] = obs["pdae_source_cell"].astype(str)
     obs.index = [f"{method}_{i}" for i in range(len(obs))]
     n_genes = adata.n_vars
     x_all = np.vstack(blocks) if blocks else np.zeros((0, n_genes), np.float32)

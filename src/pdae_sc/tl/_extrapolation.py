@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+
+from pdae_sc.data._labels import LabelSpan, as_label_rows, match_labels
 
 __all__ = ["extrapolation_table"]
 
@@ -17,11 +20,11 @@ STATUS_OUTSIDE = "outside span (not identifiable)"
 
 
 def extrapolation_table(
-    train_labels: np.ndarray,
-    target_labels: np.ndarray,
+    train_labels: np.ndarray | sparse.spmatrix,
+    target_labels: np.ndarray | sparse.spmatrix,
     *,
     names: Sequence[str] | None = None,
-    context_train_labels: np.ndarray | None = None,
+    context_train_labels: np.ndarray | sparse.spmatrix | None = None,
     rtol: float = 1e-6,
 ) -> pd.DataFrame:
     """Check target label vectors against the training labels.
@@ -43,16 +46,22 @@ def extrapolation_table(
     Parameters
     ----------
     train_labels
-        Label matrix of the training conditions, shape ``(n_train, K)``.
+        Label matrix of the training conditions, shape ``(n_train, K)``, dense or sparse
+        (a genome-wide screen's labels fit in a :mod:`scipy.sparse` matrix). It is factorised
+        by blocks of perturbations that combinations link, so the cost grows with the
+        number of nonzeros, not with ``K**3``.
     target_labels
-        Label vectors of the targets, shape ``(n_targets, K)``.
+        Label vectors of the targets, shape ``(n_targets, K)``, dense or sparse.
     names
         Row names of the result (default ``0..n_targets-1``).
     context_train_labels
         Label matrix of the conditions measured in the target context, shape ``(n, K)``.
     rtol
         Relative tolerance of the span test: a target is in the span when its distance to
-        the span is at most ``rtol * max(1, ||l*||)``.
+        the span is at most ``rtol * max(1, ||l*||)``; a dose is in range when it is at most
+        ``rtol * max(1, hi - lo)`` beyond the training range ``[lo, hi]``. Whether a target
+        was ``seen`` uses the package-wide label tolerance (doses equal within ``1e-6 *
+        max(1, |dose|)``), whatever ``rtol``.
 
     Returns
     -------
@@ -74,35 +83,29 @@ def extrapolation_table(
     A+B        True      True
     A@2        True     False
     """
-    train = np.atleast_2d(np.asarray(train_labels, dtype=np.float64))
-    targets = np.atleast_2d(np.asarray(target_labels, dtype=np.float64))
-    if targets.shape[1] != train.shape[1]:
-        raise ValueError(
-            f"target_labels have {targets.shape[1]} columns but train_labels have "
-            f"{train.shape[1]}; both must be over the same perturbations."
-        )
-    # Orthonormal basis of the row space of the training labels.
-    if train.size:
-        _, s, vt = np.linalg.svd(train, full_matrices=False)
-        tol = s.max(initial=0.0) * max(train.shape) * np.finfo(np.float64).eps
-        basis = vt[s > tol]
+    span = train_labels if isinstance(train_labels, LabelSpan) else LabelSpan(train_labels)
+    k = span.n_features
+    if sparse.issparse(target_labels):
+        n_cols = target_labels.shape[1]
     else:
-        basis = np.zeros((0, train.shape[1]))
-    rank = basis.shape[0]
-    residual = targets - (targets @ basis.T) @ basis
-    distance = np.linalg.norm(residual, axis=1)
-    scale = np.maximum(1.0, np.linalg.norm(targets, axis=1))
-    in_span = distance <= rtol * scale
-
-    lo = np.minimum(train.min(axis=0, initial=0.0), 0.0)
-    hi = np.maximum(train.max(axis=0, initial=0.0), 0.0)
-    slack = rtol * np.maximum(1.0, np.abs(hi - lo))
-    in_range = np.all((targets >= lo - slack) & (targets <= hi + slack), axis=1)
-    seen = _rows_in(targets, train, rtol)
+        n_cols = np.atleast_2d(np.asarray(target_labels, dtype=np.float64)).shape[1]
+    if n_cols != k:
+        raise ValueError(
+            f"target_labels have {n_cols} columns but train_labels have {k}; both must be "
+            "over the same perturbations."
+        )
+    targets = as_label_rows(target_labels, k)
+    distance = span.distance(targets)
+    norms = np.sqrt(np.asarray(targets.multiply(targets).sum(axis=1)).ravel())
+    in_span = distance <= rtol * np.maximum(1.0, norms)
+    in_range = span.in_range(targets, rtol)
+    seen = match_labels(targets, span.rows).getnnz(axis=1) > 0
     seen_here = seen
     if context_train_labels is not None:
-        here = np.asarray(context_train_labels, dtype=np.float64).reshape(-1, train.shape[1])
-        seen_here = _rows_in(targets, here, rtol)
+        seen_here = (
+            match_labels(targets, as_label_rows(context_train_labels, k)).getnnz(axis=1) > 0
+        )
+    rank = span.rank
 
     status = np.where(
         ~in_span,
@@ -117,7 +120,7 @@ def extrapolation_table(
             ),
         ),
     )
-    index = list(names) if names is not None else list(range(len(targets)))
+    index = list(names) if names is not None else list(range(targets.shape[0]))
     columns = {
         "in_span": in_span,
         "span_distance": distance,
@@ -128,8 +131,3 @@ def extrapolation_table(
         columns["seen_in_context"] = seen_here
     columns.update(rank_train=rank, status=status)
     return pd.DataFrame(columns, index=pd.Index(index, name="target"))
-
-
-def _rows_in(targets: np.ndarray, rows: np.ndarray, rtol: float) -> np.ndarray:
-    """Whether each target equals (within ``rtol``) one of ``rows``."""
-    return np.array([np.any(np.all(np.abs(rows - t) <= rtol, axis=1)) for t in targets])

@@ -9,7 +9,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 import pdae_sc as pdae
-from pdae_sc.data._counts import normalize_counts, size_factors, to_counts
+from pdae_sc.pp._counts import normalize_counts, size_factors, to_counts
 
 
 def _dense(m) -> np.ndarray:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import pdae_sc as pdae
-from pdae_sc.data._conventions import standardize_perturbations
+from pdae_sc.pp._conventions import standardize_perturbations
 
 N_REP = 3  # cells per raw label (setup_anndata needs >= 2 per condition)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._labels import closest_names
+from pdae_sc.data._labels import closest_names
 
 __all__ = ["CONTROL_VALUES", "GUIDE_PATTERN", "standardize_perturbations"]
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import sparse
 
 import pdae_sc as pdae
-from pdae_sc.data._guides import add_guide_assignment, assign_guides
+from pdae_sc.pp._guides import add_guide_assignment, assign_guides
 
 # mudata 0.3 announces a change of MuData.update(); not ours to act on
 pytestmark = pytest.mark.filterwarnings("ignore:From 0.4 .update:FutureWarning")

@@ -1,0 +1,112 @@
+"""tl.to_cell_eval writes what `cell-eval run` reads; the integration test runs cell-eval."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import pdae_sc as pdae
+
+
+@pytest.fixture(scope="module")
+def screen():
+    """A simulated screen on the scale users have: counts, normalised and log1p."""
+    adata = pdae.data.simulate(
+        n_perturbations=3,
+        n_genes=30,
+        n_cells_per_condition=40,
+        counts=True,
+        library_size=200,  # shallow, like a real screen: many zeros
+        seed=0,
+    )
+    adata.X = adata.layers.pop("counts")
+    pdae.pp.normalize_counts(adata)
+    held = ["P0+P1", "P1+P2"]
+    train = adata[~adata.obs["perturbation"].isin(held)].copy()
+    test = adata[adata.obs["perturbation"].isin(held)].copy()
+    return train, test, held
+
+
+def test_files_have_the_same_perturbations_genes_and_control_cells(screen, tmp_path):
+    train, test, _ = screen
+    pred = pdae.tl.predict_baseline(train, ["P1+P0", "P2+P1"], method="additive", n_cells=25)
+    assert (np.asarray(pred.X) < 0).any()  # the additive baseline leaves the log1p range
+    before = pred.copy()
+    files = pdae.tl.to_cell_eval(pred, test, tmp_path / "ce", adata_control=train)
+    p, r = ad.read_h5ad(files["pred"]), ad.read_h5ad(files["real"])
+    assert (
+        set(p.obs["target_gene"])
+        == set(r.obs["target_gene"])
+        == {
+            "non-targeting",
+            "P1+P0",
+            "P2+P1",
+        }
+    )
+    assert list(p.var_names) == list(r.var_names) == list(test.var_names)
+    n_ctrl = int((train.obs["perturbation"] == "ctrl").sum())
+    for f in (p, r):
+        assert int((f.obs["target_gene"] == "non-targeting").sum()) == n_ctrl
+        assert f.obs_names.is_unique
+    ctrl_p = p[p.obs["target_gene"] == "non-targeting"].X
+    ctrl_r = r[r.obs["target_gene"] == "non-targeting"].X
+    np.testing.assert_array_equal(_dense(ctrl_p), _dense(ctrl_r))  # the same control cells
+    assert _dense(p.X).min() >= 0  # clipped
+    assert (p.obs["target_gene"] == "P1+P0").sum() == 25
+    assert (r.obs["target_gene"] == "P1+P0").sum() == (test.obs["perturbation"] == "P0+P1").sum()
+    assert shlex.split(files["command"])[:2] == ["cell-eval", "run"]
+    assert "--pert-col" not in files["command"]
+    np.testing.assert_array_equal(np.asarray(pred.X), np.asarray(before.X))  # input unchanged
+
+    with pytest.raises(ValueError, match=r"negative values.*clip=True"):
+        pdae.tl.to_cell_eval(pred, test, tmp_path / "x", adata_control=train, clip=False)
+    own = pdae.tl.to_cell_eval(
+        pred,
+        test,
+        tmp_path / "own",
+        adata_control=train,
+        pert_col="perturbation",
+        control_pert="ctrl",
+    )
+    assert "--pert-col perturbation --control-pert ctrl" in own["command"]
+
+
+def test_refuses_what_cell_eval_would_refuse(screen, tmp_path):
+    train, test, _ = screen
+    pred = pdae.tl.predict_baseline(train, ["P0+P1", "P0+P2"], method="additive", n_cells=5)
+    with pytest.raises(ValueError, match=r"\['P0\+P2'\] are predicted but have no observed"):
+        pdae.tl.to_cell_eval(pred, test, tmp_path, adata_control=train)
+    pred = pred[pred.obs["perturbation"] == "P0+P1"].copy()
+    with pytest.raises(ValueError, match="adata_true has no 'ctrl' cells"):
+        pdae.tl.to_cell_eval(pred, test, tmp_path)
+    raw = pdae.data.simulate(n_perturbations=3, n_genes=30, n_cells_per_condition=10, seed=0)
+    with pytest.raises(ValueError, match=r"log-normalised.*normalize_counts"):
+        pdae.tl.to_cell_eval(
+            pdae.tl.predict_baseline(raw, ["P0+P1"], method="additive"), raw, tmp_path
+        )
+
+
+def _dense(x):
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def test_cell_eval_run_reads_the_files(screen, tmp_path):
+    pytest.importorskip(
+        "cell_eval", reason="cell-eval is not installed (pip install cell-eval) to run it"
+    )
+    train, test, held = screen
+    pred = pdae.tl.predict_baseline(train, held, method="additive", n_cells=40)
+    files = pdae.tl.to_cell_eval(pred, test, tmp_path, adata_control=train)
+    cmd = shlex.split(files["command"])
+    cmd = [sys.executable, "-m", "cell_eval", *cmd[1:], "--profile", "minimal"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert set(results["perturbation"]) == set(held)
+    assert results.drop(columns="perturbation").notna().any().any()
