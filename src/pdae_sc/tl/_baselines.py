@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from pdae_sc.data._labels import (
     EncodedConditions,
@@ -18,20 +17,13 @@ from pdae_sc.data._labels import (
     parse_condition,
 )
 
+from ._common import dense_rows as _dense
+from ._common import layer_matrix as _matrix
 from ._extrapolation import extrapolation_table
-from ._metrics import _matrix
 
 __all__ = ["BASELINES", "predict_baseline"]
 
 BASELINES = ("control", "pooled", "additive", "linear", "oracle_half")
-
-
-def _dense(mat, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (any order, repeats allowed) read in increasing order, as backed h5py needs."""
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    rows = mat[uniq]
-    rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
-    return rows.astype(np.float64)[inverse]
 
 
 def _encode(adata: AnnData, key: str, control_group, delimiter, dosage_key, name):

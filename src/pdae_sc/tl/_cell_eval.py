@@ -14,7 +14,9 @@ from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions
 
-from ._metrics import _check_genes, _matrix, _obs_column
+from ._common import check_genes as _check_genes
+from ._common import layer_matrix as _matrix
+from ._common import obs_column as _obs_column
 
 __all__ = ["to_cell_eval"]
 

@@ -15,8 +15,11 @@ from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions, parse_condition
 
-from ._baselines import _dense
-from ._metrics import _matrix, _pearson, _r2, energy_distance
+from ._common import dense_rows as _dense
+from ._common import layer_matrix as _matrix
+from ._common import pearson as _pearson
+from ._common import r2 as _r2
+from ._metrics import energy_distance
 
 __all__ = ["interaction_scores", "predicted_interaction_scores"]
 

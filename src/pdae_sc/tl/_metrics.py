@@ -13,6 +13,12 @@ from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions
 
+from ._common import check_genes as _check_genes
+from ._common import layer_matrix as _matrix
+from ._common import obs_column as _obs_column
+from ._common import pearson as _pearson
+from ._common import r2 as _r2
+
 __all__ = [
     "energy_distance",
     "evaluate",
@@ -165,19 +171,6 @@ def mmd_rbf(
     return kxx + kyy - 2.0 * kxy
 
 
-def _r2(true_mean: np.ndarray, pred_mean: np.ndarray) -> float:
-    ss_tot = float(((true_mean - true_mean.mean()) ** 2).sum())
-    if ss_tot == 0.0:
-        return float("nan")
-    return 1.0 - float(((true_mean - pred_mean) ** 2).sum()) / ss_tot
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum()) / denom if denom > 0 else float("nan")
-
-
 def mean_l2(x: np.ndarray, y: np.ndarray) -> float:
     """Euclidean distance between the mean profiles of two samples of cells.
 
@@ -313,36 +306,8 @@ def top_de_genes(x_true: np.ndarray, control_mean: np.ndarray, *, n_genes: int =
     return np.argsort(-delta, kind="stable")[: max(0, min(n_genes, delta.shape[0]))]
 
 
-def _matrix(adata: AnnData, layer: str | None, name: str):
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(f"layer={layer!r} is not in {name}.layers ({list(adata.layers)}).")
-    return adata.layers[layer]
-
-
 def _rows_mean(mat, idx: np.ndarray) -> np.ndarray:
     return np.asarray(mat[idx].mean(axis=0, dtype=np.float64)).ravel()
-
-
-def _obs_column(adata: AnnData, key: str, name: str) -> pd.Series:
-    if key not in adata.obs:
-        raise KeyError(f"{key!r} is not a column of {name}.obs ({list(adata.obs.columns)}).")
-    return adata.obs[key]
-
-
-def _check_genes(a: AnnData, b: AnnData, name: str) -> None:
-    if not a.var_names.equals(b.var_names):
-        diff = [
-            (i, p, t)
-            for i, (p, t) in enumerate(zip(a.var_names, b.var_names, strict=False))
-            if p != t
-        ]
-        raise ValueError(
-            f"adata_pred has {a.n_vars} genes and {name} {b.n_vars}; they must have the same "
-            f"var_names in the same order (first differences: {diff[:3]}). Subset both, e.g. "
-            f"{name} = {name}[:, adata_pred.var_names]."
-        )
 
 
 def _control_mean(
