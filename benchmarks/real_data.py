@@ -109,10 +109,14 @@ def main() -> None:
     parser.add_argument("--suffix", default="", help="suffix of the result files")
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--early-stopping", default=None, help="train(early_stopping=...)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     train_kwargs = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    if args.early_stopping is not None:
+        flag = {"true": True, "false": False}.get(args.early_stopping.lower(), "auto")
+        train_kwargs["early_stopping"] = flag
     model_kwargs = {} if args.decoder is None else {"decoder": args.decoder}
     tables = [run_task(t, args.seeds, model_kwargs, train_kwargs) for t in args.tasks]
     table = pd.concat(tables, ignore_index=True)

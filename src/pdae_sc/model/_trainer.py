@@ -157,7 +157,32 @@ class ConvergenceStopping(pl.Callback):
         self._best_state: dict | None = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
-        """Update the smoothed score; ask the trainer to stop when it has converged."""
+        """Update the smoothed score; ask the trainer to stop when it has converged.
+
+        Parameters
+        ----------
+        trainer
+            The Lightning trainer (its ``callback_metrics`` hold the monitored score).
+        plan
+            The training plan, whose weights are kept when the score is the best so far.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> rule = pdae.model.ConvergenceStopping(patience_steps=10, min_steps=0, smoothing=1.0)
+        >>> plan = torch.nn.Linear(2, 1)
+        >>> for step, value in [(10, 3.0), (20, 2.0), (30, 2.5), (40, 2.5)]:
+        ...     trainer = SimpleNamespace(
+        ...         sanity_checking=False, global_step=step, current_epoch=step // 10 - 1,
+        ...         callback_metrics={"energy_validation": torch.tensor(value)},
+        ...         should_stop=False,
+        ...     )
+        ...     rule.on_validation_epoch_end(trainer, plan)
+        >>> rule.best, rule.best_epoch, trainer.should_stop
+        (2.0, 1, True)
+        """
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
@@ -182,7 +207,25 @@ class ConvergenceStopping(pl.Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
-        """Restore the best weights (when asked) and record why training ended."""
+        """Restore the best weights (when asked) and record why training ended.
+
+        Parameters
+        ----------
+        trainer
+            The Lightning trainer.
+        plan
+            The training plan; it gets the weights of the best epoch back.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> rule = pdae.model.ConvergenceStopping()
+        >>> rule.on_train_end(SimpleNamespace(interrupted=False), torch.nn.Linear(2, 1))
+        >>> rule.reason
+        'max_epochs'
+        """
         if self.reason is None:
             self.reason = "max_epochs" if not trainer.interrupted else "interrupted"
         if self.restore_best and self._best_state is not None:
