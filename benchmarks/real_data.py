@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import scvi
+import torch
 from _tasks import TASKS, baselines, score
 
 import pdae_sc as pdae
@@ -56,9 +57,12 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         s = score(task, pred, seed=seed)
         s["method"], s["seed"], s["fit_s"] = "pdae", seed, fit_s
         s["epochs"] = len(model.history["train_loss"])
+        s["steps"] = model.trainer.global_step
+        s["stopped"] = getattr(model, "training_stopped_", "")
         rows.append(s)
         print(
-            f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} in {fit_s:.0f} s",
+            f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} in {fit_s:.0f} s, "
+            f"{s['steps'].iloc[0]} steps ({s['stopped'].iloc[0]})",
             flush=True,
         )
     out = pd.concat(rows, ignore_index=True)
@@ -104,8 +108,15 @@ def main() -> None:
     parser.add_argument("--decoder", default=None, help="PDAE(decoder=...); default: the model's")
     parser.add_argument("--suffix", default="", help="suffix of the result files")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--early-stopping", default=None, help="train(early_stopping=...)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_kwargs = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    if args.early_stopping is not None:
+        flag = {"true": True, "false": False}.get(args.early_stopping.lower(), "auto")
+        train_kwargs["early_stopping"] = flag
     model_kwargs = {} if args.decoder is None else {"decoder": args.decoder}
     tables = [run_task(t, args.seeds, model_kwargs, train_kwargs) for t in args.tasks]
     table = pd.concat(tables, ignore_index=True)

@@ -2,10 +2,12 @@
 
 from ._diagnostics import PoorFitWarning
 from ._pdae import PDAE, ExtrapolationWarning
+from ._trainer import ConvergenceStopping
 from ._training_plan import NonFiniteLossError, PDAETrainingPlan
 
 __all__ = [
     "PDAE",
+    "ConvergenceStopping",
     "ExtrapolationWarning",
     "NonFiniteLossError",
     "PDAETrainingPlan",

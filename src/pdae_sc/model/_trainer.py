@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import math
 import signal
 import threading
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 from scvi.train import SaveCheckpoint, Trainer, TrainRunner
 
-__all__ = ["GracefulInterrupt", "PDAETrainRunner", "PDAETrainer"]
+__all__ = ["ConvergenceStopping", "GracefulInterrupt", "PDAETrainRunner", "PDAETrainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +86,147 @@ class GracefulInterrupt(pl.Callback):
         if self.requested and self.stopped_epoch is None:
             self.stopped_epoch = trainer.current_epoch
             trainer.should_stop = True
+
+
+class ConvergenceStopping(pl.Callback):
+    """Stop training when a smoothed held-out score stops improving; keep the best weights.
+
+    After every validation epoch the monitored metric (by default ``energy_validation``, the
+    energy score of predictions for *held-out cells of the training conditions*) is smoothed
+    with an exponential moving average. Training stops once the smoothed value has not
+    improved by more than ``min_delta`` (relative) for ``patience_steps`` optimiser steps,
+    but not before ``min_steps``. With ``restore_best`` the module gets back the weights of
+    the epoch with the best smoothed value when training ends (also at the ``max_epochs``
+    cap). :attr:`reason` says why training ended.
+
+    Parameters
+    ----------
+    monitor
+        Logged metric to watch (lower is better).
+    patience_steps
+        Optimiser steps without improvement before stopping.
+    min_steps
+        Never stop before this many steps.
+    min_delta
+        Relative improvement of the smoothed value that counts as one.
+    smoothing
+        Weight of the newest value in the moving average (1: no smoothing).
+    restore_best
+        Load the best weights when training ends.
+
+    Examples
+    --------
+    :meth:`pdae_sc.model.PDAE.train` adds one by default (``early_stopping="auto"``); pass
+    your own to change the rule:
+
+    >>> import pdae_sc as pdae
+    >>> adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=40, seed=0)
+    >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    >>> model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
+    >>> rule = pdae.model.ConvergenceStopping(patience_steps=20, min_steps=20)
+    >>> model.train(max_epochs=100, callbacks=[rule], enable_progress_bar=False)
+    >>> model.training_stopped_ == model.history["stopped"]["reason"].iloc[0]
+    True
+    >>> model.training_stopped_.startswith(("converged", "max_epochs"))
+    True
+    """
+
+    def __init__(
+        self,
+        monitor: str = "energy_validation",
+        *,
+        patience_steps: int = 600,
+        min_steps: int = 600,
+        min_delta: float = 1e-3,
+        smoothing: float = 0.3,
+        restore_best: bool = True,
+    ):
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing={smoothing!r}; use a weight in (0, 1].")
+        self.monitor = monitor
+        self.patience_steps = int(patience_steps)
+        self.min_steps = int(min_steps)
+        self.min_delta = float(min_delta)
+        self.smoothing = float(smoothing)
+        self.restore_best = restore_best
+        self.smoothed: float | None = None
+        self.best: float = math.inf
+        self.best_step = 0
+        self.best_epoch: int | None = None
+        self.reason: str | None = None
+        self._best_state: dict | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
+        """Update the smoothed score; ask the trainer to stop when it has converged.
+
+        Parameters
+        ----------
+        trainer
+            The Lightning trainer (its ``callback_metrics`` hold the monitored score).
+        plan
+            The training plan, whose weights are kept when the score is the best so far.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> rule = pdae.model.ConvergenceStopping(patience_steps=10, min_steps=0, smoothing=1.0)
+        >>> plan = torch.nn.Linear(2, 1)
+        >>> for step, value in [(10, 3.0), (20, 2.0), (30, 2.5), (40, 2.5)]:
+        ...     trainer = SimpleNamespace(
+        ...         sanity_checking=False, global_step=step, current_epoch=step // 10 - 1,
+        ...         callback_metrics={"energy_validation": torch.tensor(value)},
+        ...         should_stop=False,
+        ...     )
+        ...     rule.on_validation_epoch_end(trainer, plan)
+        >>> rule.best, rule.best_epoch, trainer.should_stop
+        (2.0, 1, True)
+        """
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if not math.isfinite(value):
+            return
+        a = self.smoothing
+        self.smoothed = value if self.smoothed is None else a * value + (1 - a) * self.smoothed
+        step = trainer.global_step
+        margin = self.min_delta * abs(self.best) if math.isfinite(self.best) else 0.0
+        if self.smoothed < self.best - margin:
+            self.best, self.best_step = self.smoothed, step
+            self.best_epoch = trainer.current_epoch
+            if self.restore_best:
+                self._best_state = copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in plan.state_dict().items()}
+                )
+        elif step >= self.min_steps and step - self.best_step >= self.patience_steps:
+            self.reason = (
+                f"converged: smoothed {self.monitor} did not improve for "
+                f"{step - self.best_step} steps (best at epoch {self.best_epoch + 1})"
+            )
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
+        """Restore the best weights (when asked) and record why training ended.
+
+        Parameters
+        ----------
+        trainer
+            The Lightning trainer.
+        plan
+            The training plan; it gets the weights of the best epoch back.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> rule = pdae.model.ConvergenceStopping()
+        >>> rule.on_train_end(SimpleNamespace(interrupted=False), torch.nn.Linear(2, 1))
+        >>> rule.reason
+        'max_epochs'
+        """
+        if self.reason is None:
+            self.reason = "max_epochs" if not trainer.interrupted else "interrupted"
+        if self.restore_best and self._best_state is not None:
+            plan.load_state_dict(self._best_state)
