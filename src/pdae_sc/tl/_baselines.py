@@ -13,7 +13,9 @@ from pdae_sc.data._labels import (
     EncodedConditions,
     closest_names,
     encode_conditions,
+    format_condition,
     label_vector,
+    match_labels,
     parse_condition,
 )
 
@@ -24,6 +26,30 @@ from ._extrapolation import extrapolation_table
 __all__ = ["BASELINES", "predict_baseline"]
 
 BASELINES = ("control", "pooled", "additive", "linear", "oracle_half")
+
+
+def _canonical_names(targets, parsed, enc, control_group, delimiter) -> list[str]:
+    """Targets spelled as :meth:`pdae_sc.model.PDAE.predict` spells them.
+
+    A target with the label vector of a condition of ``adata`` gets that condition's name
+    (``"P1+P0"`` is written ``"P0+P1"`` if the data say so); any other target of known
+    perturbations lists them in vocabulary order; a target with unknown perturbations
+    (e.g. for ``oracle_half``) keeps the given spelling.
+    """
+    out = []
+    for target, lab in zip(targets, parsed, strict=True):
+        if not all(k in enc.vocabulary for k in lab):
+            out.append(target)
+            continue
+        hits = match_labels(label_vector(lab, enc.vocabulary), enc.label_rows).indices
+        if len(hits):
+            out.append(enc.conditions[int(hits[0])])
+        else:
+            ordered = {k: lab[k] for k in enc.vocabulary if k in lab}
+            out.append(
+                format_condition(ordered, control_group=control_group, delimiter=delimiter)[0]
+            )
+    return out
 
 
 def _encode(adata: AnnData, key: str, control_group, delimiter, dosage_key, name):
@@ -286,6 +312,7 @@ def predict_baseline(
     rng = np.random.default_rng(seed)
     names = np.asarray(adata.obs_names, dtype=object)
     source_names = np.asarray(enc.conditions, dtype=object)[enc.codes]
+    labels_out = _canonical_names(targets, parsed, enc, control_group, delimiter)
 
     shifts = None
     if method in ("additive", "linear"):
@@ -364,7 +391,11 @@ def predict_baseline(
         blocks.append(x.astype(np.float32))
         obs_rows.append(
             pd.DataFrame(
-                {perturbation_key: target, "pdae_source": src, "pdae_source_cell": src_cell}
+                {
+                    perturbation_key: labels_out[i],
+                    "pdae_source": src,
+                    "pdae_source_cell": src_cell,
+                }
             )
         )
         if dosage_key is not None:
@@ -372,7 +403,7 @@ def predict_baseline(
 
     obs = pd.concat(obs_rows, ignore_index=True)
     obs[perturbation_key] = pd.Categorical(
-        obs[perturbation_key], categories=list(dict.fromkeys(targets))
+        obs[perturbation_key], categories=list(dict.fromkeys(labels_out))
     )
     obs["pdae_source"] = obs["pdae_source"].astype(str).astype("category")  # as in predict
     obs["pdae_source_cell"] = obs["pdae_source_cell"].astype(str)
