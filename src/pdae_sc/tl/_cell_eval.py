@@ -15,6 +15,7 @@ from scipy import sparse
 from pdae_sc.data._labels import encode_conditions
 
 from ._common import check_genes as _check_genes
+from ._common import control_rows
 from ._common import layer_matrix as _matrix
 from ._common import obs_column as _obs_column
 
@@ -178,15 +179,7 @@ def to_cell_eval(
         ctrl_mat, ctrl_idx, ctrl_name = true_mat, np.flatnonzero(is_ctrl[true_codes]), "adata_true"
     else:
         ctrl_mat, ctrl_name = _matrix(adata_control, layer, "adata_control"), "adata_control"
-        ctrl_idx = np.arange(adata_control.n_obs)
-        if perturbation_key in adata_control.obs:
-            c_enc = encode_conditions(
-                adata_control.obs[perturbation_key].astype(str),
-                control_group=control_group,
-                delimiter=delimiter,
-                name=perturbation_key,
-            )
-            ctrl_idx = np.flatnonzero(~c_enc.labels.any(axis=1)[c_enc.codes])
+        ctrl_idx = control_rows(adata_control, perturbation_key, control_group, delimiter)
     if len(ctrl_idx) == 0:
         raise ValueError(
             f"{ctrl_name} has no {control_group!r} cells; cell-eval needs control cells in "

@@ -7,7 +7,17 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-__all__ = ["check_genes", "dense_rows", "layer_matrix", "obs_column", "pearson", "r2"]
+from pdae_sc.data._labels import encode_conditions
+
+__all__ = [
+    "check_genes",
+    "control_rows",
+    "dense_rows",
+    "layer_matrix",
+    "obs_column",
+    "pearson",
+    "r2",
+]
 
 
 def layer_matrix(adata: AnnData, layer: str | None, name: str):
@@ -57,3 +67,18 @@ def dense_rows(mat, idx: np.ndarray) -> np.ndarray:
     rows = mat[uniq]
     rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
     return rows.astype(np.float64)[inverse]
+
+
+def control_rows(
+    adata: AnnData, perturbation_key: str, control_group: str, delimiter: str
+) -> np.ndarray:
+    """Rows of ``adata``'s control cells; every row when it has no ``perturbation_key``."""
+    if perturbation_key not in adata.obs:
+        return np.arange(adata.n_obs)
+    enc = encode_conditions(
+        adata.obs[perturbation_key],
+        control_group=control_group,
+        delimiter=delimiter,
+        name=perturbation_key,
+    )
+    return np.flatnonzero(~enc.labels.any(axis=1)[enc.codes])

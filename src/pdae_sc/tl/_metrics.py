@@ -14,6 +14,7 @@ from scipy import sparse
 from pdae_sc.data._labels import encode_conditions
 
 from ._common import check_genes as _check_genes
+from ._common import control_rows
 from ._common import layer_matrix as _matrix
 from ._common import obs_column as _obs_column
 from ._common import pearson as _pearson
@@ -321,15 +322,7 @@ def _control_mean(
 ) -> np.ndarray:
     """Control mean from ``adata_control``, else the first ``(matrix, control rows)`` found."""
     if adata_control is not None:
-        idx = np.arange(adata_control.n_obs)
-        if perturbation_key in adata_control.obs:
-            enc = encode_conditions(
-                adata_control.obs[perturbation_key],
-                control_group=control_group,
-                delimiter=delimiter,
-                name=perturbation_key,
-            )
-            idx = np.flatnonzero(~enc.labels.any(axis=1)[enc.codes])
+        idx = control_rows(adata_control, perturbation_key, control_group, delimiter)
         if len(idx) == 0:
             raise ValueError(
                 f"adata_control has no {control_group!r} cells in obs[{perturbation_key!r}]."
