@@ -17,16 +17,6 @@ import pdae_sc as pdae
 from pdae_sc import pl
 
 
-@pytest.fixture(autouse=True)
-def _no_show(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("plt.show() was called")
-
-    monkeypatch.setattr(plt, "show", fail)
-    yield
-    plt.close("all")
-
-
 @pytest.fixture(scope="module")
 def data():
     adata = pdae.data.simulate(n_perturbations=3, n_genes=20, n_cells_per_condition=20, seed=0)

@@ -27,16 +27,6 @@ ENERGY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_show(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("plt.show() was called")
-
-    monkeypatch.setattr(plt, "show", fail)
-    yield
-    plt.close("all")
-
-
 @pytest.fixture
 def scores():
     rows = []

@@ -17,16 +17,6 @@ import pdae_sc as pdae
 from pdae_sc import pl
 
 
-@pytest.fixture(autouse=True)
-def _no_show(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("plt.show() was called")
-
-    monkeypatch.setattr(plt, "show", fail)
-    yield
-    plt.close("all")
-
-
 @pytest.fixture
 def shifts():
     rng = np.random.default_rng(0)

@@ -15,16 +15,6 @@ from matplotlib.axes import Axes
 import pdae_sc as pdae
 
 
-@pytest.fixture(autouse=True)
-def _no_show(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("plt.show() was called")
-
-    monkeypatch.setattr(plt, "show", fail)
-    yield
-    plt.close("all")
-
-
 @pytest.fixture
 def scores():
     rng = np.random.default_rng(0)
