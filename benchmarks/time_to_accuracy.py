@@ -129,16 +129,19 @@ class Tracker(pl.Callback):
         return {"epoch": epoch, "step": step, "train_s": self.train_s, "energy_distance": ed}
 
 
-def _resolve_epochs(model, value, steps_per_epoch: int):
+def _resolve_epochs(value, steps_per_epoch: int):
     if isinstance(value, str) and value.startswith("steps:"):
         return int(min(1000, max(10, np.ceil(int(value[6:]) / steps_per_epoch))))
     return value
 
 
+def load_task(task_name: str, seed: int) -> Task:
+    return (EXTRA.get(task_name) or TASKS[task_name])(seed=seed)
+
+
 def run(
-    task_name: str, setting: str, seed: int, every: int, verbose: bool = False
+    task_name: str, task: Task, setting: str, seed: int, every: int, verbose: bool = False
 ) -> tuple[pd.DataFrame, dict]:
-    task = (EXTRA.get(task_name) or TASKS[task_name])(seed=seed)
     model_kwargs, train_kwargs = SETTINGS[setting]
     train_kwargs = dict(train_kwargs)
     scvi.settings.seed = seed
@@ -148,7 +151,7 @@ def run(
     if "max_epochs" in train_kwargs:
         n_cells_step = 16 * 16 if model.module.estimator == "grouped" else 128
         train_kwargs["max_epochs"] = _resolve_epochs(
-            model, train_kwargs["max_epochs"], max(1, adata.n_obs // n_cells_step)
+            train_kwargs["max_epochs"], max(1, adata.n_obs // n_cells_step)
         )
     tracker = Tracker(model, task, every, seed, verbose)
     t0 = time.perf_counter()
@@ -178,8 +181,7 @@ def run(
     return curve, summary
 
 
-def baseline_rows(task_name: str, seed: int) -> list[dict]:
-    task = (EXTRA.get(task_name) or TASKS[task_name])(seed=seed)
+def baseline_rows(task_name: str, task: Task, seed: int) -> list[dict]:
     rows = []
     for method, pred in baselines(task, seed=seed).items():
         rows.append(
@@ -208,9 +210,10 @@ def main() -> None:
     curves, summaries = [], []
     for task_name in args.tasks:
         for seed in args.seeds:
-            summaries += baseline_rows(task_name, seed)
+            task = load_task(task_name, seed)  # once: every setting trains on the same data
+            summaries += baseline_rows(task_name, task, seed)
             for setting in args.settings:
-                curve, summary = run(task_name, setting, seed, args.every, args.verbose)
+                curve, summary = run(task_name, task, setting, seed, args.every, args.verbose)
                 curves.append(curve)
                 summaries.append(summary)
     table = pd.DataFrame(summaries)
