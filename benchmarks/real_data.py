@@ -59,10 +59,11 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         s["epochs"] = len(model.history["train_loss"])
         s["steps"] = model.trainer.global_step
         s["stopped"] = getattr(model, "training_stopped_", "")
+        s["source"] = getattr(model, "default_source_", "all")
         rows.append(s)
         print(
             f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} in {fit_s:.0f} s, "
-            f"{s['steps'].iloc[0]} steps ({s['stopped'].iloc[0]})",
+            f"{s['steps'].iloc[0]} steps ({s['stopped'].iloc[0]}), source {s['source'].iloc[0]}",
             flush=True,
         )
     out = pd.concat(rows, ignore_index=True)

@@ -39,6 +39,8 @@ FRAMEWORK_HOOKS = {
     "training_step",
     "validation_step",
     "on_before_optimizer_step",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
     "configure_optimizers",
     "on_load_checkpoint",
 }

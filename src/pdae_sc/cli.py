@@ -326,7 +326,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help=".h5ad file to write")
     r.add_argument("--n-cells", type=int, default=None, help="cells per condition")
     r.add_argument(
-        "--source", default=None, help="source cells: the control or a label (default: all)"
+        "--source",
+        default=None,
+        help="source cells: all, the control or a label (default: the model's default_source_)",
     )
     r.add_argument(
         "--adata", default=None, help=".h5ad with the training genes, if the model has none"

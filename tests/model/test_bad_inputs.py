@@ -259,6 +259,8 @@ def test_perturbation_named_all_can_be_the_source():
     model = _fit(adata)
     pred = model.predict(["P0"], n_cells=4, source="all", seed=0)
     assert set(pred.obs["pdae_source"]) == {"all"}
+    # a default source set of "all" (chosen after training) still means every cell
+    model.default_source_ = "all"
     assert len(set(model.predict(["P0"], n_cells=40, seed=0).obs["pdae_source"])) > 1
 
 

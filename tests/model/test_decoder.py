@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
@@ -141,3 +142,110 @@ def test_untrained_model_loads_untrained(tmp_path):
     adata = _adata()
     PDAE(adata, **TINY).save(tmp_path / "m", save_anndata=True)
     assert not PDAE.load(tmp_path / "m").is_trained_
+
+
+# --------------------------------------------------------------- the default source set
+def _fit_table(ctrl: float, every: float):
+    return pd.DataFrame(
+        {
+            "condition": ["P0", "P1"],
+            "context": ["", ""],
+            "n_cells": [40, 40],
+            "energy_distance_pdae": [ctrl, ctrl],
+            "energy_distance_pdae_all": [every, every],
+            "energy_distance_control": [1.0, 1.0],
+            "pdae_better": [True, True],
+        }
+    )
+
+
+def test_check_fit_moves_control_cells_and_every_other_cell():
+    adata = _adata(counts=True)
+    scvi.settings.seed = 0
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=5, **TRAIN)
+    table = model.check_fit(n_conditions=16)  # what train() ran
+    assert np.isfinite(table["energy_distance_pdae_all"]).all()
+    # the two moves differ (other sources), and train() applied its rule to them
+    every, ctrl = table["energy_distance_pdae_all"], table["energy_distance_pdae"]
+    assert not np.allclose(every, ctrl)
+    clearly = 4 * (every < ctrl).sum() >= 3 * len(table) and every.mean() < ctrl.mean()
+    assert model.default_source_ == ("all" if clearly else "ctrl")
+    best = table[["energy_distance_pdae", "energy_distance_pdae_all"]].min(axis=1)
+    assert (table["pdae_better"] == (best < table["energy_distance_control"])).all()
+
+
+def test_default_source_follows_the_check_and_is_saved(monkeypatch, tmp_path):
+    adata = _adata()
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    assert model.default_source_ == "all"
+    assert len(set(model.predict(["P0+P1"], n_cells=60, seed=0).obs["pdae_source"])) > 1
+    monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=0.1, every=0.3))
+    model._check_after_training()
+    assert model.default_source_ == "ctrl"
+    assert set(model.predict(["P0+P1"], n_cells=60, seed=0).obs["pdae_source"]) == {"ctrl"}
+    model.save(tmp_path / "m")
+    assert PDAE.load(tmp_path / "m", adata).default_source_ == "ctrl"
+    monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=0.3, every=0.1))
+    model._check_after_training()
+    assert model.default_source_ == "all"
+    # an explicit source still wins over the default
+    assert set(model.predict(["P0"], n_cells=20, source="ctrl", seed=0).obs["pdae_source"]) == {
+        "ctrl"
+    }
+
+
+def test_every_cell_must_be_closer_on_three_quarters_of_the_conditions(monkeypatch):
+    adata = _adata()
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    table = pd.concat([_fit_table(ctrl=0.3, every=0.1), _fit_table(ctrl=0.2, every=0.25)])
+    monkeypatch.setattr(model, "check_fit", lambda **kw: table)  # better mean, 2 of 4
+    model._check_after_training()
+    assert model.default_source_ == "ctrl"
+    table = pd.concat([_fit_table(ctrl=0.3, every=0.1)] * 2 + [_fit_table(ctrl=0.2, every=0.25)])
+    model._check_after_training()  # 4 of 6: still not three quarters
+    assert model.default_source_ == "ctrl"
+    table.iloc[4, table.columns.get_loc("energy_distance_pdae_all")] = 0.1  # 5 of 6
+    model._check_after_training()
+    assert model.default_source_ == "all"
+
+
+def test_poor_fit_warning_judges_the_chosen_source_set(monkeypatch):
+    adata = _adata()
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    table = _fit_table(ctrl=1.5, every=0.2)  # control sources lose, every cell wins
+    table["pdae_better"] = True
+    monkeypatch.setattr(model, "check_fit", lambda **kw: table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PoorFitWarning)
+        model._check_after_training()
+    monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=1.2, every=1.5))
+    with pytest.warns(PoorFitWarning, match="on 2 of 2 conditions"):
+        model._check_after_training()
+    assert model.default_source_ == "ctrl"
+
+
+def test_default_control_source_falls_back_to_every_cell_of_a_context_without_controls():
+    adata = pdae.data.simulate(n_perturbations=3, n_genes=12, n_cells_per_condition=40, seed=0)
+    rng = np.random.default_rng(0)
+    line = np.where(rng.random(adata.n_obs) < 0.5, "A", "B").astype(object)
+    line[(adata.obs["perturbation"] == "ctrl").to_numpy()] = "A"  # no controls in B
+    adata.obs["line"] = line
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl", context_keys=["line"])
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    model.default_source_ = "ctrl"
+    pred = model.predict(["P0+P1"], n_cells=40, context="B", seed=0)
+    assert "ctrl" not in set(pred.obs["pdae_source"])
+    src_line = adata.obs["line"].to_numpy()[
+        adata.obs_names.get_indexer(pred.obs["pdae_source_cell"])
+    ]
+    assert set(src_line) == {"B"}
+    assert set(model.predict(["P0"], n_cells=20, context="A", seed=0).obs["pdae_source"]) == {
+        "ctrl"
+    }
+    with pytest.raises(ValueError, match="No source cells for source='ctrl'"):
+        model.predict(["P0"], n_cells=20, context="B", source="ctrl", seed=0)

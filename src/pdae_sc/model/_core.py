@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
@@ -24,7 +25,10 @@ from pdae_sc.data._fields import (
     context_codes,
 )
 from pdae_sc.data._labels import EncodedConditions, label_rows, parse_condition
+from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._validation import check_var_names_match
+
+from ._prediction import draw_sources
 
 __all__ = ["PDAECore"]
 
@@ -176,3 +180,42 @@ class PDAECore:
     def _check_trained(self) -> None:
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call model.train() first.")
+
+    @torch.inference_mode()
+    def _map(
+        self,
+        fn,
+        x_rows: RowGatherer,
+        idx: np.ndarray,
+        batch_size: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``fn`` on rows ``idx``, ``batch_size`` at a time, written into one array (``out``)."""
+        for start in range(0, len(idx), batch_size):
+            x = torch.from_numpy(x_rows(idx[start : start + batch_size])).to(self.device)
+            y = fn(x, start).cpu().numpy()
+            if out is None:
+                out = np.empty((len(idx), y.shape[1]), dtype=y.dtype)
+            out[start : start + len(y)] = y
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def _move_sources(
+        self, target, src_idx, codes, label_rows, gather, rng, gen, batch_size, *, out
+    ) -> np.ndarray:
+        """Draw ``len(out)`` of the cells ``src_idx`` and move them to ``target`` into ``out``.
+
+        ``codes``: condition code of every registered cell; ``label_rows``: sparse label
+        vector of each code; ``gather``: the registered matrix; returns the drawn rows.
+        """
+        picks = draw_sources(src_idx, len(out), rng)
+        target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+        picked = codes[picks]
+
+        def fn(x, start):
+            lab = torch.from_numpy(label_rows[picked[start : start + len(x)]].toarray())
+            return self.module.move(x, lab.to(self.device), target_t, generator=gen)
+
+        self.module.eval()
+        with torch.inference_mode():
+            self._map(fn, gather, picks, batch_size, out=out)
+        return picks

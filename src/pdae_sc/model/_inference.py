@@ -34,7 +34,6 @@ from ._mudata import is_subset_copy
 from ._prediction import (
     check_prediction_memory,
     counts_matrix,
-    draw_sources,
     make_generator,
     prediction_adata,
     resolve_seed,
@@ -83,24 +82,6 @@ class InferenceMixin(PDAECore):
     #: larger requests raise ``ValueError`` with the estimate. Raise it for a machine with
     #: more memory, e.g. ``PDAE.max_prediction_bytes = 16 * 2**30``.
     max_prediction_bytes: int = 2 * 2**30
-
-    @torch.inference_mode()
-    def _map(
-        self,
-        fn,
-        x_rows: RowGatherer,
-        idx: np.ndarray,
-        batch_size: int,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """``fn`` on rows ``idx``, ``batch_size`` at a time, written into one array (``out``)."""
-        for start in range(0, len(idx), batch_size):
-            x = torch.from_numpy(x_rows(idx[start : start + batch_size])).to(self.device)
-            y = fn(x, start).cpu().numpy()
-            if out is None:
-                out = np.empty((len(idx), y.shape[1]), dtype=y.dtype)
-            out[start : start + len(y)] = y
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
     def _query_data(self, adata: AnnData | None, *, labels: bool) -> tuple[AnnData, object]:
         """The AnnData of a query and its registered expression matrix.
@@ -335,11 +316,17 @@ class InferenceMixin(PDAECore):
         mask = np.ones(adata.n_obs, dtype=bool)
         if source is not None and not isinstance(source, str):
             raise TypeError(
-                f"source={source!r} has type {type(source).__name__}; use None (every "
-                "registered cell), the control label or a training condition."
+                f"source={source!r} has type {type(source).__name__}; use None (the model's "
+                "default_source_), 'all', the control label or a training condition."
             )
+        # None: the source set chosen after training (default_source_); old models: every cell
+        chosen = source is None and getattr(self, "default_source_", None) is not None
+        if chosen:
+            source = self.default_source_
         # "all" means every cell, unless a perturbation of the model is called "all"
         every_cell = source is None or (source == "all" and "all" not in self._labels.vocabulary)
+        if chosen and source == "all":
+            every_cell = True
         if not every_cell:
             lab = parse_condition(
                 source,
@@ -355,7 +342,7 @@ class InferenceMixin(PDAECore):
                     f"source={source!r} is a training condition, but the AnnData the model "
                     f"holds now has no cells of it (it has {present}). Pass an AnnData with "
                     "those cells (e.g. PDAE.load(path, adata) with the training data), use "
-                    "source=None for every cell, or one of the conditions it has."
+                    "source='all' for every cell, or one of the conditions it has."
                 )
             if len(hits) == 0:
                 raise ValueError(
@@ -369,6 +356,9 @@ class InferenceMixin(PDAECore):
                 raise ValueError(f"context={context!r} is unknown; known contexts: {ctx_names}.")
             mask &= ctx_codes == ctx_names.index(context)
         idx = np.flatnonzero(mask)
+        if len(idx) == 0 and chosen and context is not None:
+            # the chosen source (the control) has no cells in this context: every cell there
+            idx = np.flatnonzero(ctx_codes == ctx_names.index(context))
         if len(idx) == 0:
             raise ValueError(f"No source cells for source={source!r} in context={context!r}.")
         return idx, enc
@@ -406,9 +396,13 @@ class InferenceMixin(PDAECore):
             must fit in :attr:`max_prediction_bytes` (2 GiB by default); a larger request
             raises ``ValueError`` with the estimate: predict in chunks instead.
         source
-            ``None`` or ``"all"`` (every registered cell of the context), the control
-            label, or a training condition whose cells are moved. If a perturbation is
-            called ``"all"``, ``"all"`` is that condition and ``None`` every cell.
+            The cells that are moved: ``"all"`` (every registered cell of the context), the
+            control label, or a training condition. ``None`` (default): the source set that
+            :meth:`check_fit` found closer to the model's own training conditions after
+            training, :attr:`default_source_` (``"all"`` or the control label; ``"all"``
+            for a model trained with ``check_fit=False``), with every cell of the context
+            when the control has none there. If a perturbation is called ``"all"``,
+            ``"all"`` is that condition.
         context
             Take the sources from one context (see ``context_keys``) and predict there; the
             target may have been measured only in other contexts (the shift is shared).
@@ -509,20 +503,20 @@ class InferenceMixin(PDAECore):
         label_rows = enc.label_rows.astype(np.float32)  # sparse: K can be genome-wide
         self.module.eval()
         x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
-        rows = []
-        for t, target in enumerate(targets):
-            picks = draw_sources(src_idx, n, rng)
-            target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
-            codes = enc.codes[picks]
-
-            def fn(x, start, codes=codes, target_t=target_t):
-                lab = torch.from_numpy(label_rows[codes[start : start + len(x)]].toarray())
-                lab = lab.to(self.device)
-                return self.module.move(x, lab, target_t, generator=gen)
-
-            with torch.inference_mode():
-                self._map(fn, gather, picks, batch_size, out=x_out[t * n : (t + 1) * n])
-            rows.append(picks)
+        rows = [
+            self._move_sources(
+                target,
+                src_idx,
+                enc.codes,
+                label_rows,
+                gather,
+                rng,
+                gen,
+                batch_size,
+                out=x_out[t * n : (t + 1) * n],
+            )
+            for t, target in enumerate(targets)
+        ]
         layers = obs_extra = None
         if scale == "counts":
             count_rows = RowGatherer(get_matrix(self.adata, counts_layer))

@@ -119,9 +119,12 @@ class TrainingMixin(DiagnosticsMixin):
         enable_progress_bar
             Show a progress bar.
         check_fit
-            After training, run :meth:`check_fit` and warn with
-            :class:`~pdae_sc.model.PoorFitWarning` when control cells moved to the training
-            conditions are further from the measured cells than the unmoved control cells.
+            After training, run :meth:`check_fit`: pick the default source set of
+            :meth:`predict` (:attr:`default_source_`, every cell or the control cells,
+            whichever is closer to the training conditions' measured cells) and warn with
+            :class:`~pdae_sc.model.PoorFitWarning` when the moved cells are further from the
+            measured cells than the unmoved control cells. ``False``: no check, and
+            ``default_source_`` is ``"all"``.
         plan_kwargs
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``);
             an ``lr`` here is used when ``lr`` is left at its default, and a different
@@ -309,7 +312,9 @@ class TrainingMixin(DiagnosticsMixin):
         if plan.nonfinite_error is not None:
             raise plan.nonfinite_error
         if check_fit and self.is_trained_ and interrupt.stopped_epoch is None:
-            self._warn_if_poor_fit()
+            self._check_after_training()
+        else:
+            self.default_source_ = "all"
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "

@@ -118,6 +118,9 @@ class PDAETrainingPlan(pl.LightningModule):
         self._loss_fn = None
         self.nonfinite_error: NonFiniteLossError | None = None
         self._drop_update = False
+        self._train_sums: torch.Tensor | None = None
+        self._train_names: list[str] = []
+        self._train_n = 0
         # A buffer, not an int: Lightning's spawn launchers (ddp_spawn, ddp_notebook) copy
         # the state dict of rank 0 back to the main process, and this count with it.
         self.register_buffer("_n_updates", torch.zeros((), dtype=torch.long))
@@ -206,26 +209,56 @@ class PDAETrainingPlan(pl.LightningModule):
             self._drop_update = True
             return sum((p * 0.0).sum() for p in self.module.parameters())
         n = batch["x_anchor"].shape[0] if "x_anchor" in batch else batch["x"].shape[0]
+        if split == "train":
+            # Summed here and logged once per epoch (on_train_epoch_end): a self.log call per
+            # term and step cost about 15% of a CPU step. Same weighted mean as Lightning's.
+            values = torch.stack([out.loss.detach(), *(v.detach() for v in out.terms().values())])
+            if self._train_sums is None:
+                self._train_sums, self._train_names = values * n, list(out.terms())
+            else:
+                self._train_sums = self._train_sums + values * n
+            self._train_n += n
+            return out.loss
+        self._log_epoch(split, out.loss, out.terms(), n)
+        return out.loss
+
+    def _log_epoch(self, split: str, loss, terms: dict, n: int) -> None:
         sync = self._distributed
         self.log(
             f"{split}_loss",
-            out.loss,
+            loss,
             on_step=False,
             on_epoch=True,
             prog_bar=True,
             batch_size=n,
             sync_dist=sync,
         )
-        for name, value in out.terms().items():
+        for name, value in terms.items():
             self.log(
                 f"{name}_{split}",
                 value,
-                on_epoch=True,
                 on_step=False,
+                on_epoch=True,
                 batch_size=n,
                 sync_dist=sync,
             )
-        return out.loss
+
+    def on_train_epoch_start(self) -> None:
+        """Reset the sums of the training metrics."""
+        self._train_sums, self._train_n = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training loss and terms (means weighted by batch size)."""
+        if self._train_sums is None or self._train_n == 0:
+            return
+        means = self._train_sums / self._train_n
+        self._log_epoch(
+            "train",
+            means[0],
+            dict(zip(self._train_names, means[1:], strict=True)),
+            self._train_n,
+        )
+        self._train_sums, self._train_n = None, 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         """Loss of one training batch (``None`` after a non-finite loss: no update)."""
