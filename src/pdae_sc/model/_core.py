@@ -216,6 +216,5 @@ class PDAECore:
             return self.module.move(x, lab.to(self.device), target_t, generator=gen)
 
         self.module.eval()
-        with torch.inference_mode():
-            self._map(fn, gather, picks, batch_size, out=out)
+        self._map(fn, gather, picks, batch_size, out=out)  # _map runs in inference mode
         return picks

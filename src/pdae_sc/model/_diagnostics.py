@@ -135,20 +135,14 @@ class DiagnosticsMixin(PDAECore):
                 moved[name] = energy_distance(pred, x_obs)
             ctrl_idx = np.sort(rng.choice(ctrl_idx, min(n_cells, len(ctrl_idx)), replace=False))
             out.append(
-                dict(
-                    zip(
-                        columns,
-                        [
-                            enc.conditions[c],
-                            ctx_names[k],
-                            len(obs_idx),
-                            moved["pdae"],
-                            moved["pdae_all"],
-                            energy_distance(rows(ctrl_idx), x_obs),
-                        ],
-                        strict=True,
-                    )
-                )
+                [
+                    enc.conditions[c],
+                    ctx_names[k],
+                    len(obs_idx),
+                    moved["pdae"],
+                    moved["pdae_all"],
+                    energy_distance(rows(ctrl_idx), x_obs),
+                ]
             )
         table = pd.DataFrame(out, columns=columns)
         best = table[["energy_distance_pdae", "energy_distance_pdae_all"]].min(axis=1)

@@ -323,10 +323,11 @@ class InferenceMixin(PDAECore):
         chosen = source is None and getattr(self, "default_source_", None) is not None
         if chosen:
             source = self.default_source_
-        # "all" means every cell, unless a perturbation of the model is called "all"
-        every_cell = source is None or (source == "all" and "all" not in self._labels.vocabulary)
-        if chosen and source == "all":
-            every_cell = True
+        # "all" means every cell, unless a perturbation of the model is called "all" (and
+        # "all" is not the chosen default, which always means every cell)
+        every_cell = source is None or (
+            source == "all" and (chosen or "all" not in self._labels.vocabulary)
+        )
         if not every_cell:
             lab = parse_condition(
                 source,
@@ -501,7 +502,6 @@ class InferenceMixin(PDAECore):
         gen = make_generator(rng, self.device)
         gather = RowGatherer(self._matrix(self.adata))
         label_rows = enc.label_rows.astype(np.float32)  # sparse: K can be genome-wide
-        self.module.eval()
         x_out = np.empty((n * len(targets), self.summary_stats.n_vars), dtype=np.float32)
         rows = [
             self._move_sources(

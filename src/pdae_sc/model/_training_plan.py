@@ -258,7 +258,6 @@ class PDAETrainingPlan(pl.LightningModule):
             dict(zip(self._train_names, means[1:], strict=True)),
             self._train_n,
         )
-        self._train_sums, self._train_n = None, 0
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         """Loss of one training batch (``None`` after a non-finite loss: no update)."""
