@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import pdae_sc as pdae
 from pdae_sc.model import PDAE
@@ -192,3 +193,96 @@ def test_verdict_counts_wins_against_the_best_baseline():
     assert verdict.endswith("On data like these, prefer linear.")
     rows[0]["mmd"] = rows[3]["mmd"] = 0.0  # pdae wins both
     assert "prefer" not in _verdict(pd.DataFrame(rows), "mmd")
+
+
+def test_verdict_says_on_a_par_when_wins_and_mean_disagree():
+    from pdae_sc.tl._cross_validate import _verdict
+
+    rows = []
+    # PDAE closer on two weak conditions, linear far closer on one strong condition
+    for cond, (ours, lin) in {"A+B": (0.01, 0.02), "C+D": (0.01, 0.02), "E+F": (0.9, 0.1)}.items():
+        for method, value in (("pdae", ours), ("linear", lin)):
+            rows.append({"fold": 0, "condition": cond, "method": method, "mmd": value})
+    verdict = _verdict(pd.DataFrame(rows), "mmd")
+    assert "on 2 of 3" in verdict
+    assert verdict.endswith(
+        "PDAE and linear are on a par here: PDAE is closer on most conditions, linear on the mean."
+    )
+    for row in rows:  # the other way round
+        if row["condition"] == "E+F":
+            row["mmd"] = {"pdae": 0.1, "linear": 0.9}[row["method"]]
+        else:
+            row["mmd"] = {"pdae": 0.02, "linear": 0.01}[row["method"]]
+    assert _verdict(pd.DataFrame(rows), "mmd").endswith(
+        "linear is closer on most conditions, PDAE on the mean."
+    )
+
+
+def _graded_contexts(n_pert=12, n_cells=20):
+    """Singles P0..P11 in two lines, effect on gene 0 growing with the index."""
+    rng = np.random.default_rng(1)
+    rows, labels, lines = [], [], []
+    for line in ("A", "B"):
+        for i, cond in enumerate(["ctrl"] + [f"P{j}" for j in range(n_pert)]):
+            x = rng.normal(size=(n_cells, 3)) * 0.1
+            x[:, 0] += 0.3 * i
+            rows.append(x)
+            labels += [cond] * n_cells
+            lines += [line] * n_cells
+    obs = pd.DataFrame({"perturbation": labels, "line": lines})
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    return ad.AnnData(np.vstack(rows).astype(np.float32), obs=obs)
+
+
+def test_effects_are_squared_mean_shifts_from_the_context_controls():
+    from pdae_sc.data._fields import context_codes
+    from pdae_sc.data._labels import encode_conditions
+    from pdae_sc.tl._cross_validate import _units
+
+    adata = _graded_contexts()
+    enc = encode_conditions(adata.obs["perturbation"], control_group="ctrl", name="perturbation")
+    ctx, names = context_codes(adata.obs, ["line"])
+    for matrix in (adata.X, sparse.csr_matrix(adata.X)):
+        units = _units(enc, ctx, 10, matrix)
+        assert len(units) == 24 and set(units["kind"]) == {"context"}
+        for _, u in units.sample(5, random_state=0).iterrows():
+            line = names[u["ctx"]]
+            cond = enc.conditions[u["code"]]
+            obs = adata.obs
+            mine = adata.X[((obs["perturbation"] == cond) & (obs["line"] == line)).to_numpy()]
+            ctrl = adata.X[((obs["perturbation"] == "ctrl") & (obs["line"] == line)).to_numpy()]
+            want = np.sum((mine.mean(0) - ctrl.mean(0)) ** 2)
+            assert u["effect"] == pytest.approx(want, rel=1e-5)
+    assert _units(enc, ctx, 10)["effect"].isna().all()  # no matrix, no effects
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_folds_spread_over_strong_and_weak_effects(seed):
+    from pdae_sc.data._fields import context_codes
+    from pdae_sc.data._labels import encode_conditions
+    from pdae_sc.tl._cross_validate import _assign_folds, _units
+
+    adata = _graded_contexts()
+    enc = encode_conditions(adata.obs["perturbation"], control_group="ctrl", name="perturbation")
+    ctx, _ = context_codes(adata.obs, ["line"])
+    units = _units(enc, ctx, 10, adata.X)
+    rank = units["effect"].rank(ascending=False).to_numpy()  # 1 = strongest of 24
+    folds = _assign_folds(units, enc, ctx, 2, 4, np.random.default_rng(seed))
+    assert [len(f) for f in folds] == [4, 4]
+    held = [u for f in folds for u in f]
+    assert len(set(held)) == 8
+    # 8 of 24 evenly spaced along the ranking: one in each stretch of three ranks
+    assert sorted((rank[held] - 1) // 3) == list(range(8))
+    for fold in folds:  # and each fold gets strong and weak ones
+        assert rank[fold].min() <= 6 and rank[fold].max() >= 19
+
+
+def test_verdict_counts_a_perturbation_held_out_in_two_contexts_twice():
+    from pdae_sc.tl._cross_validate import _verdict
+
+    rows = [
+        {"fold": 0, "context": ctx, "condition": "P0", "method": m, "mmd": v}
+        for ctx, (ours, lin) in {"A": (0.1, 0.2), "B": (0.3, 0.4)}.items()
+        for m, v in (("pdae", ours), ("linear", lin))
+    ]
+    assert "on 2 of 2 held-out conditions" in _verdict(pd.DataFrame(rows), "mmd")
