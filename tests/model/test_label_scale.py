@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 import pdae_sc as pdae
 from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY
@@ -150,3 +151,99 @@ def test_encoded_conditions_keep_labels_sparse_and_dense_on_demand():
     np.testing.assert_array_equal(enc.labels, enc.label_rows.toarray())
     with pytest.raises(KeyError, match="Unknown perturbation 'C'"):
         pdae.data.encode_conditions(["ctrl", "C"], control_group="ctrl", vocabulary=["A", "B"])
+
+
+@pytest.mark.parametrize("log_fold", [False, True])
+def test_sparse_least_squares_start_agrees_with_the_dense_fit(log_fold):
+    """The genome-wide path of ``linear_effects`` (sparse normal equations) and lstsq agree."""
+    from pdae_sc.data._labels import encode_conditions
+    from pdae_sc.model._linear import linear_effects
+
+    adata = singles_adata(30, doubles=6, cells=4, contexts=2)
+    adata.X = np.abs(adata.X)  # counts-like for the log-fold fit
+    enc = encode_conditions(adata.obs["perturbation"], control_group="ctrl", name="perturbation")
+    ctx = adata.obs["line"].cat.codes.to_numpy()
+    kw = {"log_fold": log_fold}
+    dense = linear_effects(adata.X, enc.codes, ctx, enc.labels, dense_limit=10_000, **kw)
+    sparse_ = linear_effects(adata.X, enc.codes, ctx, enc.label_rows, dense_limit=0, **kw)
+    assert dense.shape == sparse_.shape == (30, 10)
+    np.testing.assert_allclose(sparse_, dense, rtol=1e-6, atol=1e-8)
+
+
+def test_sparse_least_squares_tends_to_the_minimum_norm_fit():
+    """A perturbation only ever measured with another: its split is not identified."""
+    from pdae_sc.model._linear import linear_effects
+
+    labels = sp.csr_matrix(np.array([[0, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=float))
+    codes = np.repeat([0, 1, 2], 5)
+    x = np.random.default_rng(0).normal(size=(15, 4))
+    ctx = np.zeros(15, dtype=int)
+    dense = linear_effects(x, codes, ctx, labels.toarray(), dense_limit=100)
+    sparse_ = linear_effects(x, codes, ctx, labels, dense_limit=0)
+    np.testing.assert_allclose(sparse_, dense, atol=1e-6)
+    np.testing.assert_allclose(dense[0], dense[1])  # minimum norm: the pair's effect split
+
+
+def test_a_large_label_table_stays_sparse_and_gives_the_same_batches(monkeypatch):
+    from pdae_sc.data import _sampler
+    from pdae_sc.data._labels import encode_conditions
+
+    adata = singles_adata(40, doubles=4, cells=4)
+    enc = encode_conditions(adata.obs["perturbation"], control_group="ctrl", name="perturbation")
+    ctx = np.zeros(adata.n_obs, dtype=int)
+
+    def batch(limit):
+        monkeypatch.setattr(_sampler, "_DENSE_LABELS", limit)
+        splitter = _sampler.PerturbationDataSplitter(
+            adata.X, enc.codes, ctx, enc.label_rows, n_sources=16, seed=0
+        )
+        splitter.place("cpu")
+        loader = splitter.train_dataloader()
+        return splitter, next(iter(loader))
+
+    dense_splitter, dense = batch(1 << 22)
+    sparse_splitter, sparse_ = batch(10)
+    assert dense_splitter.label_table is not None and sparse_splitter.label_table is None
+    assert set(dense) == set(sparse_)
+    for key in dense:
+        assert torch.equal(dense[key], sparse_[key]), key
+    assert sparse_["label_source"].shape == (16, 40)
+
+
+@pytest.mark.parametrize("decoder", ["generative", "residual"])
+def test_sparse_label_batches_predict_the_same_cells(monkeypatch, decoder):
+    """Above ``_SPARSE_LABELS`` perturbations prediction batches carry sparse label rows."""
+    from pdae_sc.model import _core
+
+    adata = singles_adata(12, doubles=3, cells=6)
+    adata.X = np.abs(adata.X)
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    model = PDAE(adata, decoder=decoder, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(**TRAIN, check_fit=False)
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = model.predict(["G1+G2"], n_cells=50, source="all", seed=3)
+            latent = model.get_latent_representation(basal=True)
+        return pred.X, latent
+
+    dense = run()
+    monkeypatch.setattr(_core, "_SPARSE_LABELS", 0)
+    assert _core.label_batch(sp.csr_matrix(np.eye(3)), np.array([0, 2]), "cpu").is_sparse
+    sparse_ = run()
+    np.testing.assert_allclose(sparse_[0], dense[0], atol=1e-5)
+    np.testing.assert_allclose(sparse_[1], dense[1], atol=1e-5)
+
+
+def test_grouped_loss_gene_steps_equal_the_shift_of_the_label_change():
+    from pdae_sc.module import PDAEModule
+
+    module = PDAEModule(6, 5, n_latent=3, n_hidden=(8,), n_noise=2, residual=True, gene_shift=True)
+    torch.nn.init.normal_(module.gene_shift.weight)
+    targets, sources = torch.rand(4, 5), torch.rand(7, 5)
+    steps = module._gene_steps(targets, sources)
+    direct = module.gene_shift(targets.unsqueeze(1) - sources.unsqueeze(0))
+    torch.testing.assert_close(steps, direct, atol=1e-6, rtol=1e-5)

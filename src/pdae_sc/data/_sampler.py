@@ -20,6 +20,9 @@ __all__ = [
 ]
 
 
+_DENSE_LABELS = 1 << 22  # label tables up to this many entries (16 MB) are kept dense
+
+
 class RowGatherer:
     """Gather rows of an expression matrix as a dense float32 array, in the requested order.
 
@@ -207,7 +210,10 @@ class PerturbationDataSplitter(pl.LightningDataModule):
     contexts
         Context code per cell, shape ``(n_cells,)``.
     label_table
-        Label vector of each condition, shape ``(n_conditions, K)``.
+        Label vector of each condition, shape ``(n_conditions, K)``, dense or sparse. Up to
+        ``2**22`` entries it is kept as one dense tensor (on the data device); a larger one
+        (a genome-wide screen) stays sparse on the host and each batch densifies only its
+        own rows.
     estimator
         ``"grouped"`` or ``"all_pairs"``.
     validation_size
@@ -236,7 +242,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         matrix,
         codes: np.ndarray,
         contexts: np.ndarray,
-        label_table: np.ndarray,
+        label_table: np.ndarray | sp.spmatrix,
         *,
         estimator: str = "grouped",
         validation_size: float = 0.0,
@@ -259,7 +265,9 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         self.gather = RowGatherer(matrix)
         self.shape = tuple(matrix.shape)
         self.codes, self.contexts = np.asarray(codes), np.asarray(contexts)
-        self.label_table = torch.as_tensor(np.asarray(label_table, dtype=np.float32))
+        self._label_csr = sp.csr_matrix(label_table, dtype=np.float32)
+        small = np.prod(self._label_csr.shape, dtype=np.int64) <= _DENSE_LABELS
+        self.label_table = torch.from_numpy(self._label_csr.toarray()) if small else None
         self.estimator = estimator
         self.layout = (n_conditions_per_batch, n_cells_per_condition, n_sources)
         self.batch_size = batch_size
@@ -371,7 +379,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             self._resident, self._labels = None, self.label_table
         elif self._resident is None or self._resident.device != target:
             self._resident = self._dense_on(target)
-            self._labels = self.label_table.to(target)
+            self._labels = None if self.label_table is None else self.label_table.to(target)
         return target
 
     def _dense_on(self, device: torch.device, chunk: int = 65536) -> torch.Tensor:
@@ -439,19 +447,26 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         return t if self._resident is None else t.to(self._resident.device, non_blocking=True)
 
+    def _label_rows(self, codes: np.ndarray) -> torch.Tensor:
+        """Label vectors of conditions ``codes``, dense, on the data device."""
+        if self._labels is not None:
+            return self._labels[self._index(codes)]
+        rows = torch.from_numpy(self._label_csr[np.asarray(codes)].toarray())
+        return rows if self._resident is None else rows.to(self._resident.device)
+
     def make_batch(self, sampler) -> dict[str, torch.Tensor]:
         """Gather one minibatch of tensors from a sampler's index draw."""
         if self.estimator == "all_pairs":
             idx = sampler.sample()
-            return {"x": self._rows(idx), "label": self._labels[self._index(self.codes[idx])]}
+            return {"x": self._rows(idx), "label": self._label_rows(self.codes[idx])}
         anchors, conditions, sources = sampler.sample()
         rows = self._rows(np.concatenate([anchors.ravel(), sources]))
         n_anchor = anchors.size
         return {
             "x_anchor": rows[:n_anchor].reshape(*anchors.shape, -1),
-            "label_anchor": self._labels[self._index(conditions)],
+            "label_anchor": self._label_rows(conditions),
             "x_source": rows[n_anchor:],
-            "label_source": self._labels[self._index(self.codes[sources])],
+            "label_source": self._label_rows(self.codes[sources]),
         }
 
     def _loader(self, stream: _BatchStream) -> DataLoader:

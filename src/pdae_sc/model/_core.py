@@ -30,7 +30,25 @@ from pdae_sc.data._validation import check_var_names_match
 
 from ._prediction import draw_sources
 
-__all__ = ["PDAECore"]
+__all__ = ["PDAECore", "label_batch"]
+
+_SPARSE_LABELS = 1024  # with more perturbations, prediction batches carry sparse label rows
+
+
+def label_batch(label_rows, codes: np.ndarray, device) -> torch.Tensor:
+    """Label vectors of conditions ``codes`` as one tensor on ``device``.
+
+    Dense up to ``_SPARSE_LABELS`` perturbations; above, a sparse COO tensor, so a batch of a
+    genome-wide screen costs its nonzeros, not ``len(codes) * K`` (the module's shifts take
+    either).
+    """
+    rows = label_rows[np.asarray(codes)]
+    if rows.shape[1] <= _SPARSE_LABELS:
+        return torch.from_numpy(rows.toarray().astype(np.float32, copy=False)).to(device)
+    coo = rows.tocoo()
+    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32, copy=False))
+    return torch.sparse_coo_tensor(index, values, rows.shape, check_invariants=False).to(device)
 
 
 class PDAECore:
@@ -210,11 +228,18 @@ class PDAECore:
         picks = draw_sources(src_idx, len(out), rng)
         target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
         picked = codes[picks]
+        self.module.eval()
+        # each distinct source is encoded once (a source is drawn many times when more cells
+        # are predicted than there are sources); the encoder is deterministic
+        uniq, where = np.unique(picks, return_inverse=True)
+        encoded = self._map(lambda x, _: self.module.encode(x), gather, uniq, batch_size)
+        encoded = torch.from_numpy(encoded).to(self.device)
+        where = torch.from_numpy(where.ravel()).to(self.device)
 
         def fn(x, start):
-            lab = torch.from_numpy(label_rows[picked[start : start + len(x)]].toarray())
-            return self.module.move(x, lab.to(self.device), target_t, generator=gen)
+            lab = label_batch(label_rows, picked[start : start + len(x)], self.device)
+            z = encoded[where[start : start + len(x)]]
+            return self.module.move(x, lab, target_t, generator=gen, encoded=z)
 
-        self.module.eval()
         self._map(fn, gather, picks, batch_size, out=out)  # _map runs in inference mode
         return picks

@@ -95,7 +95,7 @@ class DiagnosticsMixin(PDAECore):
             if not isinstance(value, int | np.integer) or value < (2 if name == "n_cells" else 1):
                 raise ValueError(f"{name}={value!r}; use a positive integer (n_cells >= 2).")
         enc, ctx_codes, ctx_names = self._encode(self.adata)
-        is_ctrl = ~enc.labels.any(axis=1)
+        is_ctrl = enc.label_rows.getnnz(axis=1) == 0
         counts = pd.crosstab(enc.codes, ctx_codes)
         pairs = [
             (int(c), int(k), int(counts.loc[c, k]))
@@ -130,7 +130,15 @@ class DiagnosticsMixin(PDAECore):
             for name, src in (("pdae", ctrl_idx), ("pdae_all", other_idx)):
                 pred = np.empty((n_cells, x_obs.shape[1]), dtype=np.float32)
                 self._move_sources(
-                    enc.labels[c], src, enc.codes, label_rows, rows, rng, gen, 4096, out=pred
+                    label_rows[c].toarray().ravel(),
+                    src,
+                    enc.codes,
+                    label_rows,
+                    rows,
+                    rng,
+                    gen,
+                    4096,
+                    out=pred,
                 )
                 moved[name] = energy_distance(pred, x_obs)
             ctrl_idx = np.sort(rng.choice(ctrl_idx, min(n_cells, len(ctrl_idx)), replace=False))

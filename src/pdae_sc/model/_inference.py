@@ -29,7 +29,7 @@ from pdae_sc.data._validation import (
 )
 from pdae_sc.tl._extrapolation import extrapolation_table
 
-from ._core import PDAECore
+from ._core import PDAECore, label_batch
 from ._mudata import is_subset_copy
 from ._prediction import (
     check_prediction_memory,
@@ -150,15 +150,16 @@ class InferenceMixin(PDAECore):
         batch_size = check_positive_int(4096 if batch_size is None else batch_size, "batch_size")
         adata, matrix = self._query_data(adata, labels=basal)
         idx = _check_indices(indices, adata.n_obs)
-        labels = None
+        label_rows = codes = None
         if basal:
             enc, _, _ = self._encode(adata)
-            labels = torch.as_tensor(enc.labels[enc.codes[idx]], dtype=torch.float32)
+            label_rows, codes = enc.label_rows.astype(np.float32), enc.codes[idx]
 
         def fn(x, start):
             z = self.module.encode(x)
-            if labels is not None:
-                z = z - self.module.shift(labels[start : start + len(x)].to(self.device))
+            if label_rows is not None:
+                lab = label_batch(label_rows, codes[start : start + len(x)], self.device)
+                z = z - self.module._map_labels(self.module.shift, lab)
             return z
 
         self.module.eval()
@@ -624,13 +625,13 @@ class InferenceMixin(PDAECore):
         target = self.target_labels([perturbation], dosages)[0]
         warn_outside_span(self.check_extrapolation([perturbation], dosages=dosages))
         enc, _, _ = self._encode(adata)
-        labels = torch.as_tensor(enc.labels[enc.codes], dtype=torch.float32)
+        label_rows = enc.label_rows.astype(np.float32)
         target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
         gen = make_generator(np.random.default_rng(seed), self.device)
         self.module.eval()
 
         def fn(x, start):
-            lab = labels[start : start + len(x)].to(self.device)
+            lab = label_batch(label_rows, enc.codes[start : start + len(x)], self.device)
             return self.module.move(x, lab, target_t, generator=gen)
 
         out = self._map(fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size)

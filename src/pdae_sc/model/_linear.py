@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse import linalg as splinalg
 
 from pdae_sc.data import _validation
 from pdae_sc.data._sampler import RowGatherer
@@ -17,6 +19,7 @@ def linear_effects(
     labels: np.ndarray,
     *,
     log_fold: bool = False,
+    dense_limit: int = 2000,
 ) -> np.ndarray:
     """Per-gene effect of each perturbation: ``beta`` of ``mean[c, ctx] = mu_ctx + l_c beta``.
 
@@ -34,33 +37,58 @@ def linear_effects(
     ctx_codes
         Context code of each cell, ``(n_cells,)``.
     labels
-        Label matrix of the conditions, ``(n_conditions, K)``.
+        Label matrix of the conditions, ``(n_conditions, K)``, dense or sparse.
     log_fold
         Fit log fold changes of the normalised counts instead: the group means of
         ``expm1(x)`` are taken on the log scale, ``log(mean + eps)``, with ``eps`` a tenth
         of the gene's mean over all cells (so genes with few counts do not give huge folds).
+    dense_limit
+        Up to this many unknowns (contexts + K) the fit is a dense minimum-norm ``lstsq``;
+        above it (genome-wide screens, where that is cubic in K) the sparse normal equations
+        are solved instead (:func:`_sparse_least_squares`).
 
     Returns
     -------
     Array ``(K, n_genes)``.
     """
-    n_cond, n_ctx = labels.shape[0], int(ctx_codes.max()) + 1
+    n_ctx = int(ctx_codes.max()) + 1
     group = codes.astype(np.int64) * n_ctx + ctx_codes
-    n_groups = n_cond * n_ctx
+    present, slot = np.unique(group, return_inverse=True)
+    slot = slot.ravel()
     rows = RowGatherer(matrix)
-    sums = np.zeros((n_groups, matrix.shape[1]))
-    counts = np.bincount(group, minlength=n_groups)
+    sums = np.zeros((len(present), matrix.shape[1]))
+    counts = np.bincount(slot, minlength=len(present))
     chunk = max(1, _validation._CHUNK_ELEMENTS // max(1, matrix.shape[1]))
     for start in range(0, len(codes), chunk):
         idx = np.arange(start, min(start + chunk, len(codes)))
         x = rows(idx).astype(np.float64)
-        np.add.at(sums, group[idx], np.expm1(x) if log_fold else x)
-    present = np.flatnonzero(counts > 0)
-    means = sums[present] / counts[present, None]
+        # group sums of the chunk as one sparse indicator product
+        ind = sparse.csr_matrix(
+            (np.ones(len(idx)), (slot[idx], np.arange(len(idx)))), shape=(len(present), len(idx))
+        )
+        sums += ind @ (np.expm1(x) if log_fold else x)
+    means = sums / counts[:, None]
     if log_fold:
         eps = 0.1 * sums.sum(0) / max(1, len(codes)) + 1e-8
         means = np.log(means + eps)
     cond, ctx = present // n_ctx, present % n_ctx
-    design = np.hstack([np.eye(n_ctx)[ctx], labels[cond]])
-    coef = np.linalg.lstsq(design, means, rcond=None)[0]
+    labels = sparse.csr_matrix(labels, dtype=np.float64)
+    design = sparse.hstack([sparse.csr_matrix(np.eye(n_ctx)[ctx]), labels[cond]], format="csc")
+    if design.shape[1] <= dense_limit:
+        coef = np.linalg.lstsq(design.toarray(), means, rcond=None)[0]
+    else:
+        coef = _sparse_least_squares(design, means)
     return coef[n_ctx:]
+
+
+def _sparse_least_squares(design: sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray:
+    """Least squares ``design @ coef ~ rhs`` through the sparse normal equations.
+
+    A ridge of ``1e-10`` times the largest diagonal entry keeps the system solvable when some
+    effects are not identified; the solution then tends to the minimum-norm one, as
+    ``lstsq``'s does. Genome-wide screens (mostly singles) give a nearly diagonal system.
+    """
+    gram = (design.T @ design).tocsc()
+    ridge = 1e-10 * max(float(gram.diagonal().max()), 1.0)
+    gram = gram + ridge * sparse.identity(gram.shape[0], format="csc")
+    return splinalg.splu(gram).solve(np.asarray(design.T @ rhs))

@@ -482,7 +482,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
             self._matrix(self.adata),
             enc.codes,
             ctx_codes,
-            enc.labels,
+            enc.label_rows,
             log_fold=self.module.residual_mode == "multiplicative",
         )
         with torch.no_grad():

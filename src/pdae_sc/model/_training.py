@@ -222,7 +222,7 @@ class TrainingMixin(DiagnosticsMixin):
             self._matrix(self.adata),
             enc.codes,
             ctx_codes,
-            enc.labels,
+            enc.label_rows,
             estimator=self.module.estimator,
             validation_size=validation_size,
             n_conditions_per_batch=n_conditions_per_batch,

@@ -275,6 +275,8 @@ class StochasticDecoder(nn.Module):
         if not self.output_noise:
             return out
         eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
+        if not torch.is_grad_enabled():  # prediction: add into the noise, one buffer less
+            return eps.mul_(self.noise_scales()).add_(out)
         return torch.addcmul(out, eps, self.noise_scales())
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -292,4 +294,7 @@ class StochasticDecoder(nn.Module):
         Samples, shape ``(n, n_output)``.
         """
         out = self.mean(z, self.draw_noise(z.shape[:-1], z, generator))
-        return self.activate(self.add_output_noise(out, generator))
+        out = self.add_output_noise(out, generator)
+        if self.output_activation == "relu" and not torch.is_grad_enabled():
+            return out.clamp_min_(0.0)  # prediction: a fresh tensor, rectified in place
+        return self.activate(out)

@@ -346,6 +346,8 @@ class PDAEModule(nn.Module):
         labels: torch.Tensor,
         target: torch.Tensor,
         generator: torch.Generator | None = None,
+        *,
+        encoded: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Move cells to a target perturbation: sample ``f(g(x) - W l + W u, xi)``.
 
@@ -359,6 +361,9 @@ class PDAEModule(nn.Module):
             Target label vector ``u``, shape ``(K,)`` (the same for every cell) or ``(n, K)``.
         generator
             Optional torch generator for the decoder noise (on the device of ``x``).
+        encoded
+            The encodings ``g(x)`` of the cells (:meth:`encode`), shape ``(n, n_latent)``,
+            when they are already known: a source drawn many times is then encoded once.
 
         Returns
         -------
@@ -380,36 +385,60 @@ class PDAEModule(nn.Module):
 
         >>> module.move(x, labels, torch.eye(3).repeat(2, 1)).shape
         torch.Size([6, 20])
+
+        With the encodings given, the encoder is not run again (same result):
+
+        >>> a = module.move(x, labels, torch.ones(3), generator=torch.Generator().manual_seed(0))
+        >>> b = module.move(
+        ...     x, labels, torch.ones(3), generator=torch.Generator().manual_seed(0),
+        ...     encoded=module.encode(x),
+        ... )
+        >>> bool(torch.allclose(a, b))
+        True
         """
+        z = self.encoder(x) if encoded is None else encoded
+        shift = self._map_labels(self.shift, target) - self._map_labels(self.shift, labels)
         if not self.residual:
-            z = self.basal(x, labels) + self.shift(target)
-            return self.decode(z, generator=generator)
-        z = self.encoder(x)
-        step = target - labels
-        return self._transfer(x, z, z + self.shift(step), step, generator=generator)
+            return self.decode(z + shift, generator=generator)
+        gene_step = None
+        if self.gene_shift is not None:
+            gene_step = self._map_labels(self.gene_shift, target) - self._map_labels(
+                self.gene_shift, labels
+            )
+        return self._transfer(x, z, z + shift, gene_step, generator=generator)
+
+    @staticmethod
+    def _map_labels(layer: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+        """``labels @ layer.weight.T`` for dense or sparse (COO/CSR) label rows."""
+        if labels.layout != torch.strided:
+            return (labels @ layer.weight.T).to_dense()
+        return layer(labels)
 
     def _transfer(
         self,
         x: torch.Tensor,
         z: torch.Tensor,
         z_moved: torch.Tensor,
-        step: torch.Tensor,
+        gene_step: torch.Tensor | None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Residual move of sources ``x`` by ``delta = f(z_moved, xi) - f(z, xi) [+ B step]``.
+        """Residual move of sources ``x`` by ``delta = f(z_moved, xi) - f(z, xi) [+ B (u - l)]``.
 
         ``act(x + delta)`` (additive) or ``log1p(expm1(x) exp(delta))`` (multiplicative),
         with one noise draw ``xi`` per source cell.
 
         ``x``, ``z``: sources, ``(S, n_input)`` and ``(S, n_latent)``; ``z_moved``: their
-        moved latents, ``(S, n_latent)`` or ``(G, S, n_latent)``; ``step``: label change
-        ``u - l``, broadcastable to ``z_moved``'s batch shape with ``K`` columns. Returns the
-        shape of ``z_moved`` with ``n_input`` genes.
+        moved latents, ``(S, n_latent)`` or ``(G, S, n_latent)``; ``gene_step``: the gene
+        shift of the label change, ``B u - B l`` (``None`` without a gene shift),
+        broadcastable to the output. Computing it as ``B u - B l`` rather than ``B (u - l)``
+        keeps the cost at one product per label row, not per (target, source) pair: the
+        difference ``u - l`` of a grouped batch has ``G * S * K`` entries. Returns the shape
+        of ``z_moved`` with ``n_input`` genes.
         """
         xi = self.decoder.draw_noise(z.shape[:-1], z, generator)
         delta = self.decoder.mean(z_moved, xi) - self.decoder.mean(z, xi)
-        if self.gene_shift is not None:
-            delta = delta + self.gene_shift(step)
+        if gene_step is not None:
+            delta = delta + gene_step
         if self.residual_mode == "multiplicative":
             # fold changes of the normalised counts; clamped so that exp cannot overflow
             return torch.log1p(torch.expm1(x.clamp_min(0.0)) * delta.clamp(-15.0, 15.0).exp())
@@ -478,8 +507,9 @@ class PDAEModule(nn.Module):
         z_basal = z_src - self.shift(label_source)
         z_moved = z_basal.unsqueeze(0) + self.shift(label_anchor).unsqueeze(1)  # (G, S, d)
         if self.residual:
-            step = label_anchor.unsqueeze(1) - label_source.unsqueeze(0)  # (G, S, K)
-            y = self._transfer(x_source, z_src, z_moved, step)
+            y = self._transfer(
+                x_source, z_src, z_moved, self._gene_steps(label_anchor, label_source)
+            )
         else:
             y = self.decode(z_moved.reshape(g * s, -1)).reshape(g, s, -1)
         energy = grouped_energy_score(x_anchor, y, self.beta)
@@ -518,12 +548,18 @@ class PDAEModule(nn.Module):
         z_basal = z - self.shift(labels)
         z_moved = z_basal.unsqueeze(0) + self.shift(labels).unsqueeze(1)  # [i, j]: j -> l_i
         if self.residual:
-            y = self._transfer(x, z, z_moved, labels.unsqueeze(1) - labels.unsqueeze(0))
+            y = self._transfer(x, z, z_moved, self._gene_steps(labels, labels))
         else:
             y = self.decode(z_moved.reshape(b * b, -1)).reshape(b, b, -1)
         energy = all_pairs_energy_score(x, y, self.beta)
         rec, prior, sparsity = self._auxiliary(x, z, z_basal)
         return self._total(energy, rec, prior, sparsity)
+
+    def _gene_steps(self, targets: torch.Tensor, sources: torch.Tensor) -> torch.Tensor | None:
+        """``B u_i - B l_j`` of every target ``i`` and source ``j``, shape ``(T, S, genes)``."""
+        if self.gene_shift is None:
+            return None
+        return self.gene_shift(targets).unsqueeze(1) - self.gene_shift(sources).unsqueeze(0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PDAELoss:
         """Loss of a training batch from the per-condition sampler (see ``estimator``)."""
