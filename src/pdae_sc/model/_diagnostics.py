@@ -137,7 +137,7 @@ class DiagnosticsMixin(PDAECore):
                     rows,
                     rng,
                     gen,
-                    4096,
+                    self._batch_size(None),
                     out=pred,
                 )
                 moved[name] = energy_distance(pred, x_obs)

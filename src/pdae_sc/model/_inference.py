@@ -22,7 +22,6 @@ from pdae_sc.data._labels import (
 )
 from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._validation import (
-    check_positive_int,
     check_seed,
     check_var_names_match,
     get_matrix,
@@ -121,7 +120,8 @@ class InferenceMixin(PDAECore):
         basal
             Subtract each cell's own perturbation shift.
         batch_size
-            Cells per forward pass (default 4,096).
+            Cells per forward pass (default: 4,096 on a GPU; on the CPU fewer for many
+            genes, 2,048 at 2,000 genes, so that a batch stays within 16 MB).
 
         Returns
         -------
@@ -147,7 +147,7 @@ class InferenceMixin(PDAECore):
         (3, 8)
         """
         self._check_trained()
-        batch_size = check_positive_int(4096 if batch_size is None else batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         adata, matrix = self._query_data(adata, labels=basal)
         idx = _check_indices(indices, adata.n_obs)
         label_rows = codes = None
@@ -374,7 +374,7 @@ class InferenceMixin(PDAECore):
         source: str | None = None,
         context: str | tuple | None = None,
         seed: int | None = None,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
         scale: Literal["log1p", "counts"] = "log1p",
         sparse: bool | None = False,
     ) -> AnnData:
@@ -417,7 +417,9 @@ class InferenceMixin(PDAECore):
             seeds (a script that sets it predicts the same cells on every run).
         batch_size
             Cells per forward pass; sources are read and decoded in chunks of this size, so
-            backed or sparse data are never densified as a whole.
+            backed or sparse data are never densified as a whole (default: 4,096 on a GPU;
+            on the CPU fewer for many genes, 2,048 at 2,000 genes, so that a batch stays
+            within 16 MB).
         scale
             ``"log1p"``: the registered (log-normalised) expression in ``X``. ``"counts"``:
             also ``layers["counts"]``, each predicted cell put back on the count scale of its
@@ -476,7 +478,7 @@ class InferenceMixin(PDAECore):
             not isinstance(n_cells, int | np.integer) or isinstance(n_cells, bool) or n_cells <= 0
         ):
             raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells.")
-        batch_size = check_positive_int(batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         seed = resolve_seed(check_seed(seed))
         if sparse is not None and not isinstance(sparse, bool | np.bool_):
             raise TypeError(f"sparse={sparse!r}; use True (CSR), False (dense) or None.")
@@ -550,7 +552,7 @@ class InferenceMixin(PDAECore):
         dosage: object | None = None,
         layer_added: str | _Default | None = _DEFAULT,
         seed: int | None = None,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """Each cell's predicted expression under ``perturbation``, like scvi-tools' queries.
 
@@ -573,7 +575,7 @@ class InferenceMixin(PDAECore):
             Seed of the decoder noise (``None``: follows ``scvi.settings.seed``, as in
             :meth:`predict`).
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (default as in :meth:`predict`).
 
         Returns
         -------
@@ -596,7 +598,7 @@ class InferenceMixin(PDAECore):
         (200, 100)
         """
         self._check_trained()
-        batch_size = check_positive_int(batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         seed = resolve_seed(check_seed(seed))
         hidden_copy = adata is None and is_subset_copy(self.adata)
         if isinstance(layer_added, _Default):
