@@ -140,10 +140,18 @@ def load_task(task_name: str, seed: int) -> Task:
 
 
 def run(
-    task_name: str, task: Task, setting: str, seed: int, every: int, verbose: bool = False
+    task_name: str,
+    task: Task,
+    setting: str,
+    seed: int,
+    every: int,
+    verbose: bool = False,
+    max_time: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     model_kwargs, train_kwargs = SETTINGS[setting]
     train_kwargs = dict(train_kwargs)
+    if max_time is not None:  # Lightning's wall-clock cap (the paused scoring counts too)
+        train_kwargs["max_time"] = {"seconds": max_time}
     scvi.settings.seed = seed
     adata = task.train.copy()
     pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl", **task.setup)
@@ -161,6 +169,8 @@ def run(
     curve = pd.DataFrame(tracker.rows)
     curve["task"], curve["setting"], curve["seed"] = task_name, setting, seed
     reason = getattr(model, "training_stopped_", None) or "max_epochs"
+    if max_time is not None and wall >= max_time:
+        reason = f"max_time {max_time:.0f} s"
     summary = {
         "task": task_name,
         "setting": setting,
@@ -203,6 +213,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5, help="score every N epochs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--verbose", action="store_true", help="print every evaluation")
+    parser.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        help="wall-clock cap per training run in seconds (scale rows on a CPU)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -213,7 +229,9 @@ def main() -> None:
             task = load_task(task_name, seed)  # once: every setting trains on the same data
             summaries += baseline_rows(task_name, task, seed)
             for setting in args.settings:
-                curve, summary = run(task_name, task, setting, seed, args.every, args.verbose)
+                curve, summary = run(
+                    task_name, task, setting, seed, args.every, args.verbose, args.max_time
+                )
                 curves.append(curve)
                 summaries.append(summary)
     table = pd.DataFrame(summaries)
