@@ -164,7 +164,8 @@ def _stratified_order(units, idx, n_folds, n_holdout, rng) -> list[list[int]]:
         return [[] for _ in range(n_folds)]
     step = len(ranked) / want
     picks = ranked[(rng.uniform(0, step) + step * np.arange(want)).astype(int)]
-    rest = [u for u in rng.permutation(ranked) if u not in set(picks)]
+    chosen = set(picks.tolist())
+    rest = [u for u in rng.permutation(ranked) if u not in chosen]
     return [list(picks[f::n_folds]) + rest for f in range(n_folds)]
 
 
