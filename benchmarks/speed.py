@@ -57,6 +57,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _INDUCTOR_DIR)
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from pdae_sc.model._core import default_batch_size  # noqa: E402
 from pdae_sc.module import PDAEModule  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -155,6 +156,14 @@ def machine_peaks(device: torch.device) -> tuple[float, float]:
     src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
     t = _best(lambda: dst.copy_(src), device, reps=5)
     return flops, 2 * 4 * n / t
+
+
+def peaks_line(peaks: tuple[float, float]) -> str:
+    """The measured matmul rate and copy bandwidth as one sentence."""
+    return (
+        f"Measured here: {peaks[0] / 1e9:,.0f} GFLOP/s (float32 matmul), "
+        f"{peaks[1] / 1e9:,.1f} GB/s (copy)."
+    )
 
 
 def _best(fn: Callable, device: torch.device, reps: int) -> float:
@@ -509,10 +518,7 @@ def predict_tables(device, peaks, p, n_cells_e2e: int) -> str:
 
     torch.manual_seed(0)
     module = PDAEModule(p, N_PERTURBATIONS).to(device).eval()
-    # predict's default batch (PDAECore._batch_size): 4,096 on a GPU, within 16 MB on the CPU
-    bs = (
-        4096 if device.type != "cpu" else min(4096, max(256, 1 << ((2**22 // p).bit_length() - 1)))
-    )
+    bs = default_batch_size(p, device.type)  # predict's default batch
     x = torch.randn(bs, p, device=device)
     lab = torch.rand(bs, N_PERTURBATIONS, device=device)
     target = torch.rand(N_PERTURBATIONS, device=device)
@@ -922,10 +928,7 @@ def main() -> None:
             peaks = machine_peaks(device)
             emit(f"## {name.upper()}: prediction throughput (2000 genes, default batches)")
             emit()
-            emit(
-                f"Measured here: {peaks[0] / 1e9:,.0f} GFLOP/s (float32 matmul), "
-                f"{peaks[1] / 1e9:,.1f} GB/s (copy)."
-            )
+            emit(peaks_line(peaks))
             emit()
             with allocator_as_usual():
                 emit(predict_tables(device, peaks, 2000, 40_000))
@@ -952,9 +955,8 @@ def main() -> None:
         emit(f"## {name.upper()}")
         emit()
         emit(
-            f"Measured here: {peaks[0] / 1e9:,.0f} GFLOP/s (float32 matmul), "
-            f"{peaks[1] / 1e9:,.1f} GB/s (copy). Floor = max(FLOPs / matmul rate, bytes / "
-            "copy rate); peak memory = what one step adds (CPU: peak RSS; GPU: allocator)."
+            f"{peaks_line(peaks)[:-1]}. Floor = max(FLOPs / matmul rate, bytes / copy rate); "
+            "peak memory = what one step adds (CPU: peak RSS; GPU: allocator)."
         )
         emit()
         emit("### Training step: grouped (default) vs all-pairs, same cells per step")

@@ -12,11 +12,14 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from . import _validation
+
 __all__ = [
     "ConditionBatchSampler",
     "PerturbationDataSplitter",
     "RowGatherer",
     "choose_data_device",
+    "group_sums",
 ]
 
 
@@ -51,6 +54,44 @@ class RowGatherer:
         if sp.issparse(rows):
             rows = rows.toarray()
         return np.asarray(rows, dtype=np.float32)
+
+
+def group_sums(matrix, group: np.ndarray, n_groups: int, transform=None):
+    """Per-group sums of the rows of ``matrix`` and the group sizes.
+
+    Rows are read in chunks of a fixed number of values (as in the setup scan), so memory
+    does not grow with the cells, and a backed matrix works too.
+
+    Parameters
+    ----------
+    matrix
+        Expression of the cells, ``(n_cells, n_genes)`` (dense, sparse or backed).
+    group
+        Group of each cell, ``0 .. n_groups - 1``, or ``-1`` for a cell in no group.
+    n_groups
+        Number of groups.
+    transform
+        Optional elementwise function applied to the rows before summing (e.g. ``np.expm1``).
+
+    Returns
+    -------
+    ``(sums, counts)``: float64 ``(n_groups, n_genes)`` and int ``(n_groups,)``.
+    """
+    group = np.asarray(group, dtype=np.int64)
+    cells = np.flatnonzero(group >= 0)
+    rows = RowGatherer(matrix)
+    sums = np.zeros((n_groups, matrix.shape[1]))
+    counts = np.bincount(group[cells], minlength=n_groups)
+    chunk = max(1, _validation._CHUNK_ELEMENTS // max(1, matrix.shape[1]))
+    for start in range(0, len(cells), chunk):
+        idx = cells[start : start + chunk]
+        x = rows(idx).astype(np.float64)
+        # group sums of the chunk as one sparse indicator product
+        ind = sp.csr_matrix(
+            (np.ones(len(idx)), (group[idx], np.arange(len(idx)))), shape=(n_groups, len(idx))
+        )
+        sums += ind @ (x if transform is None else transform(x))
+    return sums, counts
 
 
 class ConditionBatchSampler:

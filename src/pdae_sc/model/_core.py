@@ -30,7 +30,7 @@ from pdae_sc.data._validation import check_positive_int, check_var_names_match
 
 from ._prediction import draw_sources
 
-__all__ = ["PDAECore", "label_batch"]
+__all__ = ["PDAECore", "default_batch_size", "label_batch"]
 
 _SPARSE_LABELS = 1024  # with more perturbations, prediction batches carry sparse label rows
 
@@ -49,6 +49,15 @@ def label_batch(label_rows, codes: np.ndarray, device) -> torch.Tensor:
     index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     values = torch.from_numpy(coo.data.astype(np.float32, copy=False))
     return torch.sparse_coo_tensor(index, values, rows.shape, check_invariants=False).to(device)
+
+
+def default_batch_size(n_genes: int, device_type: str) -> int:
+    """Default cells per forward pass: 4,096 on a GPU; on the CPU the largest power of two
+    from 256 to 4,096 whose batch of ``n_genes`` stays within ``2**22`` values (16 MB)."""
+    if device_type != "cpu":
+        return 4096
+    rows = max(1, (1 << 22) // max(1, n_genes))
+    return int(min(4096, max(256, 1 << (rows.bit_length() - 1))))
 
 
 class PDAECore:
@@ -227,10 +236,7 @@ class PDAECore:
         """
         if batch_size is not None:
             return check_positive_int(batch_size, "batch_size")
-        if self.device.type != "cpu":
-            return 4096
-        rows = max(1, (1 << 22) // max(1, self.summary_stats.n_vars))
-        return int(min(4096, max(256, 1 << (rows.bit_length() - 1))))
+        return default_batch_size(self.summary_stats.n_vars, self.device.type)
 
     def _move_sources(
         self, target, src_idx, codes, label_rows, gather, rng, gen, batch_size, *, out

@@ -6,8 +6,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
-from pdae_sc.data import _validation
-from pdae_sc.data._sampler import RowGatherer
+from pdae_sc.data._sampler import group_sums
 
 __all__ = ["linear_effects"]
 
@@ -25,8 +24,7 @@ def linear_effects(
 
     The group means of every (condition, context) pair are fitted by least squares
     (minimum-norm) with one intercept per context, so the effects are the linear baseline's
-    mean changes, shared by the contexts. The matrix is read in chunks of rows of a fixed
-    number of values (as in the setup scan), so memory does not grow with the cells.
+    mean changes, shared by the contexts. The group means come from :func:`group_sums`.
 
     Parameters
     ----------
@@ -54,19 +52,7 @@ def linear_effects(
     n_ctx = int(ctx_codes.max()) + 1
     group = codes.astype(np.int64) * n_ctx + ctx_codes
     present, slot = np.unique(group, return_inverse=True)
-    slot = slot.ravel()
-    rows = RowGatherer(matrix)
-    sums = np.zeros((len(present), matrix.shape[1]))
-    counts = np.bincount(slot, minlength=len(present))
-    chunk = max(1, _validation._CHUNK_ELEMENTS // max(1, matrix.shape[1]))
-    for start in range(0, len(codes), chunk):
-        idx = np.arange(start, min(start + chunk, len(codes)))
-        x = rows(idx).astype(np.float64)
-        # group sums of the chunk as one sparse indicator product
-        ind = sparse.csr_matrix(
-            (np.ones(len(idx)), (slot[idx], np.arange(len(idx)))), shape=(len(present), len(idx))
-        )
-        sums += ind @ (np.expm1(x) if log_fold else x)
+    sums, counts = group_sums(matrix, slot.ravel(), len(present), np.expm1 if log_fold else None)
     means = sums / counts[:, None]
     if log_fold:
         eps = 0.1 * sums.sum(0) / max(1, len(codes)) + 1e-8

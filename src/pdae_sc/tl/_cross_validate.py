@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from pdae_sc.data._fields import context_codes
 from pdae_sc.data._labels import encode_conditions
+from pdae_sc.data._sampler import group_sums
 
 from ._baselines import predict_baseline
 from ._extrapolation import extrapolation_table
@@ -124,8 +124,8 @@ def _effects(units, enc, ctx_codes, matrix) -> np.ndarray:
         return out
     n_ctx = int(ctx_codes.max()) + 1
     n_u = len(units)
-    # row of each cell in one indicator matrix: its unit (0..n_u-1), its context's control
-    # cells (n_u + context), or none (-1)
+    # group of each cell: its unit (0..n_u-1), its context's control cells (n_u + context),
+    # or none (-1)
     unit_of = {
         (int(c), int(k)): i
         for i, (c, k) in enumerate(zip(units["code"], units["ctx"], strict=True))
@@ -133,15 +133,9 @@ def _effects(units, enc, ctx_codes, matrix) -> np.ndarray:
     row = np.array(
         [unit_of.get((int(c), int(k)), -1) for c, k in zip(enc.codes, ctx_codes, strict=True)]
     )
-    is_ctrl = ~enc.labels.any(1)[enc.codes]
+    is_ctrl = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
     row[is_ctrl] = n_u + ctx_codes[is_ctrl]
-    cells = np.flatnonzero(row >= 0)
-    ind = sparse.csr_matrix(
-        (np.ones(len(cells)), (row[cells], cells)), shape=(n_u + n_ctx, len(row))
-    )
-    sizes = np.asarray(ind.sum(1)).ravel()
-    sums = ind @ matrix
-    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    sums, sizes = group_sums(matrix, row, n_u + n_ctx)
     ctrl = n_u + units["ctx"].to_numpy()
     have = sizes[ctrl] > 0
     means = sums / np.maximum(sizes, 1)[:, None]
