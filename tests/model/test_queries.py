@@ -180,3 +180,27 @@ def test_pdae_source_has_one_dtype_in_predict_and_baselines(trained):
     base = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive", seed=0)
     for col in ("pdae_source", "pdae_source_cell"):
         assert pred.obs[col].dtype.name == base.obs[col].dtype.name, col
+
+
+def test_check_fit_moves_equally_many_distinct_cells(trained):
+    """Both source sets and the unmoved control: the same number of cells, none twice.
+
+    The control has 30 cells here; with the default ``n_cells=200`` a draw with
+    replacement would repeat each control cell and score that source set worse.
+    """
+    model, _ = trained
+    drawn = []
+    original = model._move_sources
+
+    def recording(*args, out, **kwargs):
+        picks = original(*args, out=out, **kwargs)
+        drawn.append((len(out), len(np.unique(picks))))
+        return picks
+
+    model._move_sources = recording
+    try:
+        table = model.check_fit(n_conditions=3)
+    finally:
+        del model._move_sources
+    assert len(drawn) == 2 * len(table)
+    assert all(n == distinct == 30 for n, distinct in drawn)

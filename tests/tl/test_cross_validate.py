@@ -30,7 +30,7 @@ def test_cross_validate_holds_out_combinations_in_span_and_scores_every_method()
     model = _model(adata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cv = pdae.tl.cross_validate(model, n_folds=2, n_holdout=2, n_cells=50, train_kwargs=FAST)
+        cv = pdae.tl.cross_validate(model, n_folds=2, n_holdout=2, train_kwargs=FAST)
     scores = cv.scores
     assert set(scores["method"]) == {
         "pdae",
@@ -38,8 +38,12 @@ def test_cross_validate_holds_out_combinations_in_span_and_scores_every_method()
         "pooled",
         "additive",
         "linear",
+        "mean_response",
         "oracle_half",
     }
+    # one protocol: every method predicts as many cells as there are control cells (30)
+    predicted = scores[scores["method"] != "oracle_half"]
+    assert (predicted["n_pred"] == 30).all()
     held = scores.groupby("fold")["condition"].unique()
     assert len(held) == 2
     assert set(held[0]).isdisjoint(held[1])

@@ -64,7 +64,10 @@ class DiagnosticsMixin(PDAECore):
         n_conditions
             Number of (condition, context) pairs to check, largest first.
         n_cells
-            Cells per side (drawn without replacement when there are more).
+            Cells per side, at most: the measured cells and, for every prediction, the same
+            number of distinct source cells (the fewest of the two source sets and the
+            control cells), each drawn without replacement, so that no prediction is scored
+            on repeated cells.
         seed
             Seed of the draws and of the decoder noise.
 
@@ -126,9 +129,11 @@ class DiagnosticsMixin(PDAECore):
             other_idx = np.flatnonzero((enc.codes != c) & in_ctx)
             obs_idx = np.sort(rng.choice(obs_idx, min(n_cells, len(obs_idx)), replace=False))
             x_obs = rows(obs_idx).astype(np.float64)
+            # every prediction uses the same number of distinct cells, none twice
+            n_src = min(n_cells, len(ctrl_idx), len(other_idx))
             moved = {}
             for name, src in (("pdae", ctrl_idx), ("pdae_all", other_idx)):
-                pred = np.empty((n_cells, x_obs.shape[1]), dtype=np.float32)
+                pred = np.empty((n_src, x_obs.shape[1]), dtype=np.float32)
                 self._move_sources(
                     label_rows[c].toarray().ravel(),
                     src,
@@ -141,7 +146,7 @@ class DiagnosticsMixin(PDAECore):
                     out=pred,
                 )
                 moved[name] = energy_distance(pred, x_obs)
-            ctrl_idx = np.sort(rng.choice(ctrl_idx, min(n_cells, len(ctrl_idx)), replace=False))
+            ctrl_idx = np.sort(rng.choice(ctrl_idx, n_src, replace=False))
             out.append(
                 [
                     enc.conditions[c],

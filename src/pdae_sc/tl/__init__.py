@@ -6,8 +6,10 @@ from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
 from ._embedding import joint_embedding
 from ._extrapolation import extrapolation_table
+from ._gap_closed import gap_closed
 from ._interactions import interaction_scores, predicted_interaction_scores
 from ._metrics import (
+    duplicate_groups,
     energy_distance,
     evaluate,
     mean_l2,
@@ -21,9 +23,11 @@ __all__ = [
     "CrossValidation",
     "combine_predictions",
     "cross_validate",
+    "duplicate_groups",
     "energy_distance",
     "evaluate",
     "extrapolation_table",
+    "gap_closed",
     "interaction_scores",
     "joint_embedding",
     "mean_l2",

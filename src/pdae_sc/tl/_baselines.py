@@ -25,7 +25,7 @@ from ._extrapolation import extrapolation_table
 
 __all__ = ["BASELINES", "predict_baseline"]
 
-BASELINES = ("control", "pooled", "additive", "linear", "oracle_half")
+BASELINES = ("control", "pooled", "additive", "linear", "mean_response", "oracle_half")
 
 
 def _canonical_names(targets, parsed, enc, control_group, delimiter) -> list[str]:
@@ -144,6 +144,37 @@ def _context_linear_beta(enc, ctx_means, target_ctx: int) -> np.ndarray:
     return coef[1 : 1 + enc.labels.shape[1]]
 
 
+def _mean_response(means: np.ndarray, enc: EncodedConditions, ctrl: int) -> np.ndarray:
+    """Mean over the perturbed conditions (equal weights) of their mean change vs control."""
+    perturbed = np.flatnonzero(enc.labels.any(axis=1) & ~np.isnan(means[:, 0]))
+    if len(perturbed) == 0 or np.isnan(means[ctrl, 0]):
+        raise ValueError(
+            "method='mean_response' needs control cells and at least one perturbed condition "
+            "(in the target context, or in another context with its own control cells)."
+        )
+    return (means[perturbed] - means[ctrl]).mean(axis=0)
+
+
+def _context_mean_response(enc, ctx_means, ctrl: int, target_ctx: int) -> np.ndarray:
+    """The mean response in the target context, else averaged over the other contexts."""
+    try:
+        return _mean_response(ctx_means[target_ctx], enc, ctrl)
+    except ValueError:
+        pass
+    found = []
+    for c in range(len(ctx_means)):
+        try:
+            found.append(_mean_response(ctx_means[c], enc, ctrl))
+        except ValueError:
+            continue
+    if not found:
+        raise ValueError(
+            "method='mean_response' needs a context with both control cells and perturbed "
+            "cells; adata has none."
+        )
+    return np.mean(found, axis=0)
+
+
 def _single_effects(
     enc: EncodedConditions,
     means: np.ndarray,
@@ -203,6 +234,11 @@ def predict_baseline(
     - ``linear``: least squares ``mean_c - mean_ctrl = l_c β`` over the training conditions
       (minimum-norm solution), control cells shifted by ``l* β``. Warns when ``l*`` is outside
       the span of the training labels (the unidentified part of the shift is then zero).
+    - ``mean_response``: control cells shifted by the mean response of the training
+      perturbations, the average over the perturbed training conditions (each with equal
+      weight) of their mean change versus control; the same shift for every target. This
+      is the reference of the Virtual Cell Challenge scorer: a method that cannot beat it
+      has not learnt what is specific to a perturbation.
     - ``oracle_half``: the noise floor. The cells of each target in ``adata_true`` are split
       in two random halves; the first half is returned and the obs_names of the second half
       are stored in ``uns["pdae"]["oracle_reference_cells"]``. Evaluate against those only:
@@ -214,7 +250,8 @@ def predict_baseline(
     when it was measured there, else the mean of its effects in the other contexts
     (control + the mean shift from the other contexts); ``linear`` fits
     ``mean = mu + l beta + gamma_context`` over all (condition, context) groups and shifts by
-    ``l* beta``.
+    ``l* beta``; ``mean_response`` averages the responses measured in the target context
+    (against its control cells), else those of every other context.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
@@ -227,7 +264,8 @@ def predict_baseline(
     perturbations
         Target conditions, e.g. ``["A+B"]``.
     method
-        One of ``control``, ``pooled``, ``additive``, ``linear``, ``oracle_half``.
+        One of ``control``, ``pooled``, ``additive``, ``linear``, ``mean_response``,
+        ``oracle_half``.
     perturbation_key
         Condition column of ``obs``.
     control_group
@@ -294,7 +332,8 @@ def predict_baseline(
     mat = _matrix(adata, layer, "adata")
     ctrl_codes = np.flatnonzero(~enc.labels.any(axis=1))
     ctrl_cells = np.flatnonzero(np.isin(enc.codes, ctrl_codes))
-    if len(ctrl_cells) == 0 and method in ("control", "additive", "linear"):
+    shifting = ("control", "additive", "linear", "mean_response")
+    if len(ctrl_cells) == 0 and method in shifting:
         raise ValueError(
             f"method={method!r} needs control cells but adata has no {control_group!r} cells "
             f"in obs[{perturbation_key!r}]."
@@ -304,7 +343,7 @@ def predict_baseline(
         ctx_codes, ctx_names, target_ctx = _contexts(adata, context_key, context)
         in_ctx = ctx_codes == target_ctx
         ctrl_cells = ctrl_cells[in_ctx[ctrl_cells]]
-        if len(ctrl_cells) == 0 and method in ("control", "additive", "linear"):
+        if len(ctrl_cells) == 0 and method in shifting:
             raise ValueError(
                 f"method={method!r} needs control cells in context {context!r}, but adata has "
                 f"no {control_group!r} cells there."
@@ -315,6 +354,14 @@ def predict_baseline(
     labels_out = _canonical_names(targets, parsed, enc, control_group, delimiter)
 
     shifts = None
+    if method == "mean_response":
+        ctrl = int(ctrl_codes[0])
+        if context_key is not None:
+            ctx_means = _context_means(mat, enc, ctx_codes, len(ctx_names))
+            shift = _context_mean_response(enc, ctx_means, ctrl, target_ctx)
+        else:
+            shift = _mean_response(_group_means(mat, enc), enc, ctrl)
+        shifts = [shift] * len(targets)
     if method in ("additive", "linear"):
         vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
         ctrl = int(ctrl_codes[0])

@@ -20,7 +20,7 @@ from ._metrics import evaluate
 
 __all__ = ["CrossValidation", "cross_validate"]
 
-_BASELINES = ("control", "pooled", "additive", "linear")
+_BASELINES = ("control", "pooled", "additive", "linear", "mean_response")
 _CTX = "_pdae_context"
 
 
@@ -205,7 +205,7 @@ def cross_validate(
     n_holdout: int = 8,
     baselines: Sequence[str] = _BASELINES,
     metric: str = "energy_distance",
-    n_cells: int = 500,
+    n_cells: int | None = None,
     min_cells: int = 20,
     train_kwargs: dict | None = None,
     seed: int = 0,
@@ -248,7 +248,12 @@ def cross_validate(
         Metric of the verdict (a column of :func:`~pdae_sc.tl.evaluate`; lower is better
         except for ``r2_mean`` and the Pearson metrics, which are negated for the verdict).
     n_cells
-        Cells predicted per held-out condition.
+        Cells predicted per held-out condition by every method. ``None`` (default): as
+        many as the context has control cells in the fold's training data, the pool of the
+        control, additive, linear and mean-response baselines, so every method (PDAE and
+        the pooled cells included) predicts from that many distinct cells, each drawn once.
+        A larger number makes the baselines resample their pool; the scores stay unbiased
+        (:func:`~pdae_sc.tl.evaluate` does not pair copies of one source cell) but noisier.
     min_cells
         Conditions with fewer cells (in their context) are not held out.
     train_kwargs
@@ -271,10 +276,10 @@ def cross_validate(
     >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
     >>> model = pdae.model.PDAE(adata, n_latent=8, n_hidden=(32,))
     >>> cv = pdae.tl.cross_validate(
-    ...     model, n_folds=1, n_holdout=2, n_cells=100, train_kwargs={"max_epochs": 2}
+    ...     model, n_folds=1, n_holdout=2, train_kwargs={"max_epochs": 2}
     ... )
     >>> sorted(cv.scores["method"].unique())
-    ['additive', 'control', 'linear', 'oracle_half', 'pdae', 'pooled']
+    ['additive', 'control', 'linear', 'mean_response', 'oracle_half', 'pdae', 'pooled']
     >>> cv.verdict  # doctest: +ELLIPSIS
     'PDAE ... of 2 held-out conditions ...'
     """
@@ -399,11 +404,12 @@ def _score_fold(
         truth = truth_all[test_ctx == ctx]
         control = base[(base.obs[_CTX] == ctx_name).to_numpy() & _is_ctrl(base, enc, key)]
         context = ctx_name if has_ctx else None
+        n = control.n_obs if n_cells is None else n_cells
         preds = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             preds["pdae"] = refit.predict(
-                targets, dosages=dosages, n_cells=n_cells, context=context, seed=seed
+                targets, dosages=dosages, n_cells=n, context=context, seed=seed
             )
             ctx_kw = {"context_key": _CTX, "context": ctx_name} if has_ctx else {}
             for method in baselines:
@@ -412,7 +418,7 @@ def _score_fold(
                     targets,
                     method=method,
                     dosages=dosages,
-                    n_cells=n_cells,
+                    n_cells=n,
                     seed=seed,
                     **label_kw,
                     **ctx_kw,

@@ -107,8 +107,15 @@ def _score_pair(
     x_ab: np.ndarray,
     x_ctrl: np.ndarray,
     rng: np.random.Generator,
+    sources_ab: np.ndarray | None = None,
+    sources_ctrl: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All scores of one pair from the four ``(mean, sem²)`` summaries and two cell samples."""
+    """All scores of one pair from the four ``(mean, sem²)`` summaries and two cell samples.
+
+    ``sources_ab`` / ``sources_ctrl``: the source cell of each row of a prediction (copies
+    of one source are not paired in the energy distance, and the floor's halves split the
+    sources, not the rows); ``None`` for measured cells.
+    """
     mean_ctrl, mean_a, mean_b, mean_ab = ctrl[0], single_a[0], single_b[0], double[0]
     noise = ctrl[1] + single_a[1] + single_b[1] + double[1]
     # the energy distance's U-statistic already allows for the sampling noise of the two
@@ -134,14 +141,33 @@ def _score_pair(
         "energy_distance_floor": np.nan,
         "energy_distance_null": np.nan,
     }
-    if len(x_ab) >= 2 and len(x_ctrl) >= 2:
-        row["energy_distance"] = energy_distance(x_ab, x_ctrl + additive)
-    if len(x_ab) >= 4:
-        halves = np.array_split(rng.permutation(len(x_ab)), 2)
-        row["energy_distance_floor"] = energy_distance(x_ab[halves[0]], x_ab[halves[1]])
+    # codes in order of first appearance: distinct sources give 0..n-1, as measured cells
+    src_ab = np.arange(len(x_ab)) if sources_ab is None else pd.factorize(sources_ab)[0]
+    n_src = len(np.unique(src_ab))
+    if n_src >= 2 and len(x_ctrl) >= 2:
+        row["energy_distance"] = energy_distance(
+            x_ab, x_ctrl + additive, groups_x=src_ab, groups_y=sources_ctrl
+        )
+    if n_src >= 4:
+        uniq = rng.permutation(np.unique(src_ab))
+        first = np.isin(src_ab, uniq[: (len(uniq) + 1) // 2])
+        halves = [x_ab[first], x_ab[~first]]
+        groups = [src_ab[first], src_ab[~first]]
+        row["energy_distance_floor"] = energy_distance(
+            halves[0], halves[1], groups_x=groups[0], groups_y=groups[1]
+        )
         shift = rng.normal(0.0, np.sqrt(singles_noise))  # an error of δ_A + δ_B, as sampled
-        row["energy_distance_null"] = energy_distance(x_ab[halves[0]] + shift, x_ab[halves[1]])
+        row["energy_distance_null"] = energy_distance(
+            halves[0] + shift, halves[1], groups_x=groups[0], groups_y=groups[1]
+        )
     return row
+
+
+def _source_cells(pred) -> np.ndarray:
+    """The source cell of each predicted cell; each cell its own where none is recorded."""
+    if "pdae_source_cell" in pred.obs:
+        return pred.obs["pdae_source_cell"].astype(str).to_numpy()
+    return np.asarray(pred.obs_names, dtype=str)
 
 
 def _as_pairs(pairs, control_group: str, delimiter: str, name: str) -> list[tuple[str, str]]:
@@ -529,6 +555,7 @@ def predicted_interaction_scores(
             means[name] = _summary(block)
             if name == ctrl and i == 0:
                 x_ctrl = block[:n_cells].astype(np.float64)
+                ctrl_sources = _source_cells(pred)[:n_cells]
     rng = np.random.default_rng(seed)
     rows = []
     for j, i in enumerate(range(0, len(pairs), chunk_size)):
@@ -538,11 +565,20 @@ def predicted_interaction_scores(
             warnings.simplefilter("ignore", UserWarning)
             pred = model.predict(chunk, n_cells=n_cells, seed=seed + 1 + j, **kwargs)
         x = np.asarray(pred.X).reshape(len(chunk), n_cells, -1)
+        sources = _source_cells(pred).reshape(len(chunk), n_cells)
         for k, (label, block32) in enumerate(zip(chunk, x, strict=True)):
             a, b = pairs[i + k]
             block = block32.astype(np.float64)
             scores = _score_pair(
-                means[ctrl], means[a], means[b], _summary(block), block, x_ctrl, rng
+                means[ctrl],
+                means[a],
+                means[b],
+                _summary(block),
+                block,
+                x_ctrl,
+                rng,
+                sources_ab=sources[k],
+                sources_ctrl=ctrl_sources,
             )
             head = {"pair": label, "perturbation_a": a, "perturbation_b": b}
             rows.append(

@@ -21,6 +21,7 @@ from ._common import pearson as _pearson
 from ._common import r2 as _r2
 
 __all__ = [
+    "duplicate_groups",
     "energy_distance",
     "evaluate",
     "mean_l2",
@@ -63,33 +64,111 @@ def _sq_dist_blocks(x: np.ndarray, y: np.ndarray) -> Iterator[tuple[int, np.ndar
         yield start, np.maximum(d2, 0.0)
 
 
-def _pair_sum(x: np.ndarray, y: np.ndarray, fn, *, same: bool) -> float:
-    """Sum of ``fn(squared distance)`` over all pairs (diagonal excluded when ``same``)."""
+def _pair_sum(x: np.ndarray, y: np.ndarray, fn, *, groups: np.ndarray | None = None) -> float:
+    """Sum of ``fn(squared distance)`` over pairs of rows of ``x`` and ``y``.
+
+    With ``groups`` (``x`` and ``y`` the same sample, one group code per row) the pairs of
+    rows in the same group are left out, the self-pairs among them.
+    """
     total = 0.0
     for start, d2 in _sq_dist_blocks(x, y):
         v = fn(d2)
-        if same:
-            rows = np.arange(len(d2))
-            v[rows, start + rows] = 0.0
+        if groups is not None:
+            v[groups[start : start + len(d2), None] == groups[None, :]] = 0.0
         total += float(v.sum())
     return total
 
 
-def energy_distance(x: np.ndarray, y: np.ndarray, *, statistic: Literal["u", "v"] = "u") -> float:
+def _n_pairs(groups: np.ndarray) -> int:
+    """Ordered pairs of rows in different groups: ``n² - sum(group size²)``."""
+    sizes = np.unique(groups, return_counts=True)[1].astype(np.int64)
+    return int(len(groups) ** 2 - (sizes * sizes).sum())
+
+
+def _group_codes(groups: object, n: int, name: str) -> np.ndarray:
+    """Integer codes of ``groups`` (one per row); every row its own group when ``None``."""
+    if groups is None:
+        return np.arange(n)
+    values = np.asarray(groups)
+    if values.ndim != 1 or len(values) != n:
+        raise ValueError(
+            f"{name} must have one entry per cell ({n}); got shape {values.shape}. Pass the "
+            "source cell of each row, e.g. pred.obs['pdae_source_cell']."
+        )
+    if pd.isna(pd.Series(values)).any():
+        raise ValueError(f"{name} has missing values; give every cell a source id.")
+    codes = pd.factorize(pd.Series(values), sort=False)[0]
+    if codes.max(initial=0) == 0 and n > 1:
+        raise ValueError(
+            f"All {n} cells share one source in {name}: a sample made from one source cell "
+            "has no independent pairs, so its within-sample distances cannot be estimated. "
+            "Predict from at least 2 distinct source cells."
+        )
+    return codes
+
+
+def duplicate_groups(x: object) -> np.ndarray:
+    """Group code of each row of ``x``: identical rows share a code.
+
+    The source of a resampled cell is the cell itself, so exact copies of a row are one
+    source for :func:`energy_distance` and :func:`mmd_rbf`. :func:`evaluate` uses this when
+    a prediction carries no ``pdae_source_cell`` column.
+
+    Parameters
+    ----------
+    x
+        Cells, shape ``(n_cells, n_genes)``, dense or sparse.
+
+    Returns
+    -------
+    Integer codes, shape ``(n_cells,)``, numbered in order of first appearance.
+
+    Examples
+    --------
+    >>> duplicate_groups(np.array([[1.0, 0.0], [2.0, 0.0], [1.0, 0.0]]))
+    array([0, 1, 0])
+    """
+    x = _as_2d(x, "x")
+    return pd.factorize(pd.Series([row.tobytes() for row in np.ascontiguousarray(x)]))[0]
+
+
+def _within(x: np.ndarray, fn, groups: np.ndarray) -> float:
+    """Mean of ``fn(squared distance)`` over pairs of rows of ``x`` in different groups."""
+    return _pair_sum(x, x, fn, groups=groups) / _n_pairs(groups)
+
+
+def energy_distance(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    statistic: Literal["u", "v"] = "u",
+    groups_x: Sequence[object] | np.ndarray | None = None,
+    groups_y: Sequence[object] | np.ndarray | None = None,
+) -> float:
     """Energy distance with the (non-squared) Euclidean distance.
 
     ``2 E||X - Y|| - E||X - X'|| - E||Y - Y'||``, with the cross term averaged over all
     ``n * m`` pairs. With ``statistic="u"`` (the default, used by :func:`evaluate`) the
     within-sample terms are U-statistics: self-pairs excluded, divided by ``n (n - 1)``. The
-    estimate is unbiased, so it can be slightly negative when both samples come from the same
-    law. With ``statistic="v"`` they are V-statistics, averaged over all ``n²`` pairs with
-    the zero self-pairs included, as pertpy's ``pt.tl.Distance("edistance")`` computes them;
-    that estimate is biased upwards:
+    estimate is unbiased for independent cells, so it can be slightly negative when both
+    samples come from the same law. With ``statistic="v"`` they are V-statistics, averaged
+    over all ``n²`` pairs with the zero self-pairs included, as pertpy's
+    ``pt.tl.Distance("edistance")`` computes them; that estimate is biased upwards:
 
     ``V = U + mean_{i≠j} ||x_i - x_j|| / n + mean_{i≠j} ||y_i - y_j|| / m``,
 
-    about 0.1 more than ``U`` for 100 cells a side in typical data. Pairwise distances are
-    computed in chunks, so memory stays small for ~10k cells.
+    about 0.1 more than ``U`` for 100 cells a side in typical data.
+
+    **Cells that are not independent.** A prediction that resamples a pool of cells, or
+    moves the same source cell several times, holds copies (or near copies) of one cell.
+    Their pairs add near-zero distances to ``E||X - X'||`` and inflate the score by about
+    ``mean distance / pool size``. ``groups_x`` (``groups_y``) names the source of each row;
+    pairs that share a source are left out of the within-sample term, which stays
+    unbiased: ``mean over pairs i, j with g_i ≠ g_j`` of ``||x_i - x_j||``. The cross term
+    needs no change. :func:`evaluate` passes ``obs["pdae_source_cell"]``, or
+    :func:`duplicate_groups` where there is no such column.
+
+    Pairwise distances are computed in chunks, so memory stays small for ~10k cells.
 
     Parameters
     ----------
@@ -99,6 +178,11 @@ def energy_distance(x: np.ndarray, y: np.ndarray, *, statistic: Literal["u", "v"
         Cells of the second sample, shape ``(m, n_genes)``, ``m >= 2``.
     statistic
         ``"u"`` (unbiased, self-pairs excluded) or ``"v"`` (pertpy's convention).
+    groups_x
+        Source of each cell of ``x``, shape ``(n,)`` (any hashable ids; at least two
+        distinct); ``None``: every cell is its own source. Only with ``statistic="u"``.
+    groups_y
+        The same for ``y``.
 
     Returns
     -------
@@ -112,27 +196,53 @@ def energy_distance(x: np.ndarray, y: np.ndarray, *, statistic: Literal["u", "v"
     True
     >>> energy_distance(x, y, statistic="v") > energy_distance(x, y)
     True
+
+    A sample that repeats each of its cells five times, scored with its sources:
+
+    >>> pool = rng.normal(size=(100, 5))
+    >>> y_true = rng.normal(size=(400, 5))
+    >>> repeated = np.repeat(pool, 5, axis=0)
+    >>> sources = np.repeat(np.arange(100), 5)
+    >>> bias = energy_distance(repeated, y_true) - energy_distance(pool, y_true)
+    >>> fixed = energy_distance(repeated, y_true, groups_x=sources)
+    >>> bool(bias > 0.02), bool(abs(fixed - energy_distance(pool, y_true)) < 1e-9)
+    (True, True)
     """
     if statistic not in ("u", "v"):
         raise ValueError(f"statistic={statistic!r}; use 'u' (unbiased) or 'v' (pertpy's).")
+    if statistic == "v" and (groups_x is not None or groups_y is not None):
+        raise ValueError(
+            "groups_x/groups_y only apply to statistic='u': the V-statistic keeps every pair."
+        )
     x, y = _check_pair(x, y, min_cells=2)
     n, m = len(x), len(y)
-    cross = _pair_sum(x, y, np.sqrt, same=False) / (n * m)
-    pairs_x, pairs_y = (n * (n - 1), m * (m - 1)) if statistic == "u" else (n * n, m * m)
-    within_x = _pair_sum(x, x, np.sqrt, same=True) / pairs_x
-    within_y = _pair_sum(y, y, np.sqrt, same=True) / pairs_y
+    cross = _pair_sum(x, y, np.sqrt) / (n * m)
+    if statistic == "v":
+        within_x = _pair_sum(x, x, np.sqrt, groups=np.arange(n)) / (n * n)
+        within_y = _pair_sum(y, y, np.sqrt, groups=np.arange(m)) / (m * m)
+    else:
+        within_x = _within(x, np.sqrt, _group_codes(groups_x, n, "groups_x"))
+        within_y = _within(y, np.sqrt, _group_codes(groups_y, m, "groups_y"))
     return 2.0 * cross - within_x - within_y
 
 
 def mmd_rbf(
-    x: np.ndarray, y: np.ndarray, *, scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+    groups_x: Sequence[object] | np.ndarray | None = None,
+    groups_y: Sequence[object] | np.ndarray | None = None,
 ) -> float:
     """Unbiased squared MMD with a sum of RBF kernels.
 
     ``k(a, b) = sum_s exp(-||a - b||² / (s * h))`` where ``h`` is the mean squared Euclidean
     distance over all distinct pairs of the pooled sample ``[x; y]`` (so each ``gamma_s =
     1 / (s * h)``). ``MMD² = mean_{i≠j} k(x_i, x_j) + mean_{i≠j} k(y_i, y_j) - 2 mean_{i,j}
-    k(x_i, y_j)``: the unbiased U-statistic, which can be slightly negative.
+    k(x_i, y_j)``: the unbiased U-statistic, which can be slightly negative. As in
+    :func:`energy_distance`, ``groups_x`` / ``groups_y`` name the source of each cell and
+    the within-sample means leave out the pairs that share a source (copies of one cell
+    would add ``k = len(scales)`` each and inflate the score).
 
     Parameters
     ----------
@@ -142,6 +252,10 @@ def mmd_rbf(
         Cells of the second sample, shape ``(m, n_genes)``, ``m >= 2``.
     scales
         Multipliers of the bandwidth ``h``, one RBF kernel each.
+    groups_x
+        Source of each cell of ``x``, shape ``(n,)``; ``None``: every cell its own source.
+    groups_y
+        The same for ``y``.
 
     Returns
     -------
@@ -155,6 +269,7 @@ def mmd_rbf(
     """
     x, y = _check_pair(x, y, min_cells=2)
     n, m = len(x), len(y)
+    codes_x, codes_y = _group_codes(groups_x, n, "groups_x"), _group_codes(groups_y, m, "groups_y")
     pooled = np.vstack([x, y])
     big_n = n + m
     # Mean of ||z_i - z_j||² over i != j in closed form.
@@ -166,9 +281,9 @@ def mmd_rbf(
     def kernel(d2: np.ndarray) -> np.ndarray:
         return sum(np.exp(-g * d2) for g in gammas)
 
-    kxx = _pair_sum(x, x, kernel, same=True) / (n * (n - 1))
-    kyy = _pair_sum(y, y, kernel, same=True) / (m * (m - 1))
-    kxy = _pair_sum(x, y, kernel, same=False) / (n * m)
+    kxx = _within(x, kernel, codes_x)
+    kyy = _within(y, kernel, codes_y)
+    kxy = _pair_sum(x, y, kernel) / (n * m)
     return kxx + kyy - 2.0 * kxy
 
 
@@ -307,6 +422,17 @@ def top_de_genes(x_true: np.ndarray, control_mean: np.ndarray, *, n_genes: int =
     return np.argsort(-delta, kind="stable")[: max(0, min(n_genes, delta.shape[0]))]
 
 
+def _sources(
+    adata: AnnData, source_key: str | None, rows: np.ndarray, x: np.ndarray
+) -> np.ndarray:
+    """Source code of each of ``rows``: ``obs[source_key]`` if present, else duplicate rows."""
+    if source_key is not None and source_key in adata.obs:
+        values = adata.obs[source_key].to_numpy()[rows]
+        if not pd.isna(pd.Series(values)).any():
+            return pd.factorize(pd.Series(values))[0]
+    return duplicate_groups(x)
+
+
 def _rows_mean(mat, idx: np.ndarray) -> np.ndarray:
     return np.asarray(mat[idx].mean(axis=0, dtype=np.float64)).ravel()
 
@@ -388,6 +514,7 @@ def evaluate(
     max_cells: int | None = 2000,
     seed: int = 0,
     layer: str | None = None,
+    source_key: str | None = "pdae_source_cell",
 ) -> pd.DataFrame:
     """Compare predicted with observed cells, one row per condition present in both.
 
@@ -398,6 +525,18 @@ def evaluate(
     of a condition; the distribution metrics (energy distance, MMD) use at most ``max_cells``
     cells per side, drawn without replacement with ``np.random.default_rng(seed)``.
     Inputs are not modified; sparse matrices are densified one condition at a time.
+
+    **Repeated cells do not count twice.** A prediction that resamples a small pool (500
+    cells from 100 control cells) or moves a source cell several times is not a sample of
+    independent cells, and the plain U-statistics would score it worse than the same
+    method with each cell once (by about ``mean distance / pool size``: 0.2 for 500 cells
+    drawn from 60-100). The energy distance and MMD therefore leave out the within-sample
+    pairs that share a source: ``obs[source_key]`` (``"pdae_source_cell"``, written by
+    ``model.predict`` and :func:`predict_baseline`) where an AnnData has that column,
+    identical rows (:func:`duplicate_groups`) where it has not. Scores of methods that drew
+    different numbers of cells, with or without replacement, are then comparable; the
+    protocol in the user guide (*Comparing methods fairly*) still draws the same number of
+    distinct cells for every method, so that they are also equally noisy.
 
     The energy distance uses non-squared Euclidean distances and U-statistics (self-pairs
     excluded; see :func:`energy_distance`). pertpy's ``edistance`` includes the self-pairs
@@ -436,6 +575,10 @@ def evaluate(
         Seed of the subsampling.
     layer
         Layer to use instead of ``X`` (in every AnnData).
+    source_key
+        Column of ``obs`` with the source cell of each predicted (or observed) cell; cells
+        with the same source are not paired in the within-sample terms. Where an AnnData
+        has no such column, or with ``None``, identical rows count as one source.
 
     Returns
     -------
@@ -533,18 +676,21 @@ def evaluate(
                 it = np.sort(rng.choice(it, min(max_cells, len(it)), replace=False))
             xp = _as_2d(mats["adata_pred"][ip], "adata_pred")
             xt = _as_2d(mats["adata_true"][it], "adata_true")
-            enough = min(len(ip), len(it)) >= 2
+            gp = _sources(adata_pred, source_key, ip, xp)
+            gt = _sources(adata_true, source_key, it, xt)
+            enough = min(len(np.unique(gp)), len(np.unique(gt))) >= 2
             if not enough:
                 warnings.warn(
-                    f"Condition {enc.conditions[c]!r} has fewer than 2 cells on one side; its "
-                    "energy distance and MMD are NaN.",
+                    f"Condition {enc.conditions[c]!r} has fewer than 2 distinct cells (sources) "
+                    "on one side; its energy distance and MMD are NaN.",
                     UserWarning,
                     stacklevel=2,
                 )
+            pair_kw = {"groups_x": gp, "groups_y": gt}
             if "energy_distance" in names:
-                row["energy_distance"] = energy_distance(xp, xt) if enough else np.nan
+                row["energy_distance"] = energy_distance(xp, xt, **pair_kw) if enough else np.nan
             if "mmd" in names:
-                row["mmd"] = mmd_rbf(xp, xt) if enough else np.nan
+                row["mmd"] = mmd_rbf(xp, xt, **pair_kw) if enough else np.nan
         if "mean_l2" in names:
             row["mean_l2"] = float(np.linalg.norm(mean_p - mean_t))
         if "r2_mean" in names:
