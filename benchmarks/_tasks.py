@@ -34,7 +34,7 @@ import pdae_sc as pdae
 SHARED = Path(
     os.environ.get("PDAE_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data")
 )
-BASELINES = ("control", "pooled", "additive", "linear")
+BASELINES = ("control", "pooled", "additive", "linear", "mean_response")
 MIN_TEST_CELLS = 50  # fewer held-out cells make the energy distance too noisy to rank methods
 
 
@@ -159,13 +159,31 @@ TASKS = {
 }
 
 
-def baselines(task: Task, seed: int = 0, n_cells: int = 500) -> dict[str, ad.AnnData]:
+def protocol_cells(task: Task) -> int:
+    """Cells every method predicts per target: the smallest pool any method draws from.
+
+    That is the control cells of the target context (the pool of the control, additive,
+    linear and mean-response baselines), or the reference condition's cells if fewer.
+    Every method, PDAE included, predicts this many cells from as many distinct source
+    cells, drawn without replacement, so no cell is counted twice and every method's
+    score is equally noisy (the user guide, *Comparing methods fairly*).
+    """
+    n = control_cells(task).n_obs
+    if task.reference is not None:
+        n = min(n, int((task.train.obs["perturbation"] == task.reference).sum()))
+    return int(n)
+
+
+def baselines(task: Task, seed: int = 0, n_cells: int | None = None) -> dict[str, ad.AnnData]:
     """Predictions of every baseline (and the oracle half) for the task's targets.
 
     For a context task every baseline predicts in the target context
     (:func:`pdae_sc.tl.predict_baseline` with ``context_key``): ``control`` is its control
     cells, ``additive`` those shifted by the knockout's mean change in the other contexts.
+    ``n_cells`` defaults to :func:`protocol_cells`: each baseline draws that many distinct
+    cells without replacement.
     """
+    n_cells = protocol_cells(task) if n_cells is None else n_cells
     ctx = {"context_key": task.context_key, "context": task.context} if task.context_key else {}
     out = {}
     with warnings.catch_warnings():
@@ -175,10 +193,13 @@ def baselines(task: Task, seed: int = 0, n_cells: int = 500) -> dict[str, ad.Ann
                 task.train, task.targets, method=method, n_cells=n_cells, seed=seed, **ctx
             )
     if task.reference is not None:  # e.g. the stimulated control for "KO+stim" targets
-        pool = task.train[(task.train.obs["perturbation"] == task.reference).to_numpy()]
+        pool = np.flatnonzero((task.train.obs["perturbation"] == task.reference).to_numpy())
         rng = np.random.default_rng(seed)
-        idx = np.concatenate([rng.choice(pool.n_obs, n_cells) for _ in task.targets])
-        ref = pool[idx].copy()
+        idx = np.concatenate(
+            [rng.choice(pool, n_cells, replace=n_cells > len(pool)) for _ in task.targets]
+        )
+        ref = task.train[idx].copy()
+        ref.obs["pdae_source_cell"] = ref.obs_names.astype(str)
         ref.obs_names = [f"reference_{i}" for i in range(ref.n_obs)]
         ref.obs["perturbation"] = np.repeat(task.targets, n_cells)
         ref.uns["pdae"] = {"method": f"{task.reference}_cells"}

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scvi
-from _tasks import TASKS, Task, baselines, control_cells, score
+from _tasks import TASKS, Task, baselines, control_cells, protocol_cells, score
 
 import pdae_sc as pdae
 
@@ -94,7 +94,9 @@ def run(task: Task, config: str, seed: int, max_epochs: int | None) -> list[dict
     top = np.argsort(-_dense(train).var(0))[:50]
     out = []
     # held-out conditions
-    pred = model.predict(task.targets, n_cells=500, context=task.context, seed=seed)
+    pred = model.predict(
+        task.targets, n_cells=protocol_cells(task), context=task.context, seed=seed
+    )
     ed = score(task, pred)[["condition", "energy_distance"]]
     dec = by_condition(pred, task.test, top).merge(ed, on="condition")
     out.append(

@@ -41,7 +41,6 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 BASELINES = ("control", "pooled", "additive", "linear")
-N_PRED = 500
 
 
 def doubles_data(seed: int):
@@ -103,15 +102,17 @@ def run_split(train, tests, *, seed, dosage_key, all_pairs_epochs):
         model.train(max_epochs=epochs, enable_progress_bar=False)
         times[name] = time.time() - t
         models[name] = model
+    # one protocol: every method predicts as many distinct cells as there are control cells
+    n_pred = int((train.obs["perturbation"] == "ctrl").sum())
     for split, test in tests.items():
         targets, doses = _targets(test, dosage_key)
         preds = {
-            n: m.predict(targets, dosages=doses, n_cells=N_PRED, seed=seed)
+            n: m.predict(targets, dosages=doses, n_cells=n_pred, seed=seed)
             for n, m in models.items()
         }
         for b in BASELINES:
             preds[b] = pdae.tl.predict_baseline(
-                train, targets, method=b, dosages=doses, n_cells=N_PRED, seed=seed, **kw
+                train, targets, method=b, dosages=doses, n_cells=n_pred, seed=seed, **kw
             )
         table = models["pdae"].check_extrapolation(targets, dosages=doses)
         for name, pred in preds.items():

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import scvi
 import torch
-from _tasks import TASKS, Task, _split, baselines, score
+from _tasks import TASKS, Task, _split, baselines, protocol_cells, score
 
 import pdae_sc as pdae
 
@@ -121,7 +121,10 @@ class Tracker(pl.Callback):
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pred = self.model.predict(
-                self.task.targets, n_cells=500, context=self.task.context, seed=self.seed
+                self.task.targets,
+                n_cells=protocol_cells(self.task),
+                context=self.task.context,
+                seed=self.seed,
             )
         self.model.is_trained_ = trained
         self.model.module.train(was_training)

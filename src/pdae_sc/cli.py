@@ -78,9 +78,11 @@ def run_demo(
     t1 = time.time()
     model.train(max_epochs=max_epochs, enable_progress_bar=progress)
     train_secs = time.time() - t1
-    n_cells = 500
+    # one protocol for every method: as many distinct cells as the smallest pool (the
+    # control cells), each drawn once, so that no score counts a cell twice
+    n_cells = int((train.obs["perturbation"] == "ctrl").sum())
     preds = {"pdae": model.predict(targets, n_cells=n_cells, seed=seed)}
-    for method in ("control", "pooled", "additive", "linear"):
+    for method in ("control", "pooled", "additive", "linear", "mean_response"):
         preds[method] = pdae.tl.predict_baseline(
             train, targets, method=method, n_cells=n_cells, seed=seed
         )
@@ -94,6 +96,10 @@ def run_demo(
     cols = ["energy_distance", "mmd", "mean_l2", "pearson_delta"]
     grouped = metrics.groupby("method", sort=False)[cols]
     summary = grouped.mean().round(4).astype(str) + " ± " + grouped.std().round(4).astype(str)
+    simple = ["control", "pooled", "additive", "linear", "mean_response"]
+    best = grouped.mean()["energy_distance"].loc[simple].idxmin()
+    gap = pdae.tl.gap_closed(metrics, reference=best).set_index("method")["gap_closed"]
+    summary[f"gap closed (vs {best})"] = gap.round(2).astype(str)
     summary = summary.loc[grouped.mean()["energy_distance"].sort_values().index]
 
     metrics.to_csv(os.path.join(out, "demo_metrics.csv"), index=False)
@@ -107,7 +113,9 @@ def run_demo(
 
     print(
         f"\nTrained the PDAE for {train_secs:.1f} s. Held-out doubles, mean ± sd over "
-        f"{len(targets)} conditions (lower energy distance is better):\n"
+        f"{len(targets)} conditions (lower energy distance is better); every method "
+        f"predicts {n_cells} distinct cells per double. Gap closed: 1 at the noise floor "
+        f"(oracle_half), 0 at the best simple baseline ({best}), negative when worse:\n"
     )
     print(summary.to_string())
     print(
