@@ -100,7 +100,7 @@ class TrainingMixin(DiagnosticsMixin):
             count simulation and the real screens of ``benchmarks/real_data.py`` this trains
             about 4× fewer steps at the same energy distance (counts, context transfer) or
             up to 0.011 worse (Datlinger knockout+stimulation), so it is not the default
-            yet (``benchmarks/results/time_to_accuracy.md``). The generative decoder, whose
+            yet (``benchmarks/history/time_to_accuracy.md``). The generative decoder, whose
             held-out score levels off long before its accuracy does, trains ``max_epochs``
             under ``"auto"``, as it does without cells to hold out. ``True``: scvi-tools'
             rule, stop when ``validation_loss`` has not improved for
@@ -205,7 +205,7 @@ class TrainingMixin(DiagnosticsMixin):
         # "auto" stops by convergence for the residual decoders, which start at the
         # least-squares (linear) model; the generative decoder starts from nothing, and its
         # held-out score levels off long before its accuracy does
-        # (benchmarks/results/time_to_accuracy.md): it trains a fixed number of steps.
+        # (benchmarks/history/time_to_accuracy.md): it trains a fixed number of steps.
         converge = early_stopping == "auto" and bool(getattr(self.module, "residual", False))
         if validation_size is not None and not (
             isinstance(validation_size, numbers.Real) and 0 <= validation_size < 1
@@ -397,7 +397,7 @@ class TrainingMixin(DiagnosticsMixin):
 
 # Default training length: with a validation split, training stops when the smoothed
 # held-out energy score has converged (at most MAX_STEPS steps); without one it runs about
-# FIXED_STEPS steps. See benchmarks/results/time_to_accuracy.md for how these were chosen.
+# FIXED_STEPS steps. See benchmarks/history/time_to_accuracy.md for how these were chosen.
 FIXED_STEPS = 2000
 MAX_STEPS = 4000
 CONVERGENCE = {"patience_steps": 500, "min_steps": 500, "min_delta": 1e-3, "smoothing": 0.3}
