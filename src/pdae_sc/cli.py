@@ -369,6 +369,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that a user's input or machine causes: one line and exit status 2.
+
+    Besides bad arguments and files: training that diverges (``NonFiniteLossError``, a
+    ``FloatingPointError``, e.g. on badly scaled data) and an accelerator the machine lacks
+    (Lightning's ``MisconfigurationException``, e.g. ``--accelerator gpu`` without a GPU).
+    """
+    errors: tuple[type[BaseException], ...] = (
+        KeyError,
+        ValueError,
+        TypeError,
+        OSError,
+        FloatingPointError,
+    )
+    if "lightning" in sys.modules:  # only raised once training or loading has started
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        errors += (MisconfigurationException,)
+    return errors
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pdae-sc`` command."""
     args = _parser().parse_args(argv)
@@ -382,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_train(args)
         else:
             _cmd_predict(args)
-    except (KeyError, ValueError, TypeError, OSError) as err:  # user errors; bugs raise
+    except _user_errors() as err:  # user errors; bugs raise
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"pdae-sc {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
