@@ -65,3 +65,30 @@ def test_counterfactual_without_layer_added_writes_nothing(molar):
         warnings.simplefilter("error", FutureWarning)
         x = molar.get_counterfactual(perturbation="ctrl", seed=0)
     assert x.shape == adata.shape and set(adata.layers) == layers
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\u200d", "\ufeff", "\u00a0", "\x07"])
+def test_a_label_with_an_invisible_character_is_refused(char):
+    adata = pdae.data.simulate(n_perturbations=2, n_genes=6, n_cells_per_condition=8, seed=0)
+    labels = adata.obs["perturbation"].astype(str).to_numpy().astype(object)
+    labels[labels == "P1"] = "P0" + char
+    adata.obs["perturbation"] = labels
+    with pytest.raises(ValueError, match=r"contains the invisible character U\+"):
+        PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    assert "_scvi_uuid" not in adata.uns
+
+
+def test_standardize_refuses_an_annotation_shared_by_every_label():
+    import anndata as ad
+    import pandas as pd
+
+    obs = pd.DataFrame({"perturbation": ["KLF1_KO", "GATA1_KO", "control", "KLF1_KO"]})
+    adata = ad.AnnData(np.zeros((4, 2), dtype=np.float32), obs=obs)
+    with pytest.raises(ValueError, match=r"contains \['KO'\].*looks like an annotation"):
+        pdae.pp.standardize_perturbations(adata, "perturbation", key_added="std")
+    assert list(adata.obs.columns) == ["perturbation"]
+    # real combinations are kept: no token shared by every label
+    obs = pd.DataFrame({"perturbation": ["KLF1_GATA1", "KLF1", "GATA1", "control"]})
+    adata = ad.AnnData(np.zeros((4, 2), dtype=np.float32), obs=obs)
+    pdae.pp.standardize_perturbations(adata, "perturbation", key_added="std")
+    assert set(adata.obs["std"]) == {"KLF1+GATA1", "KLF1", "GATA1", "ctrl"}

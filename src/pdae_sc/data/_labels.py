@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import unicodedata
 import weakref
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,22 @@ def _parse_dosage(dosage: object, n_tokens: int, condition: str, delimiter: str)
     return values
 
 
+def _check_visible(label: str) -> None:
+    """Refuse invisible characters (zero-width spaces, control and format characters, other
+    spaces than " "): ``"P0\u200b"`` would be a perturbation that prints like ``"P0"``."""
+    if label.isascii() and label.isprintable():
+        return
+    for ch in label:
+        category = unicodedata.category(ch)
+        if category[0] == "C" or (category[0] == "Z" and ch != " "):
+            raise ValueError(
+                f"Perturbation label {label!r} contains the invisible character "
+                f"U+{ord(ch):04X} ({unicodedata.name(ch, category)}); it would be a separate "
+                "perturbation that prints like another. Remove it, e.g. adata.obs[key] = "
+                f"adata.obs[key].str.replace('\\u{ord(ch):04x}', '')."
+            )
+
+
 def parse_condition(
     condition: str,
     *,
@@ -161,6 +178,7 @@ def parse_condition(
             f"Perturbation label {condition!r} is empty; name a condition such as 'A' or "
             f"'A{delimiter}B', or the control {control_group!r}."
         )
+    _check_visible(condition)
     tokens = condition.split(delimiter)
     doses = _parse_dosage(dosage, len(tokens), condition, delimiter)
     out: dict[str, float] = {}
