@@ -156,6 +156,12 @@ def test_predict_out_and_model_errors(tmp_path, capsys):
     assert main([*argv, "--out", str(existing)]) == 2
     _one_line_error(capsys, "already exists; pass --overwrite")
     assert existing.read_bytes() == b"old"
+    # --overwrite replaces only a file that predict wrote
+    assert main([*argv, "--out", str(existing), "--overwrite"]) == 2
+    _one_line_error(capsys, "was not written by pdae-sc predict")
+    assert existing.read_bytes() == b"old"
+    existing.unlink()
+    assert main([*argv, "--out", str(existing)]) == 0
     assert main([*argv, "--out", str(existing), "--overwrite"]) == 0
     assert ad.read_h5ad(existing).n_obs == 3
     # a model saved without its AnnData: say what to pass, and --adata works

@@ -195,15 +195,36 @@ def _read(path: str, reader):
         ) from err
 
 
-def _check_out_file(path: str, overwrite: bool) -> None:
-    """``--out`` of predict: a file path that does not exist (or ``--overwrite``)."""
-    if os.path.isdir(path):
-        raise ValueError(f"--out {path!r} is a directory; give the .h5ad file to write.")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"--out {path!r} already exists; pass --overwrite to replace it or choose another "
-            "file."
+#: Who wrote a prediction file (``uns`` mark): ``--overwrite`` replaces only such files.
+_PREDICT_WRITER = "pdae-sc predict"
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it (links resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _check_out_file(args) -> None:
+    """``--out`` of predict: a new file, or (``--overwrite``) an earlier prediction.
+
+    Never a file of the model directory (its weights or training data), never the
+    ``--adata`` input, never through a link.
+    """
+    from pdae_sc._files import check_writable_file
+
+    if _inside(args.out, args.model):
+        raise ValueError(
+            f"--out {args.out!r} is inside the model directory {args.model!r}, which holds "
+            "only what pdae-sc train saved (the weights and the training data); write the "
+            "predictions elsewhere, e.g. --out predictions.h5ad."
         )
+    if args.adata is not None and os.path.exists(args.out) and os.path.exists(args.adata):
+        if os.path.samefile(args.out, args.adata):
+            raise ValueError(
+                f"--out {args.out!r} is the --adata input; write the predictions to another file."
+            )
+    check_writable_file(args.out, overwrite=args.overwrite, writer=_PREDICT_WRITER, arg="--out")
 
 
 def _setup(args):
@@ -273,8 +294,9 @@ def _cmd_predict(args) -> None:
     import anndata as ad
 
     import pdae_sc as pdae
+    from pdae_sc._files import write_h5ad
 
-    _check_out_file(args.out, args.overwrite)
+    _check_out_file(args)
     adata = None
     if args.adata is not None:
         _check_input(args.adata, "--adata")
@@ -289,7 +311,7 @@ def _cmd_predict(args) -> None:
         seed=args.seed,
         scale=args.scale,
     )
-    pred.write_h5ad(args.out)
+    write_h5ad(pred, args.out, overwrite=args.overwrite, writer=_PREDICT_WRITER, arg="--out")
     print(f"Wrote {pred.n_obs} predicted cells for {conditions} to {args.out}")
 
 
@@ -341,7 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--adata", default=None, help=".h5ad with the training genes, if the model has none"
     )
-    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    r.add_argument(
+        "--overwrite", action="store_true", help="replace an --out file written by predict"
+    )
     r.add_argument("--context", default=None, help="predict in this context")
     r.add_argument(
         "--scale",
@@ -351,6 +375,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--seed", type=int, default=0)
     return p
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that a user's input or machine causes: one line and exit status 2.
+
+    Besides bad arguments and files: training that diverges (``NonFiniteLossError``, a
+    ``FloatingPointError``, e.g. on badly scaled data) and an accelerator the machine lacks
+    (Lightning's ``MisconfigurationException``, e.g. ``--accelerator gpu`` without a GPU).
+    """
+    errors: tuple[type[BaseException], ...] = (
+        KeyError,
+        ValueError,
+        TypeError,
+        OSError,
+        FloatingPointError,
+    )
+    if "lightning" in sys.modules:  # only raised once training or loading has started
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        errors += (MisconfigurationException,)
+    return errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_train(args)
         else:
             _cmd_predict(args)
-    except (KeyError, ValueError, TypeError, OSError) as err:  # user errors; bugs raise
+    except _user_errors() as err:  # user errors; bugs raise
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"pdae-sc {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ def dense_reference(train: np.ndarray, targets: np.ndarray, rtol: float = 1e-6):
 def dense_match(targets: np.ndarray, rows: np.ndarray, tol: float = LABEL_TOL) -> np.ndarray:
     """Dense definition of "the same label vector", ``(n_targets, n_rows)``."""
     a, b = targets[:, None, :], rows[None, :, :]
-    scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+    scale = np.maximum(np.abs(a), np.abs(b))  # relative: any nonzero dose differs from 0
     return np.all(np.abs(a - b) <= tol * scale, axis=2)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import unicodedata
 import weakref
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,22 @@ def _parse_dosage(dosage: object, n_tokens: int, condition: str, delimiter: str)
     return values
 
 
+def _check_visible(label: str) -> None:
+    """Refuse invisible characters (zero-width spaces, control and format characters, other
+    spaces than " "): ``"P0\u200b"`` would be a perturbation that prints like ``"P0"``."""
+    if label.isascii() and label.isprintable():
+        return
+    for ch in label:
+        category = unicodedata.category(ch)
+        if category[0] == "C" or (category[0] == "Z" and ch != " "):
+            raise ValueError(
+                f"Perturbation label {label!r} contains the invisible character "
+                f"U+{ord(ch):04X} ({unicodedata.name(ch, category)}); it would be a separate "
+                "perturbation that prints like another. Remove it, e.g. adata.obs[key] = "
+                f"adata.obs[key].str.replace('\\u{ord(ch):04x}', '')."
+            )
+
+
 def parse_condition(
     condition: str,
     *,
@@ -161,6 +178,7 @@ def parse_condition(
             f"Perturbation label {condition!r} is empty; name a condition such as 'A' or "
             f"'A{delimiter}B', or the control {control_group!r}."
         )
+    _check_visible(condition)
     tokens = condition.split(delimiter)
     doses = _parse_dosage(dosage, len(tokens), condition, delimiter)
     out: dict[str, float] = {}
@@ -508,7 +526,8 @@ def encode_conditions(
 
 # ------------------------------------------------------------------ label matrices at scale
 #: Tolerance of "the same label vector": two labels are the same when every dose differs by
-#: at most ``LABEL_TOL * max(1, |a|, |b|)`` (absolute for doses up to 1, relative above).
+#: at most ``LABEL_TOL * max(|a|, |b|)`` (relative at every scale, so a dose of 1e-9, as in
+#: molar units, is never the control's 0 nor a dose 200 times larger).
 #: Doses are parsed from decimal strings, so equal doses are bitwise equal; the tolerance only
 #: absorbs the round-off of doses computed in floating point (``0.1 + 0.2`` against ``0.3``)
 #: and stays far below any dose step an experiment uses.
@@ -571,7 +590,7 @@ def match_labels(targets: object, rows: object, *, tol: float = LABEL_TOL) -> sp
     """Which of ``rows`` is the same label vector as each target (see :data:`LABEL_TOL`).
 
     Returns a boolean CSR matrix ``(n_targets, n_rows)``; entry ``(i, r)`` is true when every
-    dose of row ``r`` and target ``i`` agrees within ``tol * max(1, |a|, |b|)``. The cost per
+    dose of row ``r`` and target ``i`` agrees within ``tol * max(|a|, |b|)``. The cost per
     target is the number of nonzeros of ``rows`` (no dense ``n_targets x n_rows x K`` array).
     """
     rows = as_label_rows(rows)
@@ -579,8 +598,8 @@ def match_labels(targets: object, rows: object, *, tol: float = LABEL_TOL) -> sp
     n_rows = rows.shape[0]
     by_column = rows.tocsc()
     row_of = np.repeat(np.arange(n_rows), np.diff(rows.indptr))
-    # an entry of a row off the target's support must itself be (near) zero
-    big = np.abs(rows.data) > tol
+    # an entry of a row off the target's support (a nonzero dose) is a mismatch
+    big = np.abs(rows.data) > 0
     out_rows, out_cols = [], []
     for i in range(targets.shape[0]):
         lo, hi = targets.indptr[i], targets.indptr[i + 1]
@@ -590,7 +609,7 @@ def match_labels(targets: object, rows: object, *, tol: float = LABEL_TOL) -> sp
         fail[row_of[bad]] = True
         if len(cols):
             block = by_column[:, cols].toarray()
-            scale = np.maximum(1.0, np.maximum(np.abs(block), np.abs(vals)[None, :]))
+            scale = np.maximum(np.abs(block), np.abs(vals)[None, :])
             fail |= (np.abs(block - vals[None, :]) > tol * scale).any(axis=1)
         hits = np.flatnonzero(~fail)
         out_rows.append(np.full(len(hits), i))

@@ -43,16 +43,6 @@ from ._prediction import (
 __all__ = ["InferenceMixin"]
 
 
-class _Default:
-    """Marks an argument left at its default (to tell it from an explicit ``None``)."""
-
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-_DEFAULT = _Default()
-
-
 def _check_indices(indices, n_obs: int) -> np.ndarray:
     """``indices`` as int64 positions in ``[0, n_obs)`` (a boolean mask of length ``n_obs``)."""
     if indices is None:
@@ -550,7 +540,7 @@ class InferenceMixin(PDAECore):
         *,
         perturbation: str,
         dosage: object | None = None,
-        layer_added: str | _Default | None = _DEFAULT,
+        layer_added: str | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
@@ -565,12 +555,10 @@ class InferenceMixin(PDAECore):
         dosage
             Optional dose(s) of the target.
         layer_added
-            Also write the result to ``adata.layers[layer_added]``; ``None`` writes nothing.
-            Left unset it still writes ``"pdae_counterfactual"``, with a ``FutureWarning``:
-            from the next release nothing is written unless a name is given. A model set up
-            with :meth:`setup_mudata` on part of the cells holds a copy of those cells, so
-            with ``adata=None`` a name raises ``ValueError`` (the layer would not show in the
-            MuData) and nothing is written by default.
+            Also write the result to ``adata.layers[layer_added]``; ``None`` (the default)
+            writes nothing. A model set up with :meth:`setup_mudata` on part of the cells
+            holds a copy of those cells, so with ``adata=None`` a name raises ``ValueError``
+            (the layer would not show in the MuData).
         seed
             Seed of the decoder noise (``None``: follows ``scvi.settings.seed``, as in
             :meth:`predict`).
@@ -601,18 +589,7 @@ class InferenceMixin(PDAECore):
         batch_size = self._batch_size(batch_size)
         seed = resolve_seed(check_seed(seed))
         hidden_copy = adata is None and is_subset_copy(self.adata)
-        if isinstance(layer_added, _Default):
-            layer_added = None if hidden_copy else "pdae_counterfactual"
-            if layer_added is not None:
-                warnings.warn(
-                    "get_counterfactual returns the array and, from the next release, writes "
-                    "a layer only when you name one; it still writes "
-                    "adata.layers['pdae_counterfactual'] now. Pass layer_added='...' to keep "
-                    "the layer, or layer_added=None to only get the array.",
-                    FutureWarning,
-                    stacklevel=2,
-                )
-        elif layer_added is not None and not isinstance(layer_added, str):
+        if layer_added is not None and not isinstance(layer_added, str):
             raise TypeError(f"layer_added={layer_added!r}; use a layer name (str) or None.")
         elif layer_added is not None and hidden_copy:
             raise ValueError(

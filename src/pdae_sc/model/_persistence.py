@@ -10,14 +10,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import anndata
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from scvi.model.base import BaseModelClass
 
+from pdae_sc._files import check_file_prefix
 from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY
 from pdae_sc.data._validation import check_var_names_match
+
+from ._saved_file import read_model_file
 
 if TYPE_CHECKING:
     from ._pdae import PDAE
@@ -55,14 +58,25 @@ def quiet_local_load() -> Iterator[None]:
         log.removeFilter(_not_already_downloaded)
 
 
-def check_overwritable(dir_path: str | os.PathLike, *, prefix: str | None = None) -> None:
-    """Refuse to overwrite ``dir_path`` unless it is empty or a saved pdae-sc model.
+def _not_a_model(path: str, why: str) -> FileExistsError:
+    return FileExistsError(
+        f"{path!r} is not a saved pdae-sc model ({why}); overwrite=True only replaces an empty "
+        "directory or one written by PDAE.save() (its model.pt and adata.h5ad), so nothing "
+        "was changed. Choose another directory, or remove this one yourself."
+    )
 
-    A saved model is a directory whose entries are ``model.pt`` and optionally
-    ``adata.h5ad`` / ``adata.h5mu`` (with ``prefix``). Anything else (a regular file, a
-    directory with other entries) raises ``FileExistsError``, and nothing is touched.
+
+def check_overwritable(dir_path: str | os.PathLike, *, prefix: str | None = None) -> None:
+    """Refuse to overwrite ``dir_path`` unless it is empty or a model :meth:`PDAE.save` wrote.
+
+    Decided from the content, not the names: the entries must be regular files named as a save
+    names them, ``model.pt`` must be a PDAE model file (read without running code) and a saved
+    AnnData must carry the registration id of that model. Anything else (a file, a link, a
+    scvi-tools model of another class, a user's own ``model.pt``, other files) raises
+    ``FileExistsError``, and nothing is touched.
     """
     path = os.fspath(dir_path)
+    prefix = check_file_prefix(prefix)
     if not os.path.lexists(path):
         return
     if not os.path.isdir(path) or os.path.islink(path):
@@ -71,14 +85,45 @@ def check_overwritable(dir_path: str | os.PathLike, *, prefix: str | None = None
             "directory written by save(). Choose another path, or remove the file yourself."
         )
     entries = sorted(os.listdir(path))
-    allowed = {f"{prefix or ''}{name}" for name in _SAVED_FILES}
+    if not entries:
+        return
+    allowed = {f"{prefix}{name}" for name in _SAVED_FILES}
     other = [e for e in entries if e not in allowed]
-    if other or (entries and f"{prefix or ''}model.pt" not in entries):
-        raise FileExistsError(
-            f"{path!r} is not a saved pdae-sc model (it holds {(other or entries)[:5]}); "
-            "overwrite=True only replaces a directory written by save() (model.pt and "
-            "optionally adata.h5ad), so nothing was changed. Choose another directory."
-        )
+    if other:
+        raise _not_a_model(path, f"it holds {other[:5]}")
+    odd = [e for e in entries if os.path.islink(os.path.join(path, e))]
+    odd += [e for e in entries if not os.path.isfile(os.path.join(path, e))]
+    if odd:
+        raise _not_a_model(path, f"{odd[:5]} are not regular files")
+    model_file = os.path.join(path, f"{prefix}model.pt")
+    if not os.path.isfile(model_file):
+        raise _not_a_model(path, f"it holds {entries[:5]} and no {prefix}model.pt")
+    try:
+        registry = read_model_file(model_file, mmap=True, model_names=("PDAE",))["attr_dict"][
+            "registry_"
+        ]
+    except ValueError as err:
+        raise _not_a_model(path, f"{prefix}model.pt is not a PDAE model file") from err
+    for name in _SAVED_FILES[1:]:
+        data_file = os.path.join(path, f"{prefix}{name}")
+        if os.path.exists(data_file) and _registration_id(data_file) != registry.get("_scvi_uuid"):
+            raise _not_a_model(path, f"{prefix}{name} is not the data saved with its model")
+
+
+def _registration_id(path: str) -> str | None:
+    """``uns["_scvi_uuid"]`` of a saved ``.h5ad`` / ``.h5mu`` (the AnnData save wrote)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            for key in ("uns/_scvi_uuid", "mod/rna/uns/_scvi_uuid"):
+                value = f.get(key)
+                if isinstance(value, h5py.Dataset) and value.shape == ():
+                    value = value[()]
+                    return value.decode() if isinstance(value, bytes) else str(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def atomic_save(
@@ -95,6 +140,7 @@ def atomic_save(
     is left behind. ``overwrite=True`` replaces only an empty directory or a saved model
     (see :func:`check_overwritable`).
     """
+    check_file_prefix(prefix)
     dir_path = os.path.abspath(dir_path)
     if os.path.lexists(dir_path):
         if not overwrite:
@@ -145,7 +191,7 @@ def keep_string_columns(adata: AnnData) -> Iterator[None]:
 
 
 def _model_file(dir_path: str | os.PathLike, prefix: str | None) -> str:
-    path = os.path.join(dir_path, f"{prefix or ''}model.pt")
+    path = os.path.join(dir_path, f"{check_file_prefix(prefix)}model.pt")
     if not os.path.isfile(path):
         found = sorted(os.listdir(dir_path))[:5] if os.path.isdir(dir_path) else []
         raise FileNotFoundError(
@@ -156,19 +202,14 @@ def _model_file(dir_path: str | os.PathLike, prefix: str | None) -> str:
 
 
 def _read_saved(dir_path: str | os.PathLike, prefix: str | None, fn):
-    """``fn`` of the saved dictionary of ``model.pt``, read without loading its weights."""
-    path = _model_file(dir_path, prefix)
+    """``fn`` of the saved dictionary of ``model.pt``, read safely without its weights."""
+    saved = read_model_file(_model_file(dir_path, prefix), mmap=True)
     try:
-        try:  # memory-mapped: the weights are not read
-            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:  # an old (non-zip) torch file
-            saved = torch.load(path, map_location="cpu", weights_only=False)
         return fn(saved)
-    except Exception as err:  # garbage, truncated or foreign file
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(
-            f"{path!r} is not a readable pdae-sc model file ({type(err).__name__}: "
-            f"{str(err)[:100]}); it may be truncated or written by another program. Save the "
-            "model again with PDAE.save()."
+            f"{_model_file(dir_path, prefix)!r} is not a readable pdae-sc model file "
+            f"({type(err).__name__}: {str(err)[:100]}); save the model again with PDAE.save()."
         ) from err
 
 
@@ -199,6 +240,41 @@ def legacy_decoder(cls, active: bool) -> Iterator[None]:
         yield
     finally:
         cls._legacy_decoder = old
+
+
+def _is_saved_attribute(cls, name: str) -> bool:
+    """An attribute ``save`` records (scvi-tools' ``name_`` convention), not a method."""
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and name.endswith("_")
+        and not name.startswith("_")
+        and not callable(getattr(cls, name, None))
+        and not isinstance(getattr(cls, name, None), property)
+    )
+
+
+def _rebuild(cls, saved: dict, adata: AnnData, *, accelerator: str, device) -> PDAE:
+    """The model of a saved dictionary (as scvi-tools' ``load`` builds it, without its
+    unrestricted ``torch.load``): register ``adata`` with the saved setup, build, load weights.
+    """
+    from scvi.model._utils import parse_device_args
+    from scvi.model.base._save_load import _initialize_model
+
+    _, _, torch_device = parse_device_args(
+        accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
+    )
+    registry = saved["attr_dict"]["registry_"]
+    attrs = {k: v for k, v in saved["attr_dict"].items() if _is_saved_attribute(cls, k)}
+    cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+    model = _initialize_model(cls, adata, registry, attrs, None)  # is_trained_ as saved
+    weights = dict(saved["model_state_dict"])
+    model.module.on_load(model, pyro_param_store=weights.pop("pyro_param_store", None))
+    model.module.load_state_dict(weights)
+    model.to_device(torch_device)
+    model.module.eval()
+    model._validate_anndata(adata)
+    return model
 
 
 class PersistenceMixin:
@@ -262,11 +338,20 @@ class PersistenceMixin:
             with the model. Different or reordered genes raise ``ValueError``, before
             ``adata`` is touched.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load` (e.g. ``accelerator``).
+            ``accelerator``, ``device`` and ``prefix``, as in
+            :meth:`scvi.model.base.BaseModelClass.load`.
 
         Returns
         -------
         The loaded :class:`PDAE`.
+
+        Notes
+        -----
+        Loading runs no code from the directory: ``model.pt`` is read with an unpickler that
+        creates only the types pdae-sc's own saves hold (tensors, numpy arrays, pandas
+        DataFrames, a SciPy CSR matrix, plain containers) and refuses anything else with a
+        ``ValueError``, unlike scvi-tools' own loader; ``adata.h5ad`` is read by anndata.
+        See the threat model in ``docs/reliability.md``.
 
         Examples
         --------
@@ -284,32 +369,39 @@ class PersistenceMixin:
         """
         if not os.path.isdir(dir_path):
             raise FileNotFoundError(f"No saved model at {str(dir_path)!r}.")
-        prefix = kwargs.get("prefix")
-        var_names = cls.load_var_names(dir_path, prefix=prefix)  # checks model.pt
-        if adata is None and not any(
-            os.path.isfile(os.path.join(dir_path, f"{prefix or ''}{name}"))
-            for name in _SAVED_FILES[1:]
-        ):
+        prefix = check_file_prefix(kwargs.pop("prefix", None))
+        accelerator, device = kwargs.pop("accelerator", "auto"), kwargs.pop("device", "auto")
+        if kwargs:
+            raise TypeError(
+                f"PDAE.load got unsupported arguments {sorted(kwargs)}; it takes adata, "
+                "accelerator, device and prefix, and loads only a local directory (download a "
+                "shared model first; backup_url is not followed)."
+            )
+        saved = read_model_file(_model_file(dir_path, prefix), model_names=("PDAE", cls.__name__))
+        var_names = pd.Index(np.asarray(saved["var_names"], dtype=str))
+        data_file = os.path.join(dir_path, f"{prefix}adata.h5ad")
+        if adata is None and not os.path.isfile(data_file):
             raise ValueError(
                 f"The model at {str(dir_path)!r} was saved without its AnnData "
                 "(save_anndata=False), so load needs one: pass an AnnData with the training "
                 f"genes, PDAE.load({str(dir_path)!r}, adata) (CLI: pdae-sc predict --adata "
                 "DATA.h5ad)."
             )
-        if adata is not None:
-            if not isinstance(adata, AnnData):
-                raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-            check_var_names_match(
-                var_names,
-                adata,
-                what=f"the model saved at {str(dir_path)!r}",
-                names_code=f"PDAE.load_var_names({str(dir_path)!r})",
-            )
+        if adata is not None and not isinstance(adata, AnnData):
+            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
+        if adata is None:
+            adata = anndata.read_h5ad(data_file)
+        check_var_names_match(
+            var_names,
+            adata,
+            what=f"the model saved at {str(dir_path)!r}",
+            names_code=f"PDAE.load_var_names({str(dir_path)!r})",
+        )
         # format 1 had no decoder option: the paper's generative decoder
-        legacy = saved_format_version(dir_path, prefix=prefix) < 2
-        with quiet_local_load(), legacy_decoder(cls, legacy):
-            model = super().load(dir_path, adata=adata, **kwargs)
-        return model  # is_trained_ as saved (scvi-tools restores it)
+        fields = saved["attr_dict"]["registry_"]["field_registries"]
+        state = fields[PERTURBATION_REGISTRY_KEY]["state_registry"]
+        with legacy_decoder(cls, int(state.get("format_version", 1)) < 2):
+            return _rebuild(cls, saved, adata, accelerator=accelerator, device=device)
 
     @staticmethod
     def load_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:

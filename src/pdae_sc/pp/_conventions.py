@@ -277,6 +277,7 @@ def standardize_perturbations(
         (lab_uniques[p // len(dose_uniques)], dose_uniques[p % len(dose_uniques)])
         for p in pair_index
     ]
+    guessed = delimiter is None and CONVENTIONS.get(convention) is None
     if delimiter is None:
         delimiter = CONVENTIONS.get(convention) or _detect_delimiter(
             (str(v).strip() for v in lab_uniques if not _is_missing(v)), controls, pattern
@@ -304,6 +305,8 @@ def standardize_perturbations(
             f"adata = adata[adata.obs[{key_added!r}] != {UNPARSABLE!r}].copy()."
         )
 
+    if guessed or delimiter == "_":
+        _check_no_shared_annotation(report, control_group, delimiter, perturbation_key)
     out = pd.DataFrame(index=adata.obs_names)
     out[key_added] = pd.Categorical(report["standardized"].to_numpy()[pair_codes])
     if dosage_key is not None:
@@ -321,6 +324,30 @@ def standardize_perturbations(
             logger.info("standardize_perturbations: overwriting adata.obs[%r].", col)
         adata.obs[col] = out[col]
     return report
+
+
+def _check_no_shared_annotation(report, control_group, delimiter, key) -> None:
+    """Refuse a token that every perturbed label has (``"KLF1_KO"``, ``"GATA1_KO"``): split at
+    a guessed (or ``"_"``) delimiter it would become a perturbation of every condition."""
+    labels = [
+        str(v)
+        for v in report["standardized"].unique()
+        if str(v) not in (control_group, UNPARSABLE)
+    ]
+    token_sets = [set(label.split("+")) for label in labels]
+    if len(labels) < 2 or any(len(t) < 2 for t in token_sets):
+        return
+    shared = sorted(set.intersection(*token_sets))
+    if shared:
+        raw = report.loc[report["standardized"] == labels[0], "raw"].iloc[0]
+        raise ValueError(
+            f"Split at the delimiter {delimiter!r}, every perturbed label of "
+            f"adata.obs[{key!r}] contains {shared} (e.g. {raw!r} -> {labels[0]!r}), which "
+            "would become a perturbation of every condition; it looks like an annotation. "
+            f"Remove it first, e.g. adata.obs[{key!r}] = adata.obs[{key!r}].str.replace("
+            f"'{delimiter}{shared[0]}', ''), or pass delimiter='+' if {delimiter!r} is part "
+            "of the names."
+        )
 
 
 def _log_summary(report, labels, control_group, delimiter, convention, errors) -> None:

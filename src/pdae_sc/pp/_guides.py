@@ -151,8 +151,15 @@ def assign_guides(
             f"{type(guide_counts).__name__}; for a MuData pass its guide modality, e.g. "
             "mdata['gdo'], or use add_guide_assignment(mdata)."
         )
-    if isinstance(min_counts, bool) or not isinstance(min_counts, int | float) or min_counts <= 0:
-        raise ValueError(f"min_counts={min_counts!r} must be a positive number of UMIs, e.g. 5.")
+    if (
+        isinstance(min_counts, bool)
+        or not isinstance(min_counts, int | float)
+        or not np.isfinite(min_counts)
+        or min_counts <= 0
+    ):
+        raise ValueError(
+            f"min_counts={min_counts!r} must be a positive, finite number of UMIs, e.g. 5."
+        )
     if min_fraction is not None and not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction={min_fraction!r} must be in (0, 1], e.g. 0.1, or None.")
     if max_perturbations is not None and (

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from pdae_sc._files import check_writable_file, write_h5ad
 from pdae_sc.data._labels import encode_conditions
 
 from ._common import check_genes as _check_genes
@@ -22,6 +23,9 @@ from ._common import obs_column as _obs_column
 __all__ = ["to_cell_eval"]
 
 logger = logging.getLogger(__name__)
+
+#: Who wrote the files (``uns`` mark): ``overwrite=True`` replaces only such files.
+_WRITER = "pdae_sc.tl.to_cell_eval"
 
 #: cell-eval refuses fractional data outside ``0 <= x < 15`` (its log1p range check).
 _LOG1P_MAX = 15.0
@@ -60,6 +64,7 @@ def to_cell_eval(
     pert_col: str = "target_gene",
     control_pert: str = "non-targeting",
     layer: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path | str]:
     """Write ``pred.h5ad`` and ``real.h5ad`` for ``cell-eval run``, with the control cells.
 
@@ -88,7 +93,8 @@ def to_cell_eval(
         Observed cells with the same genes in the same order, log-normalised
         (``pdae.pp.normalize_counts``); only the predicted conditions are written.
     out_dir
-        Directory to write into (created if needed); existing files are replaced.
+        Directory to write into (created if needed). Only ``pred.h5ad`` and ``real.h5ad``
+        are written there, never through a symbolic link.
     adata_control
         Control cells for both files (its ``control_group`` cells when it has
         ``perturbation_key``, else all of them). Default: the control cells of
@@ -110,6 +116,10 @@ def to_cell_eval(
         Control label to write (cell-eval's ``--control-pert``, default ``non-targeting``).
     layer
         Write this layer of every input instead of ``X``.
+    overwrite
+        Replace ``pred.h5ad`` / ``real.h5ad`` that an earlier ``to_cell_eval`` wrote. Without
+        it an existing file raises ``FileExistsError``; a file written by anything else (or a
+        link, or a directory) is refused even with it, and nothing is written.
 
     Returns
     -------
@@ -131,6 +141,12 @@ def to_cell_eval(
     """
     if not isinstance(clip, bool):
         raise TypeError(f"clip={clip!r}; use True (set negative predictions to 0) or False.")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite={overwrite!r}; use True or False.")
+    out_dir = Path(out_dir)
+    paths = {"pred": out_dir / "pred.h5ad", "real": out_dir / "real.h5ad"}
+    for path in paths.values():  # refuse before any work, and before writing either file
+        check_writable_file(path, overwrite=overwrite, writer=_WRITER, arg=f"out_dir/{path.name}")
     for name, value in (("pert_col", pert_col), ("control_pert", control_pert)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name}={value!r}; use a non-empty string.")
@@ -234,11 +250,9 @@ def to_cell_eval(
             X=_stack([x_cond, x_ctrl]), obs=obs, var=pd.DataFrame(index=adata_true.var_names)
         )
         out.uns["log1p"] = {"base": None}
-        out.write_h5ad(path)
+        write_h5ad(out, path, overwrite=overwrite, writer=_WRITER, arg=f"out_dir/{path.name}")
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"pred": out_dir / "pred.h5ad", "real": out_dir / "real.h5ad"}
     write(x_pred, pred_rows, pred_codes, "pred", paths["pred"])
     write(x_true, true_rows, true_codes, "real", paths["real"])
     cmd = ["cell-eval", "run", "-ap", str(paths["pred"]), "-ar", str(paths["real"])]
