@@ -57,3 +57,27 @@ def test_decoder_leaves_its_input_alone_in_inference():
     with torch.inference_mode():
         decoder.activate(x)
     assert x.tolist() == [-1.0, 2.0]  # the public activation is not in place
+
+
+@pytest.mark.parametrize("decoder", ["generative", "residual"])
+def test_the_same_seed_gives_the_same_cells_whatever_the_batch_size(decoder):
+    """Noise is drawn in fixed blocks of cells, not per batch (issue 23, item 9).
+
+    Across a block boundary (NOISE_BLOCK = 4096) too, and for get_counterfactual; only the
+    float rounding of the networks may differ between batch sizes.
+    """
+    adata = pdae.data.simulate(n_perturbations=3, n_genes=12, n_cells_per_condition=20, seed=0)
+    adata.X = np.abs(adata.X)  # non-negative, so that the residual decoder is allowed
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    model = PDAE(adata, decoder=decoder, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, n_sources=16, enable_progress_bar=False, check_fit=False)
+        ref = model.predict(["P0+P1", "P2"], n_cells=5000, seed=3).X
+        for batch_size in (1000, 3000, 8192):
+            x = model.predict(["P0+P1", "P2"], n_cells=5000, seed=3, batch_size=batch_size).X
+            np.testing.assert_allclose(x, ref, atol=1e-5)
+        cf = model.get_counterfactual(perturbation="P0", seed=1)
+        np.testing.assert_allclose(
+            model.get_counterfactual(perturbation="P0", seed=1, batch_size=7), cf, atol=1e-5
+        )

@@ -28,7 +28,7 @@ from pdae_sc.data._labels import EncodedConditions, label_rows, parse_condition
 from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._validation import check_positive_int, check_var_names_match
 
-from ._prediction import draw_sources
+from ._prediction import BlockNoise, draw_sources
 
 __all__ = ["PDAECore", "default_batch_size", "label_batch"]
 
@@ -257,10 +257,12 @@ class PDAECore:
         encoded = torch.from_numpy(encoded).to(self.device)
         where = torch.from_numpy(where.ravel()).to(self.device)
 
+        noise = BlockNoise(self.module, len(picks), encoded, gen)
+
         def fn(x, start):
             lab = label_batch(label_rows, picked[start : start + len(x)], self.device)
             z = encoded[where[start : start + len(x)]]
-            return self.module.move(x, lab, target_t, generator=gen, encoded=z)
+            return self.module.move(x, lab, target_t, encoded=z, noise=noise.take(start, len(x)))
 
         self._map(fn, gather, picks, batch_size, out=out)  # _map runs in inference mode
         return picks

@@ -31,6 +31,7 @@ from pdae_sc.tl._extrapolation import extrapolation_table
 from ._core import PDAECore, label_batch
 from ._mudata import is_subset_copy
 from ._prediction import (
+    BlockNoise,
     check_prediction_memory,
     counts_matrix,
     make_generator,
@@ -402,7 +403,8 @@ class InferenceMixin(PDAECore):
             or a tuple of values with several ``context_keys``. Default: sources from all
             contexts.
         seed
-            Seed of the source draw and the decoder noise; the same seed gives the same cells.
+            Seed of the source draw and the decoder noise; the same seed gives the same cells,
+            whatever ``batch_size`` (the noise is drawn in fixed blocks of 4,096 cells).
             ``None``: drawn from torch's global generator, which ``scvi.settings.seed``
             seeds (a script that sets it predicts the same cells on every run).
         batch_size
@@ -607,11 +609,12 @@ class InferenceMixin(PDAECore):
         label_rows = enc.label_rows.astype(np.float32)
         target_t = torch.as_tensor(target, dtype=torch.float32, device=self.device)
         gen = make_generator(np.random.default_rng(seed), self.device)
+        noise = BlockNoise(self.module, adata.n_obs, target_t, gen)
         self.module.eval()
 
         def fn(x, start):
             lab = label_batch(label_rows, enc.codes[start : start + len(x)], self.device)
-            return self.module.move(x, lab, target_t, generator=gen)
+            return self.module.move(x, lab, target_t, noise=noise.take(start, len(x)))
 
         out = self._map(fn, RowGatherer(self._matrix(adata)), np.arange(adata.n_obs), batch_size)
         if layer_added is not None:

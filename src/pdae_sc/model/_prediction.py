@@ -16,6 +16,8 @@ from pdae_sc.data._labels import EncodedConditions
 from pdae_sc.tl._extrapolation import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
 
 __all__ = [
+    "NOISE_BLOCK",
+    "BlockNoise",
     "ExtrapolationWarning",
     "check_prediction_memory",
     "counts_matrix",
@@ -118,6 +120,46 @@ def make_generator(rng: np.random.Generator, device: torch.device) -> torch.Gene
     gen = torch.Generator(device=device)
     gen.manual_seed(int(rng.integers(2**63 - 1)))
     return gen
+
+
+#: Cells whose decoder noise is drawn at once: the noise of the i-th predicted cell depends on
+#: the seed and on i, not on ``batch_size`` or the device's default batch.
+NOISE_BLOCK = 4096
+
+
+class BlockNoise:
+    """The decoder noise of ``n`` cells, drawn in fixed blocks of :data:`NOISE_BLOCK` cells.
+
+    Batches of any size take their rows with :meth:`take`, in order; each block is drawn
+    from ``generator`` the first time a batch reaches it, so the cells predicted for a
+    seed do not depend on how they are batched.
+    """
+
+    def __init__(self, module, n: int, like: torch.Tensor, generator: torch.Generator):
+        self._module, self._n, self._like, self._gen = module, n, like, generator
+        self._blocks: dict[int, tuple] = {}
+
+    def _block(self, b: int) -> tuple:
+        if b not in self._blocks:
+            for old in [k for k in self._blocks if k < b]:
+                del self._blocks[old]  # batches come in order: earlier blocks are done
+            size = min(NOISE_BLOCK, self._n - b * NOISE_BLOCK)
+            self._blocks[b] = self._module.draw_move_noise(size, self._like, self._gen)
+        return self._blocks[b]
+
+    def take(self, start: int, length: int) -> tuple:
+        """``(xi, eps)`` of cells ``start`` to ``start + length`` (either may be ``None``)."""
+        parts = []
+        for b in range(start // NOISE_BLOCK, (start + length - 1) // NOISE_BLOCK + 1):
+            lo = max(start, b * NOISE_BLOCK) - b * NOISE_BLOCK
+            hi = min(start + length, (b + 1) * NOISE_BLOCK) - b * NOISE_BLOCK
+            parts.append([None if t is None else t[lo:hi] for t in self._block(b)])
+        if len(parts) == 1:
+            return tuple(parts[0])
+        return tuple(
+            None if parts[0][i] is None else torch.cat([p[i] for p in parts])
+            for i in range(len(parts[0]))
+        )
 
 
 def draw_sources(src_idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -245,7 +245,11 @@ class StochasticDecoder(nn.Module):
         return out
 
     def add_output_noise(
-        self, out: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        out: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Add the per-gene output noise ``s * eps`` (unchanged without ``output_noise``).
 
@@ -255,6 +259,9 @@ class StochasticDecoder(nn.Module):
             Values, shape ``(..., n_output)``.
         generator
             Optional torch generator for ``eps``.
+        eps
+            Standard normal draws to use instead, shape of ``out`` (see :meth:`draw_all`);
+            overwritten in inference mode, so pass each draw once.
 
         Returns
         -------
@@ -274,12 +281,61 @@ class StochasticDecoder(nn.Module):
         """
         if not self.output_noise:
             return out
-        eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
+        if eps is not None:
+            eps = eps.to(out.dtype)  # consumed: in inference the noise is added into it
+        else:
+            eps = torch.randn(out.shape, device=out.device, dtype=out.dtype, generator=generator)
         if not torch.is_grad_enabled():  # prediction: add into the noise, one buffer less
             return eps.mul_(self.noise_scales()).add_(out)
         return torch.addcmul(out, eps, self.noise_scales())
 
-    def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw_all(
+        self, n: int, like: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Every noise draw of decoding ``n`` latents, in the order :meth:`forward` draws them.
+
+        Parameters
+        ----------
+        n
+            Number of latents.
+        like
+            Tensor whose device and dtype the noise takes.
+        generator
+            Optional torch generator for the draws.
+
+        Returns
+        -------
+        ``(xi, eps)``: the noise inputs (scaled, ``(n, n_noise)``, ``None`` when
+        ``n_noise == 0``) and the standard normal output draws (``(n, n_output)``, ``None``
+        without ``output_noise``). ``forward(z, noise=(xi, eps))`` then decodes with them.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> decoder = pdae.module.StochasticDecoder(
+        ...     8, 100, (32,), n_noise=4, noise_scale=0.5, output_activation="none"
+        ... )
+        >>> z = torch.randn(5, 8)
+        >>> noise = decoder.draw_all(5, z, torch.Generator().manual_seed(3))
+        >>> a = decoder(z, noise=noise)
+        >>> b = decoder(z, generator=torch.Generator().manual_seed(3))
+        >>> torch.equal(a, b)
+        True
+        """
+        xi = self.draw_noise((n,), like, generator)
+        if not self.output_noise:
+            return xi, None
+        shape = (n, self.raw_noise_scale.shape[0])
+        return xi, torch.randn(shape, device=like.device, dtype=like.dtype, generator=generator)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
         """Decode latents with fresh noise.
 
         Parameters
@@ -288,13 +344,18 @@ class StochasticDecoder(nn.Module):
             Latents, shape ``(n, n_latent)``.
         generator
             Optional torch generator for the noise draws (on the device of ``z``).
+        noise
+            ``(xi, eps)`` from :meth:`draw_all` to decode with instead of fresh draws.
 
         Returns
         -------
         Samples, shape ``(n, n_output)``.
         """
-        out = self.mean(z, self.draw_noise(z.shape[:-1], z, generator))
-        out = self.add_output_noise(out, generator)
+        if noise is None:
+            out = self.mean(z, self.draw_noise(z.shape[:-1], z, generator))
+            out = self.add_output_noise(out, generator)
+        else:
+            out = self.add_output_noise(self.mean(z, noise[0]), eps=noise[1])
         if self.output_activation == "relu" and not torch.is_grad_enabled():
             return out.clamp_min_(0.0)  # prediction: a fresh tensor, rectified in place
         return self.activate(out)

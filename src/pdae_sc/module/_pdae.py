@@ -310,7 +310,13 @@ class PDAEModule(nn.Module):
         """
         return self.encoder(x) - self.shift(labels)
 
-    def decode(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
         """Sample ``f(z, xi)`` with fresh noise: one random cell per latent.
 
         Parameters
@@ -319,6 +325,8 @@ class PDAEModule(nn.Module):
             Latents, shape ``(n, n_latent)``.
         generator
             Optional torch generator for the noise draws (on the device of ``z``).
+        noise
+            Noise drawn in advance (:meth:`draw_move_noise`) to use instead of fresh draws.
 
         Returns
         -------
@@ -338,7 +346,46 @@ class PDAEModule(nn.Module):
         >>> torch.equal(a, b)
         True
         """
-        return self.decoder(z, generator=generator)
+        return self.decoder(z, generator=generator, noise=noise)
+
+    def draw_move_noise(
+        self, n: int, like: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Every noise draw of :meth:`move` for ``n`` cells, in the order it draws them.
+
+        Drawing the noise of a fixed block of cells at once and passing slices of it to
+        :meth:`move` makes the predicted cells independent of how they are batched.
+
+        Parameters
+        ----------
+        n
+            Number of cells.
+        like
+            Tensor whose device and dtype the noise takes.
+        generator
+            Optional torch generator for the draws.
+
+        Returns
+        -------
+        ``(xi, eps)``: noise inputs ``(n, n_noise)`` (``None`` when ``n_noise == 0``) and,
+        for the generative decoder with output noise, standard normal output draws
+        ``(n, n_input)`` (else ``None``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> import pdae_sc as pdae
+        >>> module = pdae.module.PDAEModule(20, 3, n_latent=4, n_hidden=(16,), n_noise=2)
+        >>> x, labels, target = torch.randn(6, 20), torch.zeros(6, 3), torch.ones(3)
+        >>> noise = module.draw_move_noise(6, x, torch.Generator().manual_seed(0))
+        >>> a = module.move(x, labels, target, noise=noise)
+        >>> b = module.move(x, labels, target, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(a, b)
+        True
+        """
+        if self.residual:
+            return self.decoder.draw_noise((n,), like, generator), None
+        return self.decoder.draw_all(n, like, generator)
 
     def move(
         self,
@@ -348,6 +395,7 @@ class PDAEModule(nn.Module):
         generator: torch.Generator | None = None,
         *,
         encoded: torch.Tensor | None = None,
+        noise: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Move cells to a target perturbation: sample ``f(g(x) - W l + W u, xi)``.
 
@@ -364,6 +412,9 @@ class PDAEModule(nn.Module):
         encoded
             The encodings ``g(x)`` of the cells (:meth:`encode`), shape ``(n, n_latent)``,
             when they are already known: a source drawn many times is then encoded once.
+        noise
+            The noise of these cells drawn in advance (:meth:`draw_move_noise`, ``n`` rows),
+            used instead of fresh draws; the output noise ``eps`` is consumed.
 
         Returns
         -------
@@ -399,13 +450,14 @@ class PDAEModule(nn.Module):
         z = self.encoder(x) if encoded is None else encoded
         shift = self._map_labels(self.shift, target) - self._map_labels(self.shift, labels)
         if not self.residual:
-            return self.decode(z + shift, generator=generator)
+            return self.decode(z + shift, generator=generator, noise=noise)
         gene_step = None
         if self.gene_shift is not None:
             gene_step = self._map_labels(self.gene_shift, target) - self._map_labels(
                 self.gene_shift, labels
             )
-        return self._transfer(x, z, z + shift, gene_step, generator=generator)
+        xi = None if noise is None else noise[0]
+        return self._transfer(x, z, z + shift, gene_step, generator=generator, xi=xi)
 
     @staticmethod
     def _map_labels(layer: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
@@ -421,6 +473,7 @@ class PDAEModule(nn.Module):
         z_moved: torch.Tensor,
         gene_step: torch.Tensor | None,
         generator: torch.Generator | None = None,
+        xi: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Residual move of sources ``x`` by ``delta = f(z_moved, xi) - f(z, xi) [+ B (u - l)]``.
 
@@ -433,9 +486,11 @@ class PDAEModule(nn.Module):
         broadcastable to the output. Computing it as ``B u - B l`` rather than ``B (u - l)``
         keeps the cost at one product per label row, not per (target, source) pair: the
         difference ``u - l`` of a grouped batch has ``G * S * K`` entries. Returns the shape
-        of ``z_moved`` with ``n_input`` genes.
+        of ``z_moved`` with ``n_input`` genes. ``xi``: the noise inputs, drawn here when
+        ``None``.
         """
-        xi = self.decoder.draw_noise(z.shape[:-1], z, generator)
+        if xi is None:
+            xi = self.decoder.draw_noise(z.shape[:-1], z, generator)
         delta = self.decoder.mean(z_moved, xi) - self.decoder.mean(z, xi)
         if gene_step is not None:
             delta = delta + gene_step
