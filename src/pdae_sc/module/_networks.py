@@ -314,7 +314,8 @@ class StochasticDecoder(nn.Module):
         >>> import torch
         >>> import pdae_sc as pdae
         >>> decoder = pdae.module.StochasticDecoder(
-        ...     8, 100, (32,), n_noise=4, noise_scale=0.5, output_activation="none"
+        ...     8, 100, (32,), n_noise=4, noise_scale=0.5, output_noise=True,
+        ...     output_activation="none",
         ... )
         >>> z = torch.randn(5, 8)
         >>> noise = decoder.draw_all(5, z, torch.Generator().manual_seed(3))
