@@ -28,7 +28,7 @@ from pdae_sc.data._labels import EncodedConditions, label_rows, parse_condition
 from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._validation import check_positive_int, check_var_names_match
 
-from ._prediction import BlockNoise, draw_sources
+from ._prediction import NOISE_BLOCK, BlockNoise, draw_sources, noise_block_size
 
 __all__ = ["PDAECore", "default_batch_size", "label_batch"]
 
@@ -55,9 +55,8 @@ def default_batch_size(n_genes: int, device_type: str) -> int:
     """Default cells per forward pass: 4,096 on a GPU; on the CPU the largest power of two
     from 256 to 4,096 whose batch of ``n_genes`` stays within ``2**22`` values (16 MB)."""
     if device_type != "cpu":
-        return 4096
-    rows = max(1, (1 << 22) // max(1, n_genes))
-    return int(min(4096, max(256, 1 << (rows.bit_length() - 1))))
+        return NOISE_BLOCK
+    return noise_block_size(n_genes)
 
 
 class PDAECore:

@@ -404,7 +404,8 @@ class InferenceMixin(PDAECore):
             contexts.
         seed
             Seed of the source draw and the decoder noise; the same seed gives the same cells,
-            whatever ``batch_size`` (the noise is drawn in fixed blocks of 4,096 cells).
+            whatever ``batch_size`` or device (the noise is drawn in fixed blocks of cells whose
+            size depends only on the gene count).
             ``None``: drawn from torch's global generator, which ``scvi.settings.seed``
             seeds (a script that sets it predicts the same cells on every run).
         batch_size

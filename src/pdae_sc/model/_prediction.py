@@ -17,6 +17,8 @@ from pdae_sc.tl._extrapolation import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
 
 __all__ = [
     "NOISE_BLOCK",
+    "BATCH_VALUES",
+    "noise_block_size",
     "BlockNoise",
     "ExtrapolationWarning",
     "check_prediction_memory",
@@ -122,13 +124,30 @@ def make_generator(rng: np.random.Generator, device: torch.device) -> torch.Gene
     return gen
 
 
-#: Cells whose decoder noise is drawn at once: the noise of the i-th predicted cell depends on
-#: the seed and on i, not on ``batch_size`` or the device's default batch.
+#: Largest number of cells whose decoder noise is drawn at once (few genes); see
+#: :func:`noise_block_size`.
 NOISE_BLOCK = 4096
+
+#: Values (cells x genes) in one CPU batch and in one block of decoder noise: 16 MB of float32,
+#: below the size from which glibc maps every allocation afresh (32 MB).
+BATCH_VALUES = 1 << 22
+
+
+def noise_block_size(n_genes: int) -> int:
+    """Cells whose decoder noise is drawn at once, for a model of ``n_genes`` genes.
+
+    The noise of the i-th predicted cell depends on the seed, i and the gene count, never on
+    ``batch_size`` or the device. The block is the CPU's default batch (the largest power of
+    two from 256 to :data:`NOISE_BLOCK` whose ``n_genes`` values stay within
+    :data:`BATCH_VALUES`), so a default CPU batch takes exactly one block, which stays small
+    enough to be reused by the allocator.
+    """
+    rows = max(1, BATCH_VALUES // max(1, n_genes))
+    return int(min(NOISE_BLOCK, max(256, 1 << (rows.bit_length() - 1))))
 
 
 class BlockNoise:
-    """The decoder noise of ``n`` cells, drawn in fixed blocks of :data:`NOISE_BLOCK` cells.
+    """The decoder noise of ``n`` cells, drawn in fixed blocks of :func:`noise_block_size` cells.
 
     Batches of any size take their rows with :meth:`take`, in order; each block is drawn
     from ``generator`` the first time a batch reaches it, so the cells predicted for a
@@ -137,22 +156,24 @@ class BlockNoise:
 
     def __init__(self, module, n: int, like: torch.Tensor, generator: torch.Generator):
         self._module, self._n, self._like, self._gen = module, n, like, generator
+        self._size = noise_block_size(module.n_input)
         self._blocks: dict[int, tuple] = {}
 
     def _block(self, b: int) -> tuple:
         if b not in self._blocks:
             for old in [k for k in self._blocks if k < b]:
                 del self._blocks[old]  # batches come in order: earlier blocks are done
-            size = min(NOISE_BLOCK, self._n - b * NOISE_BLOCK)
+            size = min(self._size, self._n - b * self._size)
             self._blocks[b] = self._module.draw_move_noise(size, self._like, self._gen)
         return self._blocks[b]
 
     def take(self, start: int, length: int) -> tuple:
         """``(xi, eps)`` of cells ``start`` to ``start + length`` (either may be ``None``)."""
         parts = []
-        for b in range(start // NOISE_BLOCK, (start + length - 1) // NOISE_BLOCK + 1):
-            lo = max(start, b * NOISE_BLOCK) - b * NOISE_BLOCK
-            hi = min(start + length, (b + 1) * NOISE_BLOCK) - b * NOISE_BLOCK
+        k = self._size
+        for b in range(start // k, (start + length - 1) // k + 1):
+            lo = max(start, b * k) - b * k
+            hi = min(start + length, (b + 1) * k) - b * k
             parts.append([None if t is None else t[lo:hi] for t in self._block(b)])
         if len(parts) == 1:
             return tuple(parts[0])
