@@ -97,7 +97,13 @@ def test_generative_decoder_trains_a_fixed_length_on_every_cell_under_auto():
     pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
     model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
     assert not model.module.residual
-    model.train(max_epochs=3, early_stopping="auto", enable_progress_bar=False, check_fit=False)
+    model.train(
+        max_epochs=3,
+        early_stopping="auto",
+        enable_progress_bar=False,
+        check_fit=False,
+        held_out_conditions=0,
+    )
     assert len(model.validation_indices) == 0
     assert model.training_stopped_ == "max_epochs"
     assert len(model.history["train_loss"]) == 3
@@ -127,6 +133,6 @@ def test_default_is_a_fixed_length_and_says_so():
     adata = _counts_like(2)
     pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
     model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
-    model.train(max_epochs=4, enable_progress_bar=False, check_fit=False)
+    model.train(max_epochs=4, enable_progress_bar=False, check_fit=False, held_out_conditions=0)
     assert model.training_stopped_ == "max_epochs"
     assert len(model.validation_indices) == 0 and len(model.history["train_loss"]) == 4

@@ -178,7 +178,7 @@ def test_check_fit_moves_control_cells_and_every_other_cell():
 def test_default_source_follows_the_check_and_is_saved(monkeypatch, tmp_path):
     adata = _adata()
     model = PDAE(adata, **TINY)
-    model.train(max_epochs=1, check_fit=False, **TRAIN)
+    model.train(max_epochs=1, check_fit=False, held_out_conditions=0, **TRAIN)
     assert model.default_source_ == "all"
     assert len(set(model.predict(["P0+P1"], n_cells=60, seed=0).obs["pdae_source"])) > 1
     monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=0.1, every=0.3))

@@ -71,7 +71,7 @@ def test_train_predict_unseen_double(trained):
     assert model.is_trained
     assert {"train_loss", "energy_train"} <= set(model.history)
     assert len(model.history["train_loss"]) == 2
-    pred = model.predict(["P0+P1", "P2"], n_cells=40, seed=0)
+    pred = model.predict(["P0+P1", "P2"], n_cells=40, seed=0, method="pdae")
     assert pred.shape == (80, adata.n_vars)
     assert list(pred.var_names) == list(adata.var_names)
     assert pred.obs["perturbation"].value_counts().to_dict() == {"P0+P1": 40, "P2": 40}

@@ -40,11 +40,28 @@ def test_training_again_keeps_the_validation_cells(adata):
 
 def test_training_again_refuses_a_new_validation_fraction(adata):
     model = PDAE(adata, **TINY)
-    model.train(max_epochs=1, validation_size=0.2, **TRAIN)
+    model.train(max_epochs=1, validation_size=0.2, held_out_conditions=0, **TRAIN)
     with pytest.raises(ValueError, match=r"already holds out 28 .*validation_size unset"):
         model.train(max_epochs=1, validation_size=0.4, **TRAIN)
     model.train(max_epochs=1, validation_size=0, **TRAIN)  # now every cell is trained on
     assert len(model.validation_indices) == 0 and len(model.train_indices) == adata.n_obs
+
+
+def test_held_out_conditions_stay_out_when_training_again(adata):
+    """Their cells stay validation cells; validation_size counts the other cells only."""
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, validation_size=0.2, **TRAIN)
+    assert model.held_out_conditions_
+    codes = adata.obs["perturbation"].astype(str).to_numpy()
+    held = np.flatnonzero(np.isin(codes, [c for c, _ in model.held_out_conditions_]))
+    assert set(held) <= set(model.validation_indices)
+    with pytest.raises(ValueError, match=r"training conditions.*validation_size unset"):
+        model.train(max_epochs=1, validation_size=0.4, **TRAIN)
+    model.train(max_epochs=1, validation_size=0.2, **TRAIN)  # the same fraction: kept
+    assert set(held) <= set(model.validation_indices)
+    model.train(max_epochs=1, validation_size=0, held_out_conditions=0, **TRAIN)
+    assert len(model.validation_indices) == 0 and model.held_out_conditions_ == []
+    assert model.prediction_method_ == "pdae"
 
 
 def test_validating_after_training_on_every_cell_warns(adata):

@@ -181,7 +181,7 @@ def test_pdae_repeated_sources_are_not_paired(trained):
     """More predicted cells than sources: evaluate groups the copies by pdae_source_cell."""
     model, adata = trained
     n_ctrl = int((adata.obs["perturbation"] == "ctrl").sum())
-    pred = model.predict(["P0+P1"], n_cells=3 * n_ctrl, source="ctrl", seed=0)
+    pred = model.predict(["P0+P1"], n_cells=3 * n_ctrl, source="ctrl", seed=0, method="pdae")
     sources = pred.obs["pdae_source_cell"].to_numpy()
     assert len(set(sources)) == n_ctrl  # each control cell moved three times
     truth = adata[(adata.obs["perturbation"] == "P0").to_numpy()].copy()

@@ -13,6 +13,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from pdae_sc.data._fields import context_codes
 from pdae_sc.data._labels import (
     format_condition,
     label_vector,
@@ -26,6 +27,7 @@ from pdae_sc.data._validation import (
     check_var_names_match,
     get_matrix,
 )
+from pdae_sc.tl._baselines import predict_baseline
 from pdae_sc.tl._extrapolation import extrapolation_table
 
 from ._core import PDAECore, label_batch
@@ -40,6 +42,7 @@ from ._prediction import (
     source_size_factors,
     warn_outside_span,
 )
+from ._selection import SIMPLE_METHODS
 
 __all__ = ["InferenceMixin"]
 
@@ -368,6 +371,7 @@ class InferenceMixin(PDAECore):
         batch_size: int | None = None,
         scale: Literal["log1p", "counts"] = "log1p",
         sparse: bool | None = False,
+        method: str = "auto",
     ) -> AnnData:
         """Sample cells under each target condition, e.g. an unseen combination ``"A+B"``.
 
@@ -424,6 +428,15 @@ class InferenceMixin(PDAECore):
             Return ``X`` as a CSR matrix (``True``), dense (``False``), or as the registered
             matrix is (``None``: CSR for sparse input). The residual decoders keep the zeros
             of count data, so CSR saves memory there; the prediction is computed dense first.
+        method
+            ``"auto"`` (default): the method that was closest to the measured conditions held
+            out of training, :attr:`prediction_method_` (``"pdae"`` when none were held
+            out, see ``train(held_out_conditions=...)``). ``"pdae"``: the model's own cells.
+            A simple baseline (``"linear"``, ``"additive"``, ``"mean_response"``,
+            ``"pooled"``, ``"control"``): :func:`pdae_sc.tl.predict_baseline` on the
+            registered cells (every condition, in ``context`` if given), in the same
+            format, with ``uns["pdae"]["method"]`` naming it. A baseline's cells are
+            control (or pooled) cells, shifted; ``source`` does not apply to them.
 
         Returns
         -------
@@ -467,6 +480,14 @@ class InferenceMixin(PDAECore):
         self._check_trained()
         if isinstance(perturbations, str):
             perturbations = [perturbations]
+        chosen = method == "auto"
+        if chosen:
+            method = getattr(self, "prediction_method_", None) or "pdae"
+        if method not in ("pdae", *SIMPLE_METHODS):
+            raise ValueError(
+                f"method={method!r}; use 'auto' (model.prediction_method_), 'pdae' or a "
+                f"simple baseline {list(SIMPLE_METHODS)}."
+            )
         if n_cells is not None and (
             not isinstance(n_cells, int | np.integer) or isinstance(n_cells, bool) or n_cells <= 0
         ):
@@ -490,6 +511,18 @@ class InferenceMixin(PDAECore):
         perturbations, dosages = self._canonical_labels(perturbations, dosages)
         warn_outside_span(table)
         src_idx, enc = self._source_cells(source, context)
+        if method != "pdae" and chosen and not self._baseline_applies(method, context, enc):
+            warnings.warn(
+                f"The held-out conditions chose the {method!r} baseline, but it needs control "
+                f"cells in context {context!r} and there are none; predicting with PDAE.",
+                UserWarning,
+                stacklevel=2,
+            )
+            method = "pdae"
+        if method != "pdae":
+            return self._predict_with_baseline(
+                method, perturbations, dosages, n_cells, context, seed, table, scale, sparse
+            )
         n = len(src_idx) if n_cells is None else int(n_cells)
         check_prediction_memory(
             n, len(targets), self.summary_stats.n_vars, self.max_prediction_bytes
@@ -536,6 +569,69 @@ class InferenceMixin(PDAECore):
             seed=seed,
             sparse=bool(sp.issparse(self._matrix(self.adata))) if sparse is None else sparse,
         )
+
+    def _baseline_applies(self, method: str, context: str | None, enc) -> bool:
+        """Whether ``method`` can predict in ``context`` (the shifting ones need its controls)."""
+        if method == "pooled" or context is None:
+            return True
+        ctx_codes, ctx_names = context_codes(self.adata.obs, self._labels.context_keys)
+        is_ctrl = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
+        return bool((is_ctrl & (ctx_codes == ctx_names.index(context))).any())
+
+    def _predict_with_baseline(
+        self, method, perturbations, dosages, n_cells, context, seed, table, scale, sparse
+    ) -> AnnData:
+        """``predict`` by a simple baseline fitted on the registered cells."""
+        labels = self._labels
+        setup = self.adata_manager.registry["setup_args"]
+        if labels.dosage_key is not None or len(labels.context_keys) > 1:
+            raise ValueError(
+                f"method={method!r}: a baseline prediction is not available for a model with "
+                "doses or several context_keys; use method='pdae', or "
+                "pdae.tl.predict_baseline on the data."
+            )
+        ctx = {}
+        if context is not None:
+            ctx = {"context_key": labels.context_keys[0], "context": context}
+        pred = predict_baseline(
+            self.adata,
+            list(perturbations),
+            method=method,
+            perturbation_key=setup["perturbation_key"],
+            control_group=labels.control_group,
+            delimiter=labels.delimiter,
+            layer=setup.get("layer"),
+            n_cells=n_cells,
+            seed=seed,
+            **ctx,
+        )
+        if context is not None:
+            pred.obs[labels.context_keys[0]] = pd.Categorical([context] * pred.n_obs)
+        seen: dict[str, int] = {}
+        names = []
+        for t in pred.obs[setup["perturbation_key"]].astype(str):
+            names.append(f"{t}_{seed}_{seen.setdefault(t, 0)}")
+            seen[t] += 1
+        pred.obs_names = names
+        pred.uns["pdae"] = {
+            "method": method,
+            "chosen_on_held_out_conditions": method == getattr(self, "prediction_method_", None),
+            "extrapolation": table,
+        }
+        if scale == "counts":  # on the count scale of each source cell, as predict does
+            batch_size = self._batch_size(None)
+            rows = self.adata.obs_names.get_indexer(pred.obs["pdae_source_cell"])
+            factors = source_size_factors(
+                RowGatherer(self._matrix(self.adata)),
+                RowGatherer(get_matrix(self.adata, labels.counts_layer)),
+                rows,
+                batch_size,
+            )
+            pred.layers["counts"] = counts_matrix(np.asarray(pred.X), factors, batch_size)
+            pred.obs["pdae_size_factor"] = factors.astype(np.float32)
+        if sparse:
+            pred.X = sp.csr_matrix(pred.X)
+        return pred
 
     def get_counterfactual(
         self,

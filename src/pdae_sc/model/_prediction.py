@@ -16,15 +16,15 @@ from pdae_sc.data._labels import EncodedConditions
 from pdae_sc.tl._extrapolation import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
 
 __all__ = [
-    "NOISE_BLOCK",
     "BATCH_VALUES",
-    "noise_block_size",
+    "NOISE_BLOCK",
     "BlockNoise",
     "ExtrapolationWarning",
     "check_prediction_memory",
     "counts_matrix",
     "draw_sources",
     "make_generator",
+    "noise_block_size",
     "obs_names_of",
     "prediction_adata",
     "resolve_seed",

@@ -15,9 +15,23 @@ import torch
 from lightning.pytorch import Callback
 
 from ._diagnostics import DiagnosticsMixin
+from ._selection import (
+    BaselineFavouredWarning,
+    choose_method,
+    held_out_mask,
+    pick_held_out,
+    score_held_out,
+    validation_cells,
+    wanted_count,
+)
 from ._trainer import ConvergenceStopping, GracefulInterrupt
 
 __all__ = ["TrainingMixin"]
+
+#: Default peak learning rate (with the cosine schedule of the training plan): the
+#: generative decoder learns from nothing; the residual decoders start at the least-squares
+#: fit and drift from it at a higher rate (benchmarks/results/real_data.md).
+DEFAULT_LR = {"generative": 3e-3, "residual": 1e-3}
 
 
 class TrainingMixin(DiagnosticsMixin):
@@ -29,7 +43,7 @@ class TrainingMixin(DiagnosticsMixin):
         *,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
-        lr: float = 1e-3,
+        lr: float | None = None,
         validation_size: float | None = None,
         early_stopping: bool | Literal["auto"] = False,
         early_stopping_patience: int = 10,
@@ -39,6 +53,7 @@ class TrainingMixin(DiagnosticsMixin):
         batch_size: int | None = None,
         enable_progress_bar: bool = True,
         check_fit: bool = True,
+        held_out_conditions: int | Literal["auto"] = "auto",
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         ckpt_path: str | os.PathLike | None = None,
@@ -83,7 +98,10 @@ class TrainingMixin(DiagnosticsMixin):
         accelerator, devices
             Lightning accelerator and devices (``"auto"`` picks a GPU when available).
         lr
-            Adam learning rate.
+            Peak Adam learning rate (default: ``3e-3`` for the generative decoder, ``1e-3``
+            for the residual decoders, which start at the least-squares fit); it decays
+            along a cosine to a hundredth of itself over the run
+            (``plan_kwargs={"lr_schedule": "constant"}`` keeps it fixed).
         validation_size
             Fraction of each condition's cells held out to monitor ``validation_loss`` and
             ``energy_validation`` (default 0.1 with early stopping, else 0). A model trained
@@ -125,6 +143,25 @@ class TrainingMixin(DiagnosticsMixin):
             :class:`~pdae_sc.model.PoorFitWarning` when the moved cells are further from the
             measured cells than the unmoved control cells. ``False``: no check, and
             ``default_source_`` is ``"all"``.
+        held_out_conditions
+            Measured conditions kept out of the fit to decide how :meth:`predict` predicts
+            (the user guide, "When PDAE falls back to a baseline"). ``"auto"`` (default):
+            about a tenth of the perturbed (condition, context) groups with at least 20
+            cells, 2 to 8, whose labels stay in the span of the rest: combinations first,
+            then perturbations also measured in another context. After training each is
+            predicted by the model and by the ``linear``, ``additive``, ``mean_response``,
+            ``pooled`` and ``control`` baselines (fitted without them, every method from the
+            same number of distinct cells) and scored by energy distance
+            (``model.held_out_scores_``); the baseline with the lowest mean becomes
+            ``model.prediction_method_``, the default of ``predict(method=...)``, when it is
+            ahead of the model by more than one standard error of the per-condition
+            differences (else ``"pdae"``), with a
+            :class:`~pdae_sc.model.BaselineFavouredWarning` when it is a baseline. Their cells
+            are validation cells (``model.validation_indices``; scored every epoch only
+            when a stopping rule reads ``energy_validation``). A number: hold out
+            that many. ``0``: train on every condition and always predict with the model.
+            Not available (nothing held out) with doses or several ``context_keys``, or when
+            no condition stays in the span; a model trained before keeps its held-out set.
         plan_kwargs
             Extra arguments of :class:`~pdae_sc.model.PDAETrainingPlan` (e.g. ``weight_decay``);
             an ``lr`` here is used when ``lr`` is left at its default, and a different
@@ -174,6 +211,10 @@ class TrainingMixin(DiagnosticsMixin):
             or max_epochs < 1
         ):
             raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
+        lr_given = lr is not None
+        if lr is None:
+            residual = bool(getattr(self.module, "residual", False))
+            lr = DEFAULT_LR["residual" if residual else "generative"]
         if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
         if batch_size is not None and self.module.estimator != "all_pairs":
@@ -214,10 +255,18 @@ class TrainingMixin(DiagnosticsMixin):
         datasplitter_kwargs = _check_datasplitter_kwargs(
             datasplitter_kwargs, self._data_splitter_cls
         )
-        enc, ctx_codes, _ = self._encode(self.adata)
-        split = self._previous_split(validation_size, enc.codes)
-        if validation_size is None:
-            validation_size = 0.1 if (early_stopping is True or converge) else 0.0
+        wanted = wanted_count(held_out_conditions)
+        enc, ctx_codes, ctx_names = self._encode(self.adata)
+        recorded = held_out_mask(enc.codes, ctx_codes, self._held_out_groups(enc, ctx_names))
+        split = self._previous_split(validation_size, enc.codes, recorded)
+        fraction = validation_size
+        if fraction is None:
+            fraction = 0.1 if (early_stopping is True or converge) else 0.0
+        seed = int(torch.randint(2**31 - 1, (1,)).item())
+        split, held = self._split_with_held_out(
+            split, recorded, fraction, wanted, enc, ctx_codes, ctx_names, seed
+        )
+        validation_size = fraction
         splitter = self._data_splitter_cls(
             self._matrix(self.adata),
             enc.codes,
@@ -229,7 +278,7 @@ class TrainingMixin(DiagnosticsMixin):
             n_cells_per_condition=n_cells_per_condition,
             n_sources=n_sources,
             batch_size=batch_size,
-            seed=int(torch.randint(2**31 - 1, (1,)).item()),
+            seed=seed,
             split=split,
             **datasplitter_kwargs,
         )
@@ -255,7 +304,7 @@ class TrainingMixin(DiagnosticsMixin):
                 "cells per condition."
             )
         plan_kwargs = dict(plan_kwargs or {})
-        if "lr" in plan_kwargs and plan_kwargs["lr"] != lr and lr != 1e-3:
+        if "lr" in plan_kwargs and plan_kwargs["lr"] != lr and lr_given:
             raise ValueError(
                 f"lr={lr!r} and plan_kwargs={{'lr': {plan_kwargs['lr']!r}}} disagree; give the "
                 "learning rate once (train(lr=...))."
@@ -268,6 +317,10 @@ class TrainingMixin(DiagnosticsMixin):
                 early_stopping_monitor="validation_loss",
                 early_stopping_patience=early_stopping_patience,
             )
+        if held and fraction == 0 and not converge and early_stopping is not True:
+            # only the held-out conditions are validation cells and no stopping rule reads
+            # them: they are scored once after training, not every epoch (which costs time)
+            trainer_kwargs.setdefault("limit_val_batches", 0)
         if splitter.n_val > 0:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         if ckpt_path is not None:
@@ -315,6 +368,7 @@ class TrainingMixin(DiagnosticsMixin):
             self._check_after_training()
         else:
             self.default_source_ = "all"
+        self._choose_prediction_method(held if interrupt.stopped_epoch is None else [])
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
@@ -324,16 +378,87 @@ class TrainingMixin(DiagnosticsMixin):
                 stacklevel=2,
             )
 
-    def _previous_split(self, validation_size: float | None, codes: np.ndarray):
+    def _split_with_held_out(
+        self, split, recorded, fraction, wanted, enc, ctx_codes, ctx_names, seed: int
+    ):
+        """The training split with the held-out conditions' cells among the validation cells.
+
+        A fresh model picks its held-out groups; a model trained before keeps its own (or,
+        with ``held_out_conditions=0``, trains on them from now on). ``split``: the earlier
+        split of the other cells (:meth:`_previous_split`) or ``None`` for a new one;
+        ``recorded``: the cells of the groups held out before. Records the groups in
+        ``held_out_conditions_``; returns the split (``None``: the splitter draws one) and
+        the groups.
+        """
+        labels = self._labels
+        if self.train_indices is None:  # a fresh model
+            held = []
+            if wanted != 0 and labels.dosage_key is None and len(labels.context_keys) <= 1:
+                rng = np.random.default_rng([seed, 2])
+                held = pick_held_out(enc.label_rows, enc.codes, ctx_codes, wanted, rng)
+        else:
+            held = self._held_out_groups(enc, ctx_names) if wanted != 0 else []
+        self.held_out_conditions_ = [[enc.conditions[c], ctx_names[k]] for c, k in held]
+        mask = held_out_mask(enc.codes, ctx_codes, held)
+        if split is None:
+            if not held:
+                return None, held
+            rest = np.flatnonzero(~mask)
+            rng = np.random.default_rng([seed, 1])
+            parts = [rest[v] for v in validation_cells(enc.codes[rest], fraction, rng)]
+            val = np.sort(np.concatenate([np.flatnonzero(mask), *parts]))
+            return (np.setdiff1d(np.arange(len(enc.codes)), val), val), held
+        train, val = split
+        train = np.union1d(train, np.flatnonzero(recorded & ~mask))
+        return (train, np.union1d(val, np.flatnonzero(mask))), held
+
+    def _held_out_groups(self, enc, ctx_names) -> list[tuple[int, int]]:
+        """``held_out_conditions_`` as (condition code, context code) pairs."""
+        names = getattr(self, "held_out_conditions_", None) or []
+        code_of = {name: i for i, name in enumerate(enc.conditions)}
+        return [
+            (code_of[c], ctx_names.index(k)) for c, k in names if c in code_of and k in ctx_names
+        ]
+
+    def _choose_prediction_method(self, held: list[tuple[int, int]]) -> None:
+        """Score the held-out groups and set ``prediction_method_`` (``"pdae"`` without any)."""
+        self.prediction_method_ = "pdae"
+        self.held_out_scores_ = None
+        if not held or not self.is_trained_:
+            return
+        scores = score_held_out(self, held, seed=0)
+        self.held_out_scores_ = scores
+        self.prediction_method_ = choose_method(scores)
+        if self.prediction_method_ != "pdae":
+            means = scores[["pdae", self.prediction_method_]].mean()
+            warnings.warn(
+                f"On {len(scores)} measured conditions held out of training, the "
+                f"{self.prediction_method_!r} baseline (energy distance "
+                f"{means[self.prediction_method_]:.4f}) was closer to the measured cells than "
+                f"PDAE ({means['pdae']:.4f}), so predict() returns its cells "
+                f"(model.prediction_method_; scores in model.held_out_scores_). Pass "
+                "predict(..., method='pdae') for the model's own cells.",
+                BaselineFavouredWarning,
+                stacklevel=3,
+            )
+
+    def _previous_split(
+        self, validation_size: float | None, codes: np.ndarray, recorded: np.ndarray
+    ):
         """The split of an earlier training to keep, or ``None`` to draw a new one.
 
         Cells held out before stay held out, so training again (or resuming) never
         validates on cells already trained on. ``validation_size=0`` trains on every cell
-        (nothing is validated); a different explicit fraction raises ``ValueError``.
+        (nothing is validated); a different explicit fraction raises ``ValueError``. The
+        cells of held-out conditions (``recorded``) are left out of the returned split and
+        of these rules (:meth:`_split_with_held_out` places them).
         """
         train, val = self.train_indices, self.validation_indices
         if train is None or val is None or len(train) + len(val) != len(codes):
             return None
+        train, val = np.asarray(train), np.asarray(val)
+        train, val = train[~recorded[train]], val[~recorded[val]]
+        codes = np.asarray(codes)[~recorded]
         if validation_size == 0 or (len(val) == 0 and not validation_size):
             return None
         if len(val) == 0:
@@ -351,13 +476,15 @@ class TrainingMixin(DiagnosticsMixin):
             expected = _validation_count(codes, validation_size)
             if expected != len(val):
                 raise ValueError(
-                    f"validation_size={validation_size!r} would hold out {expected} cells, but "
-                    f"the model already holds out {len(val)} (model.validation_indices) from an "
-                    "earlier training; a new split would validate on cells trained on. Leave "
+                    f"validation_size={validation_size!r} would hold out {expected} cells of the "
+                    f"training conditions, but the model already holds out {len(val)} of them "
+                    "(model.validation_indices, besides the cells of held_out_conditions_) "
+                    "from an earlier training; a new split would validate on cells trained on. "
+                    "Leave "
                     "validation_size unset to keep the split, pass validation_size=0 to train "
                     "on every cell, or build a new model."
                 )
-        return np.asarray(train), np.asarray(val)
+        return train, val
 
     def _finish_training(self, was_trained: bool, plan, splitter) -> None:
         """Leave a usable model after training ended, normally or after a fault."""

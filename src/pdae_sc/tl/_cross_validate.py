@@ -258,7 +258,9 @@ def cross_validate(
         Conditions with fewer cells (in their context) are not held out.
     train_kwargs
         Arguments of ``model.train`` for the refits (default: the model's default training,
-        without progress bar).
+        without progress bar, and ``held_out_conditions=0``: each refit trains on all of
+        its fold's training conditions, and its network's own cells are scored,
+        ``predict(method="pdae")``, so the folds compare the network with the baselines).
     seed
         Seed of the fold assignment, the refits (``scvi.settings.seed``), the predictions
         and the scoring.
@@ -323,7 +325,13 @@ def cross_validate(
         )
     init = model.init_params_
     init_kwargs = {**init.get("non_kwargs", {}), **init.get("kwargs", {}).get("module_kwargs", {})}
-    train_kwargs = {"enable_progress_bar": False, **(train_kwargs or {})}
+    # each fold scores the network itself against the baselines (cross-validation is the
+    # thorough form of the choice that train's held-out conditions make)
+    train_kwargs = {
+        "enable_progress_bar": False,
+        "held_out_conditions": 0,
+        **(train_kwargs or {}),
+    }
     cls = type(model)
     rows = []
     for f, fold in enumerate(folds):
@@ -409,7 +417,7 @@ def _score_fold(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             preds["pdae"] = refit.predict(
-                targets, dosages=dosages, n_cells=n, context=context, seed=seed
+                targets, dosages=dosages, n_cells=n, context=context, seed=seed, method="pdae"
             )
             ctx_kw = {"context_key": _CTX, "context": ctx_name} if has_ctx else {}
             for method in baselines:

@@ -1,0 +1,252 @@
+"""PDAE or a simple baseline: the choice made on measured conditions held out of training.
+
+``train`` keeps a few measured conditions out of the fit (:func:`pick_held_out`): conditions
+whose labels stay in the span of the rest, combinations first, then perturbations measured
+in another context, so that they are predicted the way unseen targets are. After training,
+:func:`score_held_out` predicts each of them with the model and with every simple baseline
+fitted on the same training cells, every method from the same number of distinct cells, and
+scores them by energy distance to the held-out cells. :func:`choose_method` names the
+method with the lowest mean; ``predict`` uses it unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pdae_sc.data._sampler import RowGatherer
+from pdae_sc.tl._baselines import predict_baseline
+from pdae_sc.tl._metrics import energy_distance
+
+from ._prediction import make_generator
+
+__all__ = [
+    "SIMPLE_METHODS",
+    "BaselineFavouredWarning",
+    "choose_method",
+    "pick_held_out",
+    "score_held_out",
+]
+
+#: The simple baselines PDAE is compared with on the held-out conditions (and may fall back
+#: to); see :func:`pdae_sc.tl.predict_baseline`.
+SIMPLE_METHODS = ("linear", "additive", "mean_response", "pooled", "control")
+#: Fewest measured cells for a condition to be held out (fewer make its score too noisy).
+MIN_HELD_OUT_CELLS = 20
+#: Share of the perturbed (condition, context) groups held out by ``"auto"``, and its bounds.
+HELD_OUT_SHARE, MIN_HELD_OUT, MAX_HELD_OUT = 0.1, 2, 8
+#: Cells of a held-out condition used for its score, at most (the cost of the distances).
+MAX_SCORED_CELLS = 500
+#: Largest label block (conditions x perturbations) whose span is checked densely.
+MAX_SPAN_VALUES = 20_000_000
+
+
+class BaselineFavouredWarning(UserWarning):
+    """On the measured conditions held out of training a simple baseline beat PDAE.
+
+    Emitted at the end of :meth:`pdae_sc.model.PDAE.train`; :meth:`~pdae_sc.model.PDAE.predict`
+    then returns that baseline's cells (``model.prediction_method_``) unless it is called
+    with ``method="pdae"``. The scores are in ``model.held_out_scores_``.
+
+    Examples
+    --------
+    >>> import pdae_sc as pdae
+    >>> issubclass(pdae.model.BaselineFavouredWarning, UserWarning)
+    True
+    """
+
+
+def _in_span(rows: np.ndarray, vector: np.ndarray) -> bool:
+    if rows.shape[0] == 0:
+        return not vector.any()
+    coef = np.linalg.lstsq(rows.T, vector, rcond=None)[0]
+    return bool(np.linalg.norm(rows.T @ coef - vector) <= 1e-6 * max(1.0, np.linalg.norm(vector)))
+
+
+def pick_held_out(
+    label_rows: sp.csr_matrix,
+    codes: np.ndarray,
+    contexts: np.ndarray,
+    wanted: int | str,
+    rng: np.random.Generator,
+) -> list[tuple[int, int]]:
+    """(condition code, context code) groups to hold out of training.
+
+    Candidates are perturbed groups with at least :data:`MIN_HELD_OUT_CELLS` cells, taken
+    combinations first (two or more perturbations), then perturbations also measured in
+    another context, then the rest, in random order within each tier; a group is added when
+    every chosen group's label stays in the span of the labels left for training, and a
+    condition is held out in one context at most. ``wanted``:
+    a number, or ``"auto"`` (:data:`HELD_OUT_SHARE` of the perturbed groups, between
+    :data:`MIN_HELD_OUT` and :data:`MAX_HELD_OUT`, and at most half of the candidates).
+    Returns an empty list when none qualifies or the labels are too many to check.
+    """
+    label_rows = sp.csr_matrix(label_rows)
+    perturbed = label_rows.getnnz(axis=1) > 0
+    groups, sizes = np.unique(np.stack([codes, contexts], axis=1), axis=0, return_counts=True)
+    groups = [tuple(int(v) for v in g) for g in groups]
+    all_perturbed = [g for g in groups if perturbed[g[0]]]
+    candidates = [
+        g
+        for g, n in zip(groups, sizes, strict=True)
+        if perturbed[g[0]] and n >= MIN_HELD_OUT_CELLS
+    ]
+    if wanted == "auto":
+        n_share = round(HELD_OUT_SHARE * len(all_perturbed))
+        wanted = min(max(MIN_HELD_OUT, n_share), MAX_HELD_OUT, len(candidates) // 2)
+    if wanted <= 0 or not candidates:
+        return []
+    codes_used = sorted({g[0] for g in all_perturbed})
+    if len(codes_used) * label_rows.shape[1] > MAX_SPAN_VALUES:
+        return []
+    contexts_of = {}
+    for c, k in all_perturbed:
+        contexts_of.setdefault(c, set()).add(k)
+
+    def tier(group):
+        c = group[0]
+        if label_rows[c].getnnz() >= 2:
+            return 0
+        return 1 if len(contexts_of[c]) > 1 else 2
+
+    order = sorted(candidates, key=lambda g: (tier(g), rng.random()))
+    dense = {c: label_rows[c].toarray().ravel() for c in codes_used}
+    chosen: list[tuple[int, int]] = []
+    for group in order:
+        if len(chosen) == wanted:
+            break
+        if any(c == group[0] for c, _ in chosen):
+            continue  # one context per condition: the others keep its effect measured
+        trial = [*chosen, group]
+        held = set(trial)
+        left = sorted({g[0] for g in all_perturbed if g not in held})
+        rows = np.vstack([dense[c] for c in left]) if left else np.zeros((0, label_rows.shape[1]))
+        if all(_in_span(rows, dense[c]) for c, _ in trial):
+            chosen = trial
+    return chosen
+
+
+def held_out_mask(codes: np.ndarray, contexts: np.ndarray, groups) -> np.ndarray:
+    """Cells of the held-out (condition code, context code) groups."""
+    mask = np.zeros(len(codes), dtype=bool)
+    for c, k in groups:
+        mask |= (codes == c) & (contexts == k)
+    return mask
+
+
+def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
+    """Energy distance of PDAE and each simple baseline to every held-out group's cells.
+
+    In each context, every method predicts ``n_cells`` distinct cells per held-out group (the
+    fewest of the groups' cells, the context's control cells and PDAE's source cells, all
+    outside the held-out groups), from cells it may use: PDAE moves its default source set,
+    the baselines are fitted on the training cells only. One row per group: ``condition``,
+    ``context``, ``n_cells`` and one column per method.
+    """
+    enc, ctx_codes, ctx_names = model._encode(model.adata)
+    labels = model._labels
+    held = held_out_mask(enc.codes, ctx_codes, groups)
+    ctrl_cell = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
+    train_view = model.adata[~held]
+    setup = model.adata_manager.registry["setup_args"]
+    context_key = labels.context_keys[0] if labels.context_keys else None
+    gather = RowGatherer(model._matrix(model.adata))
+    label_rows = enc.label_rows.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    gen = make_generator(rng, model.device)
+    rows = []
+    for k in sorted({k for _, k in groups}):
+        in_ctx = ctx_codes == k
+        conds = [c for c, kk in groups if kk == k]
+        truths = [np.flatnonzero((enc.codes == c) & in_ctx) for c in conds]
+        ctrl = np.flatnonzero(ctrl_cell & in_ctx)
+        use_ctrl = model.default_source_ == labels.control_group and len(ctrl) > 0
+        src = ctrl if use_ctrl else np.flatnonzero(in_ctx & ~held)
+        n = int(min(min(len(t) for t in truths), len(ctrl), len(src), MAX_SCORED_CELLS))
+        if n < 2:
+            continue
+        x_true = [
+            gather(np.sort(rng.choice(t, min(len(t), MAX_SCORED_CELLS), replace=False)))
+            for t in truths
+        ]
+        ctx = {"context_key": context_key, "context": ctx_names[k]} if context_key else {}
+        names = [enc.conditions[c] for c in conds]
+        baselines = {
+            method: np.asarray(
+                predict_baseline(
+                    train_view,
+                    names,
+                    method=method,
+                    perturbation_key=setup["perturbation_key"],
+                    control_group=labels.control_group,
+                    delimiter=labels.delimiter,
+                    layer=setup.get("layer"),
+                    n_cells=n,
+                    seed=seed,
+                    **ctx,
+                ).X
+            )
+            for method in SIMPLE_METHODS
+        }
+        for i, c in enumerate(conds):
+            pred = np.empty((n, x_true[i].shape[1]), dtype=np.float32)
+            model._move_sources(
+                label_rows[c].toarray().ravel(),
+                src,
+                enc.codes,
+                label_rows,
+                gather,
+                rng,
+                gen,
+                model._batch_size(None),
+                out=pred,
+            )
+            row = {"condition": names[i], "context": ctx_names[k], "n_cells": n}
+            row["pdae"] = energy_distance(pred, x_true[i])
+            for method, x in baselines.items():
+                row[method] = energy_distance(x[i * n : (i + 1) * n], x_true[i])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["condition", "context", "n_cells", "pdae", *SIMPLE_METHODS])
+
+
+def choose_method(scores: pd.DataFrame) -> str:
+    """PDAE, or the simple baseline that is clearly closer on the held-out groups.
+
+    The baseline with the lowest mean energy distance replaces PDAE when its mean is lower
+    by more than one standard error of the per-group differences (PDAE minus baseline): a
+    win that a few noisy groups could give by chance keeps the model. ``"pdae"`` when
+    nothing was scored.
+    """
+    if scores.empty:
+        return "pdae"
+    means = scores[["pdae", *SIMPLE_METHODS]].mean()
+    best = min(SIMPLE_METHODS, key=lambda m: means[m])
+    diff = (scores["pdae"] - scores[best]).to_numpy(dtype=float)
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return best if diff.mean() > se else "pdae"
+
+
+def wanted_count(value) -> int | str:
+    """Check ``held_out_conditions`` of ``train``: ``"auto"``, or a count >= 0."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(
+            f"held_out_conditions={value!r}; use 'auto', 0 (train on every condition and "
+            "always predict with PDAE) or the number of measured conditions to hold out."
+        )
+    return int(value)
+
+
+def validation_cells(codes: np.ndarray, fraction: float, rng: np.random.Generator) -> list:
+    """Per condition, ``floor(fraction * n)`` random cells (keeping 2), as the splitter draws."""
+    out = []
+    for c in np.unique(codes):
+        cells = np.flatnonzero(codes == c)
+        n_val = min(math.floor(fraction * len(cells)), len(cells) - 2)
+        if n_val > 0:
+            out.append(rng.choice(cells, size=n_val, replace=False))
+    return out
