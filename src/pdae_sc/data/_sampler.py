@@ -233,6 +233,20 @@ def choose_data_device(
     return None
 
 
+def draw_validation_cells(
+    codes: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted rows held out for validation: per condition ``floor(fraction * n)`` random
+    cells, keeping at least 2 of each for training."""
+    val = []
+    for c in np.unique(codes):
+        cells = np.flatnonzero(codes == c)
+        n_val = min(math.floor(fraction * len(cells)), len(cells) - 2)
+        if n_val > 0:
+            val.append(rng.choice(cells, size=n_val, replace=False))
+    return np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+
+
 class PerturbationDataSplitter(pl.LightningDataModule):
     """Split cells of every condition into train/validation and serve PDAE minibatches.
 
@@ -349,13 +363,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         self.shard(self.rank, self.world_size)
 
     def _split(self, validation_size: float, rng: np.random.Generator):
-        val = []
-        for c in np.unique(self.codes):
-            cells = np.flatnonzero(self.codes == c)
-            n_val = min(math.floor(validation_size * len(cells)), len(cells) - 2)
-            if n_val > 0:
-                val.append(rng.choice(cells, size=n_val, replace=False))
-        val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+        val_idx = draw_validation_cells(self.codes, validation_size, rng)
         train_mask = np.ones(len(self.codes), dtype=bool)
         train_mask[val_idx] = False
         return np.flatnonzero(train_mask), val_idx

@@ -27,7 +27,6 @@ from pdae_sc.data._validation import (
     check_var_names_match,
     get_matrix,
 )
-from pdae_sc.tl._baselines import predict_baseline
 from pdae_sc.tl._extrapolation import extrapolation_table
 
 from ._core import PDAECore, label_batch
@@ -42,7 +41,7 @@ from ._prediction import (
     source_size_factors,
     warn_outside_span,
 )
-from ._selection import SIMPLE_METHODS
+from ._selection import SIMPLE_METHODS, registered_baseline
 
 __all__ = ["InferenceMixin"]
 
@@ -590,21 +589,7 @@ class InferenceMixin(PDAECore):
                 "doses or several context_keys; use method='pdae', or "
                 "pdae.tl.predict_baseline on the data."
             )
-        ctx = {}
-        if context is not None:
-            ctx = {"context_key": labels.context_keys[0], "context": context}
-        pred = predict_baseline(
-            self.adata,
-            list(perturbations),
-            method=method,
-            perturbation_key=setup["perturbation_key"],
-            control_group=labels.control_group,
-            delimiter=labels.delimiter,
-            layer=setup.get("layer"),
-            n_cells=n_cells,
-            seed=seed,
-            **ctx,
-        )
+        pred = registered_baseline(self, self.adata, perturbations, method, n_cells, seed, context)
         if context is not None:
             pred.obs[labels.context_keys[0]] = pd.Categorical([context] * pred.n_obs)
         seen: dict[str, int] = {}

@@ -11,8 +11,6 @@ method with the lowest mean; ``predict`` uses it unless told otherwise.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -28,6 +26,7 @@ __all__ = [
     "BaselineFavouredWarning",
     "choose_method",
     "pick_held_out",
+    "registered_baseline",
     "score_held_out",
 ]
 
@@ -137,6 +136,28 @@ def held_out_mask(codes: np.ndarray, contexts: np.ndarray, groups) -> np.ndarray
     return mask
 
 
+def registered_baseline(model, adata, targets, method, n_cells, seed, context):
+    """:func:`~pdae_sc.tl.predict_baseline` on ``adata`` as ``model`` registered it (its
+    label column, control, delimiter, layer and, with ``context``, its one context key)."""
+    labels = model._labels
+    setup = model.adata_manager.registry["setup_args"]
+    ctx = {}
+    if context is not None:
+        ctx = {"context_key": labels.context_keys[0], "context": context}
+    return predict_baseline(
+        adata,
+        list(targets),
+        method=method,
+        perturbation_key=setup["perturbation_key"],
+        control_group=labels.control_group,
+        delimiter=labels.delimiter,
+        layer=setup.get("layer"),
+        n_cells=n_cells,
+        seed=seed,
+        **ctx,
+    )
+
+
 def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
     """Energy distance of PDAE and each simple baseline to every held-out group's cells.
 
@@ -151,8 +172,6 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
     held = held_out_mask(enc.codes, ctx_codes, groups)
     ctrl_cell = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
     train_view = model.adata[~held]
-    setup = model.adata_manager.registry["setup_args"]
-    context_key = labels.context_keys[0] if labels.context_keys else None
     gather = RowGatherer(model._matrix(model.adata))
     label_rows = enc.label_rows.astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -172,22 +191,11 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
             gather(np.sort(rng.choice(t, min(len(t), MAX_SCORED_CELLS), replace=False)))
             for t in truths
         ]
-        ctx = {"context_key": context_key, "context": ctx_names[k]} if context_key else {}
         names = [enc.conditions[c] for c in conds]
+        context = ctx_names[k] if labels.context_keys else None
         baselines = {
             method: np.asarray(
-                predict_baseline(
-                    train_view,
-                    names,
-                    method=method,
-                    perturbation_key=setup["perturbation_key"],
-                    control_group=labels.control_group,
-                    delimiter=labels.delimiter,
-                    layer=setup.get("layer"),
-                    n_cells=n,
-                    seed=seed,
-                    **ctx,
-                ).X
+                registered_baseline(model, train_view, names, method, n, seed, context).X
             )
             for method in SIMPLE_METHODS
         }
@@ -239,14 +247,3 @@ def wanted_count(value) -> int | str:
             "always predict with PDAE) or the number of measured conditions to hold out."
         )
     return int(value)
-
-
-def validation_cells(codes: np.ndarray, fraction: float, rng: np.random.Generator) -> list:
-    """Per condition, ``floor(fraction * n)`` random cells (keeping 2), as the splitter draws."""
-    out = []
-    for c in np.unique(codes):
-        cells = np.flatnonzero(codes == c)
-        n_val = min(math.floor(fraction * len(cells)), len(cells) - 2)
-        if n_val > 0:
-            out.append(rng.choice(cells, size=n_val, replace=False))
-    return out

@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 from lightning.pytorch import Callback
 
+from pdae_sc.data._sampler import draw_validation_cells
+
 from ._diagnostics import DiagnosticsMixin
 from ._selection import (
     BaselineFavouredWarning,
@@ -21,7 +23,6 @@ from ._selection import (
     held_out_mask,
     pick_held_out,
     score_held_out,
-    validation_cells,
     wanted_count,
 )
 from ._trainer import ConvergenceStopping, GracefulInterrupt
@@ -405,8 +406,8 @@ class TrainingMixin(DiagnosticsMixin):
                 return None, held
             rest = np.flatnonzero(~mask)
             rng = np.random.default_rng([seed, 1])
-            parts = [rest[v] for v in validation_cells(enc.codes[rest], fraction, rng)]
-            val = np.sort(np.concatenate([np.flatnonzero(mask), *parts]))
+            drawn = rest[draw_validation_cells(enc.codes[rest], fraction, rng)]
+            val = np.union1d(np.flatnonzero(mask), drawn)
             return (np.setdiff1d(np.arange(len(enc.codes)), val), val), held
         train, val = split
         train = np.union1d(train, np.flatnonzero(recorded & ~mask))
