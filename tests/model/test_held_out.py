@@ -16,7 +16,7 @@ TINY = {"n_latent": 4, "n_hidden": (16,), "n_noise": 4}
 TRAIN = {"enable_progress_bar": False, "n_sources": 16, "accelerator": "cpu"}
 
 
-def _adata(n_cells=30):
+def _adata(n_cells=50):
     """ctrl, 4 singles and their 6 doubles; one double held out of the data."""
     adata = pdae.data.simulate(
         n_perturbations=4, n_genes=15, n_cells_per_condition=n_cells, seed=0
@@ -32,22 +32,22 @@ def test_pick_held_out_takes_combinations_that_stay_in_the_span():
         [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]],
         dtype=np.float32,
     )
-    codes = np.repeat(np.arange(7), 25)
+    codes = np.repeat(np.arange(7), 50)
     held = pick_held_out(rows, codes, np.zeros_like(codes), 2, np.random.default_rng(0))
     assert len(held) == 2 and all(c >= 4 for c, _ in held)  # doubles first
     # singles only, one context: removing one leaves its perturbation unmeasured
     single = sp.csr_matrix(np.vstack([np.zeros(3), np.eye(3)]), dtype=np.float32)
-    codes = np.repeat(np.arange(4), 25)
+    codes = np.repeat(np.arange(4), 50)
     assert (
         pick_held_out(single, codes, np.zeros_like(codes), "auto", np.random.default_rng(0)) == []
     )
     # a single measured in two contexts can be held out in one of them, never in both
-    codes = np.repeat(np.arange(4), 50)
-    contexts = np.tile([0, 1], 100)
+    codes = np.repeat(np.arange(4), 100)
+    contexts = np.tile([0, 1], 200)
     held = pick_held_out(single, codes, contexts, 3, np.random.default_rng(0))
     assert len(held) == 3 and sorted(c for c, _ in held) == [1, 2, 3]
     # too few cells: not a candidate
-    codes = np.repeat(np.arange(7), 10)
+    codes = np.repeat(np.arange(7), 40)
     assert pick_held_out(rows, codes, np.zeros_like(codes), 2, np.random.default_rng(0)) == []
 
 
@@ -58,9 +58,53 @@ def test_choose_method_keeps_pdae_on_a_tie_and_takes_a_clearly_better_baseline()
     assert choose_method(scores) == "pdae"  # 0.2 each: a tie
     scores["linear"] = [0.05, 0.1]
     assert choose_method(scores) == "linear"  # lower on both: 0.125 ahead, se 0.075
-    scores["linear"] = [0.15, 0.1]
+    scores["pooled"] = [0.04, 0.09]
+    assert choose_method(scores) == "pooled"  # the lowest of the baselines
+    scores["linear"] = scores["pooled"] = [0.15, 0.1]
     assert choose_method(scores) == "pdae"  # 0.075 ahead on the mean, but se 0.125
     assert choose_method(scores.iloc[:0]) == "pdae"
+
+
+def test_held_out_conditions_are_spread_over_the_range_of_effects():
+    # ctrl and 8 singles measured in two contexts; single i shifts every gene by i
+    n_genes, per_group = 5, 50
+    single = sp.csr_matrix(np.vstack([np.zeros(8), np.eye(8)]), dtype=np.float32)
+    codes = np.repeat(np.arange(9), 2 * per_group)
+    contexts = np.tile(np.repeat([0, 1], per_group), 9)
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(len(codes), n_genes)) * 0.01 + codes[:, None].astype(float)
+    for seed in range(5):
+        held = pick_held_out(
+            single, codes, contexts, 4, np.random.default_rng(seed), matrix=matrix
+        )
+        strength = sorted(c for c, _ in held)
+        # one from each quarter of the ranking: strong and weak effects both held out
+        assert len(held) == 4
+        assert [(c - 1) // 2 for c in strength] == [0, 1, 2, 3], strength
+    # the effect sizes: squared shift of the mean from the context's control cells
+    from pdae_sc.data._effects import mean_shifts
+
+    is_ctrl = codes == 0
+    shifts = mean_shifts(matrix, codes, contexts, is_ctrl, [(3, 0), (8, 1)])
+    np.testing.assert_allclose(shifts, [9 * n_genes, 64 * n_genes], rtol=1e-3)
+
+
+def test_mean_shifts_do_not_rank_small_groups_as_strong_effects():
+    from pdae_sc.data._effects import mean_shifts
+
+    # no effect anywhere: 500 control cells, groups of 5 and of 200 cells, 200 genes
+    rng = np.random.default_rng(1)
+    codes = np.repeat([0, 1, 2], [500, 5, 200])
+    contexts = np.zeros_like(codes)
+    matrix = rng.normal(size=(len(codes), 200))
+    shifts = mean_shifts(matrix, codes, contexts, codes == 0, [(1, 0), (2, 0)])
+    raw = ((matrix[codes == 1].mean(0) - matrix[codes == 0].mean(0)) ** 2).sum()
+    assert raw > 30  # about 200 / 5 + 200 / 500 from sampling noise alone
+    assert np.all(np.abs(shifts) < 12), shifts  # the noise's expected part removed
+    # a real shift is kept: every gene moved by 1 in the small group
+    matrix[codes == 1] += 1.0
+    shifted = mean_shifts(matrix, codes, contexts, codes == 0, [(1, 0)])
+    assert abs(shifted[0] - 200) < 40, shifted
 
 
 def test_held_out_cells_are_not_trained_on_and_a_better_baseline_is_used():

@@ -47,8 +47,12 @@ def test_training_again_refuses_a_new_validation_fraction(adata):
     assert len(model.validation_indices) == 0 and len(model.train_indices) == adata.n_obs
 
 
-def test_held_out_conditions_stay_out_when_training_again(adata):
+def test_held_out_conditions_stay_out_when_training_again():
     """Their cells stay validation cells; validation_size counts the other cells only."""
+    adata = pdae.data.simulate(  # 50 cells or more per condition: some can be held out
+        n_perturbations=3, n_latent=4, n_genes=10, n_cells_per_condition=60, seed=0
+    )
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
     model = PDAE(adata, **TINY)
     model.train(max_epochs=1, validation_size=0.2, **TRAIN)
     assert model.held_out_conditions_

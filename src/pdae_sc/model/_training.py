@@ -147,16 +147,16 @@ class TrainingMixin(DiagnosticsMixin):
         held_out_conditions
             Measured conditions kept out of the fit to decide how :meth:`predict` predicts
             (the user guide, "When PDAE falls back to a baseline"). ``"auto"`` (default):
-            about a tenth of the perturbed (condition, context) groups with at least 20
+            about a tenth of the perturbed (condition, context) groups with at least 50
             cells, 2 to 8, whose labels stay in the span of the rest: combinations first,
-            then perturbations also measured in another context. After training each is
-            predicted by the model and by the ``linear``, ``additive``, ``mean_response``,
-            ``pooled`` and ``control`` baselines (fitted without them, every method from the
-            same number of distinct cells) and scored by energy distance
-            (``model.held_out_scores_``); the baseline with the lowest mean becomes
-            ``model.prediction_method_``, the default of ``predict(method=...)``, when it is
-            ahead of the model by more than one standard error of the per-condition
-            differences (else ``"pdae"``), with a
+            then perturbations also measured in another context, spread over the range of
+            effects (strong and weak). After training each is predicted by the model and by
+            the ``linear``, ``additive``, ``mean_response``, ``pooled`` and ``control``
+            baselines (fitted without them, every method from the same number of distinct
+            cells) and scored by energy distance (``model.held_out_scores_``); the baseline
+            with the lowest mean becomes ``model.prediction_method_``, the default of
+            ``predict(method=...)``, when it is ahead of the model by more than one
+            standard error of the per-condition differences (else ``"pdae"``), with a
             :class:`~pdae_sc.model.BaselineFavouredWarning` when it is a baseline. Their cells
             are validation cells (``model.validation_indices``; scored every epoch only
             when a stopping rule reads ``energy_validation``). A number: hold out
@@ -396,7 +396,14 @@ class TrainingMixin(DiagnosticsMixin):
             held = []
             if wanted != 0 and labels.dosage_key is None and len(labels.context_keys) <= 1:
                 rng = np.random.default_rng([seed, 2])
-                held = pick_held_out(enc.label_rows, enc.codes, ctx_codes, wanted, rng)
+                held = pick_held_out(
+                    enc.label_rows,
+                    enc.codes,
+                    ctx_codes,
+                    wanted,
+                    rng,
+                    matrix=self._matrix(self.adata),
+                )
         else:
             held = self._held_out_groups(enc, ctx_names) if wanted != 0 else []
         self.held_out_conditions_ = [[enc.conditions[c], ctx_names[k]] for c, k in held]

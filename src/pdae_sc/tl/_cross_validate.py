@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from pdae_sc.data._effects import mean_shifts, rank_by_effect, spread_over_effects
 from pdae_sc.data._fields import context_codes
 from pdae_sc.data._labels import encode_conditions
-from pdae_sc.data._sampler import group_sums
 
 from ._baselines import predict_baseline
 from ._extrapolation import extrapolation_table
@@ -119,28 +119,11 @@ def _units(enc, ctx_codes, min_cells: int, matrix=None) -> pd.DataFrame:
 
 def _effects(units, enc, ctx_codes, matrix) -> np.ndarray:
     """Squared mean shift of each unit from its context's control cells."""
-    out = np.full(len(units), np.nan)
     if matrix is None or not len(units):
-        return out
-    n_ctx = int(ctx_codes.max()) + 1
-    n_u = len(units)
-    # group of each cell: its unit (0..n_u-1), its context's control cells (n_u + context),
-    # or none (-1)
-    unit_of = {
-        (int(c), int(k)): i
-        for i, (c, k) in enumerate(zip(units["code"], units["ctx"], strict=True))
-    }
-    row = np.array(
-        [unit_of.get((int(c), int(k)), -1) for c, k in zip(enc.codes, ctx_codes, strict=True)]
-    )
+        return np.full(len(units), np.nan)
     is_ctrl = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
-    row[is_ctrl] = n_u + ctx_codes[is_ctrl]
-    sums, sizes = group_sums(matrix, row, n_u + n_ctx)
-    ctrl = n_u + units["ctx"].to_numpy()
-    have = sizes[ctrl] > 0
-    means = sums / np.maximum(sizes, 1)[:, None]
-    out[have] = ((means[:n_u][have] - means[ctrl[have]]) ** 2).sum(1)
-    return out
+    groups = list(zip(units["code"], units["ctx"], strict=True))
+    return mean_shifts(matrix, enc.codes, ctx_codes, is_ctrl, groups)
 
 
 def _stratified_order(units, idx, n_folds, n_holdout, rng) -> list[list[int]]:
@@ -152,12 +135,10 @@ def _stratified_order(units, idx, n_folds, n_holdout, rng) -> list[list[int]]:
     """
     idx = np.asarray(idx)
     effect = units["effect"].to_numpy()[idx]
-    ranked = idx[np.argsort(-np.nan_to_num(effect, nan=-1.0), kind="stable")]
-    want = min(len(ranked), n_folds * n_holdout)
-    if want == 0:
+    picks = idx[spread_over_effects(effect, n_folds * n_holdout, rng)]
+    if not len(picks):
         return [[] for _ in range(n_folds)]
-    step = len(ranked) / want
-    picks = ranked[(rng.uniform(0, step) + step * np.arange(want)).astype(int)]
+    ranked = idx[rank_by_effect(effect)]
     chosen = set(picks.tolist())
     rest = [u for u in rng.permutation(ranked) if u not in chosen]
     return [list(picks[f::n_folds]) + rest for f in range(n_folds)]
