@@ -117,10 +117,15 @@ def run_demo(
     combined.write_h5ad(os.path.join(out, "demo_predictions.h5ad"))
     _demo_figure(metrics, test, preds, targets[0], os.path.join(out, "demo.png"))
 
-    how = "its own network" if chosen == "pdae" else f"the {chosen} baseline"
+    if chosen == "pdae":
+        why = "no simple baseline was clearly closer than its own network"
+        how = "its own network"
+    else:
+        why = f"the {chosen} baseline was clearly closer than its own network"
+        how = f"the {chosen} baseline"
     print(
         f"\nTrained the PDAE for {train_secs:.1f} s. On the training conditions it held out, "
-        f"{how} was closest, so its predictions (pdae) use {how}"
+        f"{why}, so its predictions (pdae) use {how}"
         + ("" if chosen == "pdae" else "; pdae_network: the network's own cells")
         + ". Held-out doubles, mean ± sd over "
         f"{len(targets)} conditions (lower energy distance is better); every method "

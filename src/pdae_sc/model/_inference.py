@@ -428,14 +428,14 @@ class InferenceMixin(PDAECore):
             matrix is (``None``: CSR for sparse input). The residual decoders keep the zeros
             of count data, so CSR saves memory there; the prediction is computed dense first.
         method
-            ``"auto"`` (default): the method that was closest to the measured conditions held
-            out of training, :attr:`prediction_method_` (``"pdae"`` when none were held
-            out, see ``train(held_out_conditions=...)``). ``"pdae"``: the model's own cells.
-            A simple baseline (``"linear"``, ``"additive"``, ``"mean_response"``,
-            ``"pooled"``, ``"control"``): :func:`pdae_sc.tl.predict_baseline` on the
-            registered cells (every condition, in ``context`` if given), in the same
-            format, with ``uns["pdae"]["method"]`` naming it. A baseline's cells are
-            control (or pooled) cells, shifted; ``source`` does not apply to them.
+            ``"auto"`` (default): the method chosen on the measured conditions held out of training
+            (a baseline only when clearly closer), :attr:`prediction_method_` (``"pdae"`` when none
+            were held out, see ``train(held_out_conditions=...)``). ``"pdae"``: the model's own
+            cells. A simple baseline (``"linear"``, ``"additive"``, ``"mean_response"``,
+            ``"pooled"``, ``"control"``): :func:`pdae_sc.tl.predict_baseline` on the registered
+            cells (every condition, in ``context`` if given), in the same format, with
+            ``uns["pdae"]["method"]`` naming it. A baseline's cells are control (or pooled) cells,
+            shifted; ``source`` does not apply to them.
 
         Returns
         -------
