@@ -155,7 +155,8 @@ def _try_order(members, want, effects, rng) -> list[tuple[int, int]]:
     if effects is None:
         return shuffled
     picks = [members[i] for i in spread_over_effects([effects[g] for g in members], want, rng)]
-    return picks + [g for g in shuffled if g not in set(picks)]
+    taken = set(picks)
+    return picks + [g for g in shuffled if g not in taken]
 
 
 def held_out_mask(codes: np.ndarray, contexts: np.ndarray, groups) -> np.ndarray:
