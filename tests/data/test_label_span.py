@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pdae_sc.data._labels import LABEL_TOL, LabelSpan, as_label_rows, match_labels, training_span
+from pdae_sc.data._labels import LABEL_TOL, as_label_rows, match_labels
+from pdae_sc.data._span import LabelSpan, training_span
 from pdae_sc.tl import extrapolation_table
 
 

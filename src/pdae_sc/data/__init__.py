@@ -1,7 +1,7 @@
 """Perturbation labels, simulated data, batch sampling and split helpers.
 
-The preprocessing helpers moved to :mod:`pdae_sc.pp` in 0.2; their old names here
-(``pdae.data.normalize_counts`` ...) still work for one release and warn.
+The preprocessing helpers live in :mod:`pdae_sc.pp`; their old names here
+(``pdae.data.normalize_counts`` ...) still work and warn with a ``FutureWarning``.
 """
 
 import warnings
@@ -42,7 +42,7 @@ _MOVED_TO_PP = (
 
 
 def __getattr__(name: str):
-    """Deprecated aliases of the helpers that moved to :mod:`pdae_sc.pp` (removed in 0.3)."""
+    """Deprecated aliases of the helpers that moved to :mod:`pdae_sc.pp` (they warn)."""
     if name in _MOVED_TO_PP:
         from pdae_sc import pp
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import math
 import unicodedata
-import weakref
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,7 +18,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.sparse import csgraph
 
 __all__ = [
     "EncodedConditions",
@@ -619,120 +617,3 @@ def match_labels(targets: object, rows: object, *, tol: float = LABEL_TOL) -> sp
     return sparse.csr_matrix(
         (np.ones(len(r), dtype=bool), (r, c)), shape=(targets.shape[0], n_rows)
     )
-
-
-class LabelSpan:
-    """The row space of a training label matrix, factorised once, and the training range.
-
-    The perturbations (columns) fall into groups that training conditions link (``A+B`` links
-    ``A`` and ``B``); over these groups the label matrix is block diagonal, so its singular
-    values are those of the blocks and its row space is the orthogonal sum of the blocks' row
-    spaces. Each block gets a dense SVD (a perturbation measured only alone is a block of one
-    column, whose singular value is the column's norm), and directions are kept with the rank
-    cut of :func:`numpy.linalg.matrix_rank` for the *whole* matrix, ``s > s_max * max(n, K) *
-    eps``: rank and span are those of a dense SVD of the whole matrix, at the cost of the
-    blocks. A screen of singles and of combinations of a few perturbations has small blocks,
-    so factorising costs about the number of nonzeros and projecting a target the size of
-    the blocks it touches; only the largest block's cost is cubic.
-
-    Parameters
-    ----------
-    labels
-        Training label matrix ``(n_conditions, K)``, dense or sparse.
-    """
-
-    def __init__(self, labels: object) -> None:
-        rows = as_label_rows(labels)
-        n, k = rows.shape
-        #: The training label vectors (CSR) and their number of columns K.
-        self.rows, self.n_features = rows, k
-        # the training range of every dose, the control (0) included
-        self.lo = np.zeros(k)
-        self.hi = np.zeros(k)
-        np.minimum.at(self.lo, rows.indices, rows.data)
-        np.maximum.at(self.hi, rows.indices, rows.data)
-        pattern = rows.copy()
-        pattern.data = np.ones_like(pattern.data)
-        n_groups, group = csgraph.connected_components(pattern.T @ pattern, directed=False)
-        size = np.bincount(group, minlength=n_groups)
-        col_norm = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=0)).ravel())
-        single = size[group] == 1
-        # blocks of several columns: each row belongs to the group of its columns
-        row_of = np.repeat(np.arange(n), np.diff(rows.indptr))
-        in_multi = ~single[rows.indices]
-        r, c, v = row_of[in_multi], rows.indices[in_multi], rows.data[in_multi]
-        g = group[c]
-        order = np.lexsort((c, r, g))
-        r, c, v, g = r[order], c[order], v[order], g[order]
-        blocks = []
-        bounds = np.flatnonzero(np.diff(g)) + 1
-        for sl in np.split(np.arange(len(g)), bounds) if len(g) else []:
-            cols, c_local = np.unique(c[sl], return_inverse=True)
-            _, r_local = np.unique(r[sl], return_inverse=True)
-            block = np.zeros((r_local.max() + 1, len(cols)))
-            block[r_local, c_local] = v[sl]
-            _, s, vt = np.linalg.svd(block, full_matrices=False)
-            blocks.append((int(g[sl[0]]), cols, s, vt))
-        s_max = max(
-            [col_norm[single].max(initial=0.0)] + [s.max(initial=0.0) for *_, s, _ in blocks]
-        )
-        cut = s_max * max(n, k) * np.finfo(np.float64).eps
-        # a block of one column is in the span when its norm passes the cut; otherwise the
-        # whole dose of that perturbation is residual
-        self._lost = (single & ~(col_norm > cut)).astype(np.float64)
-        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        rank = int((single & (col_norm > cut)).sum())
-        for gid, cols, s, vt in blocks:
-            basis = vt[s > cut]
-            rank += basis.shape[0]
-            self._blocks[gid] = (cols, basis)
-        self._group = group
-        #: Rank of the training label matrix.
-        self.rank = rank
-
-    def distance(self, targets: object) -> np.ndarray:
-        """Euclidean distance of each target label vector to the span, shape ``(n_targets,)``."""
-        t = as_label_rows(targets, self.n_features)
-        sq = np.asarray(t.multiply(t) @ self._lost).ravel()
-        for gid in np.unique(self._group[t.indices]):
-            if int(gid) not in self._blocks:
-                continue
-            cols, basis = self._blocks[int(gid)]
-            tb = t[:, cols].toarray()
-            sq += ((tb - (tb @ basis.T) @ basis) ** 2).sum(axis=1)
-        return np.sqrt(sq)
-
-    def in_range(self, targets: object, tol: float) -> np.ndarray:
-        """Whether every dose of each target lies in the training range, widened by ``tol``.
-
-        The range of a perturbation spans its training doses and 0 (the control), widened by
-        ``tol * max(1, hi - lo)``.
-        """
-        t = as_label_rows(targets, self.n_features)
-        slack = tol * np.maximum(1.0, np.abs(self.hi - self.lo))
-        j = t.indices
-        bad = (t.data < self.lo[j] - slack[j]) | (t.data > self.hi[j] + slack[j])
-        row_of = np.repeat(np.arange(t.shape[0]), np.diff(t.indptr))
-        out = np.ones(t.shape[0], dtype=bool)
-        out[row_of[bad]] = False
-        return out
-
-
-_SPANS: dict[int, tuple[weakref.ref, LabelSpan]] = {}
-
-
-def training_span(labels: object) -> LabelSpan:
-    """The :class:`LabelSpan` of a model's stored label matrix, factorised once per object.
-
-    Cached by the identity of ``labels`` (the registry's matrix, never modified in place),
-    through a weak reference, so the cache keeps no model's labels alive; the 8 most recent
-    are kept.
-    """
-    hit = _SPANS.get(id(labels))
-    if hit is not None and hit[0]() is labels:
-        return hit[1]
-    span = LabelSpan(labels)
-    while len(_SPANS) >= 8:
-        _SPANS.pop(next(iter(_SPANS)))
-    _SPANS[id(labels)] = (weakref.ref(labels), span)
-    return span

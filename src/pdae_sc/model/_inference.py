@@ -19,15 +19,14 @@ from pdae_sc.data._labels import (
     label_vector,
     match_labels,
     parse_condition,
-    training_span,
 )
 from pdae_sc.data._sampler import RowGatherer
+from pdae_sc.data._span import extrapolation_table, training_span
 from pdae_sc.data._validation import (
     check_seed,
     check_var_names_match,
     get_matrix,
 )
-from pdae_sc.tl._extrapolation import extrapolation_table
 
 from ._core import PDAECore, label_batch
 from ._mudata import is_subset_copy

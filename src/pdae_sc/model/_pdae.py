@@ -19,7 +19,6 @@ from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
 from pdae_sc.data._fields import PerturbationField
-from pdae_sc.data._mudata import mudata_training_data
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
     check_matrix,
@@ -29,6 +28,7 @@ from pdae_sc.data._validation import (
 )
 from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
+from pdae_sc.pp._mudata import mudata_training_data
 
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin

@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pdae_sc.data._counts import size_factors, to_counts
 from pdae_sc.data._labels import EncodedConditions
-from pdae_sc.tl._extrapolation import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
+from pdae_sc.data._span import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
+from pdae_sc.pp._counts import size_factors, to_counts
 
 __all__ = [
     "BATCH_VALUES",

@@ -1,11 +1,12 @@
 """Tools: evaluation metrics, baselines and extrapolation checks (AnnData in, tables out)."""
 
+from pdae_sc.data._span import extrapolation_table
+
 from ._baselines import predict_baseline
 from ._cell_eval import to_cell_eval
 from ._combine import combine_predictions
 from ._cross_validate import CrossValidation, cross_validate
 from ._embedding import joint_embedding
-from ._extrapolation import extrapolation_table
 from ._gap_closed import gap_closed
 from ._interactions import interaction_scores, predicted_interaction_scores
 from ._metrics import (

@@ -18,10 +18,10 @@ from pdae_sc.data._labels import (
     match_labels,
     parse_condition,
 )
+from pdae_sc.data._span import extrapolation_table
 
 from ._common import dense_rows as _dense
 from ._common import layer_matrix as _matrix
-from ._extrapolation import extrapolation_table
 
 __all__ = ["BASELINES", "predict_baseline"]
 

@@ -13,9 +13,9 @@ from anndata import AnnData
 from pdae_sc.data._effects import mean_shifts, rank_by_effect, spread_over_effects
 from pdae_sc.data._fields import context_codes
 from pdae_sc.data._labels import encode_conditions
+from pdae_sc.data._span import extrapolation_table
 
 from ._baselines import predict_baseline
-from ._extrapolation import extrapolation_table
 from ._metrics import evaluate
 
 __all__ = ["CrossValidation", "cross_validate"]
