@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with pdae-sc (editable) and its dev/test extras, bytecode compiled.
+# Create .venv with pdae-sc (editable) and its dev extra (which includes the test, docs and
+# tutorials extras; PDAE_EXTRAS picks others), bytecode compiled.
 # Uses uv (installed from PyPI if missing) and the same local wheel folders pip is
 # configured with, so the pinned CPU torch in constraints.txt comes from there.
 set -euo pipefail

@@ -44,7 +44,8 @@ def test_train_and_predict_commands(tmp_path, capsys):
         == 0
     )
     pred = ad.read_h5ad(pred_path)
-    assert pred.n_obs == 14 and pred.n_vars == 10
+    assert pred.n_obs == 14
+    assert pred.n_vars == 10
     # a bad condition is a readable error, not a traceback
     assert (
         main(["predict", str(model_dir), "--conditions", "P9", "--out", str(tmp_path / "x.h5ad")])
@@ -86,7 +87,8 @@ def test_train_on_h5mu_with_guides_and_predict_counts(tmp_path, capsys):
     argv = ["predict", str(model_dir), "--conditions", "P0+P1", "--n-cells", "5"]
     assert main([*argv, "--scale", "counts", "--out", str(out)]) == 0
     pred = ad.read_h5ad(out)
-    assert pred.n_obs == 5 and "counts" in pred.layers
+    assert pred.n_obs == 5
+    assert "counts" in pred.layers
 
 
 def test_train_input_errors_are_readable(tmp_path, capsys):
@@ -108,7 +110,8 @@ def test_train_input_errors_are_readable(tmp_path, capsys):
 
 def _one_line_error(capsys, match: str) -> None:
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1, err
     assert match in err, err
 
 

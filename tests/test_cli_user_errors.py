@@ -19,7 +19,8 @@ def _data(tmp_path, scale: float = 1.0):
 
 def _one_line(capsys, match: str) -> None:
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1, err
     assert match in err, err
 
 

@@ -67,7 +67,10 @@ def test_readme_and_quickstart_use_or_explain_the_scale_users_have():
 
     adata = eval(_readme_simulate_call(), {"pdae": pdae})  # the README's own call
     x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    assert x.min() >= 0 and x.max() < 15 and "counts" in adata.layers  # cell-eval's range
+    # cell-eval's range
+    assert x.min() >= 0
+    assert x.max() < 15
+    assert "counts" in adata.layers
     # the quickstart keeps the paper's default scale and must say so where it simulates
     cells = json.loads((ROOT / "tutorials" / "quickstart.ipynb").read_text())["cells"]
     i = next(
@@ -76,6 +79,8 @@ def test_readme_and_quickstart_use_or_explain_the_scale_users_have():
         if c["cell_type"] == "code" and "pdae.data.simulate(" in "".join(c["source"])
     )
     note = "".join(cells[i - 1]["source"])
-    assert "counts=True" in note and "negative" in note and "normalize_counts" in note
+    assert "counts=True" in note
+    assert "negative" in note
+    assert "normalize_counts" in note
     default = pdae.data.simulate(n_perturbations=8, n_genes=100, n_cells_per_condition=80)
     assert 0.3 < float((np.asarray(default.X) < 0).mean()) < 0.7  # "about half negative"

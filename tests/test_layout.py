@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,51 @@ def test_data_does_not_import_pp():
     }
     assert not reach, reach
 
+
+def _code_lines(source: str, node) -> int:
+    """Lines of code of a function: no docstrings, comments or blank lines."""
+    skip = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if ast.get_docstring(sub, clean=False) is not None:
+                doc = sub.body[0]
+                skip |= set(range(doc.lineno, doc.end_lineno + 1))
+    lines = source.splitlines()
+    return sum(
+        1
+        for i in range(node.lineno, node.end_lineno + 1)
+        if i not in skip and lines[i - 1].strip() and not lines[i - 1].strip().startswith("#")
+    )
+
+
+def test_the_model_room_has_small_files_and_functions():
+    """No file of model/ over 500 lines; no function over 80 lines of code there or in the
+    baselines."""
+    files = sorted((SRC / "model").glob("*.py"))
+    long_files = {p.name: n for p in files if (n := len(p.read_text().splitlines())) > 500}
+    assert not long_files, long_files
+    long_functions = {}
+    for path in [*files, SRC / "tl" / "_baselines.py"]:
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and (n := _code_lines(source, node)) > 80:
+                long_functions[f"{path.name}::{node.name}"] = n
+    assert not long_functions, long_functions
+
+
+def test_one_file_reads_the_setup_arguments_from_the_registry():
+    """Everything else reads named attributes of ``PDAE.registration``."""
+    readers = [
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if re.search(r"registry\[[\"']setup_args[\"']\]", p.read_text())
+    ]
+    assert readers == ["model/_registration.py"], readers
+
+
+def test_the_baselines_build_no_obs_columns():
+    """Predicted cells of every method come from data/_prediction_adata.prediction_adata."""
+    source = (SRC / "tl" / "_baselines.py").read_text()
+    assert not re.search(r"\bobs\[[^\]]+\]\s*=[^=]", source)
+    assert not re.search(r"[\"']pdae_source", source.replace('``obs["pdae_source', ""))
+    assert "prediction_adata(" in source

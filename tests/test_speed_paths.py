@@ -54,8 +54,10 @@ def test_choose_data_device_rules():
 
 def test_resident_path_gathers_the_same_batches_as_the_host_path():
     host, resident = _splitter(data_device="host"), _splitter(data_device="cpu")
-    assert host.place("cpu") is None and not host.pin_memory
-    assert resident.place("cpu") == torch.device("cpu") and not resident.pin_memory
+    assert host.place("cpu") is None
+    assert not host.pin_memory
+    assert resident.place("cpu") == torch.device("cpu")
+    assert not resident.pin_memory
     assert resident._resident is not None
     for a, b in zip(_batches(host), _batches(resident), strict=True):
         assert a.keys() == b.keys()
@@ -73,8 +75,11 @@ def test_resident_path_gathers_the_same_batches_as_the_host_path():
 def test_cuda_placement_asks_the_device_and_gathers_the_same_batches():
     dev = torch.device("cuda", torch.cuda.current_device())
     host, auto = _splitter(data_device="host"), _splitter()
-    assert host.place(dev) is None and host.pin_memory
-    assert auto.place(dev) == dev and not auto.pin_memory  # 120 × 5 fits in free memory
+    assert host.place(dev) is None
+    assert host.pin_memory
+    # 120 × 5 fits in free memory
+    assert auto.place(dev) == dev
+    assert not auto.pin_memory
     assert auto._resident.device == dev
     for a, b in zip(_batches(host), _batches(auto), strict=True):
         assert a.keys() == b.keys()
@@ -83,7 +88,8 @@ def test_cuda_placement_asks_the_device_and_gathers_the_same_batches():
     # a fraction of the real free memory too small for the matrix: back to pinned host rows
     free = torch.cuda.mem_get_info(dev)[0]
     tight = _splitter(max_memory_fraction=min(1.0, 4 * 120 * 5 / free / 2))
-    assert tight.place(dev) is None and tight.pin_memory
+    assert tight.place(dev) is None
+    assert tight.pin_memory
     auto.teardown("fit")
     assert auto._resident is None
 
@@ -91,7 +97,8 @@ def test_cuda_placement_asks_the_device_and_gathers_the_same_batches():
 def test_auto_placement_on_cpu_changes_nothing():
     dm = _splitter()
     assert dm.place("cpu") is None
-    assert dm._resident is None and not dm.pin_memory
+    assert dm._resident is None
+    assert not dm.pin_memory
     assert not dm.train_dataloader().pin_memory
 
 
@@ -292,9 +299,11 @@ def test_nonfinite_loss_elsewhere_stops_this_process_too():
     )
     loss = plan.training_step(_grouped_batch(), 0)
     assert decisions == [(True, True)]
-    assert plan.trainer.should_stop and plan.nonfinite_error is not None
+    assert plan.trainer.should_stop
+    assert plan.nonfinite_error is not None
     assert "another process" in str(plan.nonfinite_error)
-    assert loss is not None and loss.item() == 0.0  # every process still runs backward
+    assert loss is not None
+    assert loss.item() == 0.0  # every process still runs backward
     loss.backward()
     plan.on_before_optimizer_step(None)
     assert all(p.grad is None for p in module.parameters())  # and no update is made

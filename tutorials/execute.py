@@ -8,7 +8,8 @@ Usage (from the repository root)::
 
 ``--fast`` sets ``PDAE_TUTORIAL_FAST=1``, which the notebooks read to train for a couple of
 epochs; the notebooks are executed but not written back, so the stored outputs stay those of
-a full run. The kernel runs the Python that runs this script.
+a full run. The kernel runs the Python that runs this script, which needs the
+``tutorials`` extra (``pip install -e ".[tutorials]"``: muon, nbclient, nbformat, ipykernel).
 """
 
 from __future__ import annotations

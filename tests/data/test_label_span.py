@@ -90,7 +90,9 @@ def test_span_matches_dense_definition(doses):
             np.testing.assert_array_equal(table["seen"].to_numpy(), seen)
         n_inside += int(ref_span.sum())
         n_outside += int((~ref_span).sum())
-    assert n_inside > 500 and n_outside > 500  # both answers are exercised
+    # both answers are exercised
+    assert n_inside > 500
+    assert n_outside > 500
 
 
 def test_span_of_blocks_linked_by_combinations():

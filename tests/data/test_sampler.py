@@ -33,7 +33,9 @@ def test_condition_sampler_layout():
     )
     for _ in range(20):
         anchors, conds, sources = s.sample()
-        assert anchors.shape == (3, 4) and conds.shape == (3,) and len(sources) == 20
+        assert anchors.shape == (3, 4)
+        assert conds.shape == (3,)
+        assert len(sources) == 20
         assert len(set(conds)) == 3
         for row, c in zip(anchors, conds, strict=True):
             assert (codes[row] == c).all()
@@ -88,7 +90,8 @@ def test_splitter_batches_and_validation():
         n_cells_per_condition=3,
         n_sources=8,
     )
-    assert dm.n_val == 20 and dm.n_train == 80
+    assert dm.n_val == 20
+    assert dm.n_train == 80
     assert not set(dm.train_idx) & set(dm.val_idx)
     batch = next(iter(dm.train_dataloader()))
     assert batch["x_anchor"].shape == (2, 3, 6)

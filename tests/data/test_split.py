@@ -32,12 +32,15 @@ def test_doubles_default(combos):
     assert split.index.equals(combos.obs_names)
     assert split.cat.categories.tolist() == ["train", "test"]
     table, test = _test_rows(combos, split)
-    assert len(test) == 5 and (test["n_perturbations"] == 2).all()
-    assert (test["n_seen_singles"] == 2).all() and (test["kind"] == "combo_seen2").all()
+    assert len(test) == 5
+    assert (test["n_perturbations"] == 2).all()
+    assert (test["n_seen_singles"] == 2).all()
+    assert (test["kind"] == "combo_seen2").all()
     assert table.loc[table["condition"] == "ctrl", "split"].item() == "train"
     assert table["n_cells"].sum() == combos.n_obs
     # untouched without key_added
-    assert combos.obs.equals(before.obs) and np.array_equal(combos.X, before.X)
+    assert combos.obs.equals(before.obs)
+    assert np.array_equal(combos.X, before.X)
     assert combos.uns.keys() == before.uns.keys()
 
 
@@ -45,7 +48,8 @@ def test_fraction_and_determinism(combos):
     a = split_perturbations(combos, fraction=0.25, seed=7)
     b = split_perturbations(combos, fraction=0.25, seed=7)
     c = split_perturbations(combos, fraction=0.25, seed=8)
-    assert a.equals(b) and not a.equals(c)
+    assert a.equals(b)
+    assert not a.equals(c)
     n_test_conditions = combos.obs.loc[a == "test", "perturbation"].nunique()
     assert n_test_conditions == 7  # round(0.25 * 28)
 

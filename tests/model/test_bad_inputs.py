@@ -54,7 +54,8 @@ def test_save_overwrite_refuses_an_existing_file(model, tmp_path):
     target.write_bytes(b"not a model")
     with pytest.raises(FileExistsError, match="exists and is not a directory"):
         model.save(target, overwrite=True)
-    assert target.is_file() and target.read_bytes() == b"not a model"
+    assert target.is_file()
+    assert target.read_bytes() == b"not a model"
 
 
 def test_save_overwrite_replaces_a_saved_model(model, tmp_path):
@@ -115,7 +116,8 @@ def test_save_with_anndata_keeps_object_columns(tmp_path):
     model = _fit(adata)
     before = snapshot(adata)
     model.save(tmp_path / "model", save_anndata=True)
-    assert adata.obs["donor"].dtype == object and adata.obs["perturbation"].dtype == object
+    assert adata.obs["donor"].dtype == object
+    assert adata.obs["perturbation"].dtype == object
     assert_unchanged(before, adata)
     saved = ad.read_h5ad(tmp_path / "model" / "adata.h5ad")
     assert list(saved.obs["donor"]) == list(adata.obs["donor"])

@@ -44,19 +44,22 @@ def test_stops_after_patience_and_restores_the_best_weights():
     assert rule.best_epoch == 3
     assert stopped_at == 3 + 5  # 5 epochs of 10 steps without improvement
     assert float(plan.weight[0, 0]) == 3.0  # the weights of the best epoch
-    assert rule.reason.startswith("converged") and "epoch 4" in rule.reason
+    assert rule.reason.startswith("converged")
+    assert "epoch 4" in rule.reason
 
 
 def test_keeps_training_while_it_improves_and_respects_min_steps():
     improving = list(np.linspace(10.0, 5.0, 30))
     rule = ConvergenceStopping(patience_steps=20, min_steps=0, smoothing=1.0)
     trainer, plan, _ = _run(rule, improving)
-    assert not trainer.should_stop and rule.reason == "max_epochs"
+    assert not trainer.should_stop
+    assert rule.reason == "max_epochs"
     assert float(plan.weight[0, 0]) == 29.0
     flat = [3.0] * 30
     rule = ConvergenceStopping(patience_steps=20, min_steps=200, smoothing=1.0)
     trainer, _, stopped_at = _run(rule, flat)
-    assert trainer.should_stop and (stopped_at + 1) * 10 >= 200
+    assert trainer.should_stop
+    assert (stopped_at + 1) * 10 >= 200
 
 
 def test_small_changes_do_not_count_and_smoothing_damps_noise():
@@ -64,7 +67,9 @@ def test_small_changes_do_not_count_and_smoothing_damps_noise():
     noisy = 4.0 + 0.001 * rng.standard_normal(60)  # within the 0.1% margin
     rule = ConvergenceStopping(patience_steps=100, min_steps=0, smoothing=0.3)
     trainer, _, stopped_at = _run(rule, noisy)
-    assert trainer.should_stop and rule.best_epoch == 0 and stopped_at == 10
+    assert trainer.should_stop
+    assert rule.best_epoch == 0
+    assert stopped_at == 10
 
 
 def test_bad_options_are_refused():
@@ -135,4 +140,5 @@ def test_default_is_a_fixed_length_and_says_so():
     model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=4)
     model.train(max_epochs=4, enable_progress_bar=False, check_fit=False, held_out_conditions=0)
     assert model.training_stopped_ == "max_epochs"
-    assert len(model.validation_indices) == 0 and len(model.history["train_loss"]) == 4
+    assert len(model.validation_indices) == 0
+    assert len(model.history["train_loss"]) == 4

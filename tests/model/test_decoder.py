@@ -12,6 +12,7 @@ import torch
 
 import pdae_sc as pdae
 from pdae_sc.model import PDAE, PoorFitWarning
+from pdae_sc.model._diagnostics import check_after_training
 
 TINY = {"n_latent": 4, "n_hidden": (16,), "n_noise": 4}
 TRAIN = {"enable_progress_bar": False, "n_sources": 32, "accelerator": "cpu"}
@@ -37,7 +38,8 @@ def test_auto_decoder_follows_the_data():
 def test_residual_decoder_has_a_gene_shift_at_the_linear_effects():
     adata = _adata()
     model = PDAE(adata, decoder="residual", **TINY)
-    assert model.module.residual and model.module.gene_shift is not None
+    assert model.module.residual
+    assert model.module.gene_shift is not None
     assert model.init_params_["non_kwargs"]["decoder"] == "residual"  # saved with the model
     beta = model.module.gene_shift.weight.detach().numpy().T  # (K, genes)
     lab = adata.obs["perturbation"].astype(str).to_numpy()
@@ -86,7 +88,8 @@ def test_multiplicative_decoder_keeps_zeros():
 def test_generative_decoder_is_the_papers():
     adata = _adata()
     model = PDAE(adata, decoder="generative", **TINY)
-    assert not model.module.residual and model.module.gene_shift is None
+    assert not model.module.residual
+    assert model.module.gene_shift is None
 
 
 def test_check_fit_and_poor_fit_warning():
@@ -124,8 +127,9 @@ def test_model_saved_before_the_decoder_option_loads_generative():
 
     fixture = Path(__file__).parents[1] / "fixtures" / "pdae_v0_1"
     model = PDAE.load(fixture, accelerator="cpu")
-    assert not model.module.residual and model.module.gene_shift is None
-    assert not PDAE._legacy_decoder  # the flag is reset after loading
+    assert not model.module.residual
+    assert model.module.gene_shift is None
+    assert model.init_params_["non_kwargs"]["decoder"] == "generative"
     assert PDAE(model.adata, decoder="residual", **TINY).module.residual
 
 
@@ -182,13 +186,13 @@ def test_default_source_follows_the_check_and_is_saved(monkeypatch, tmp_path):
     assert model.default_source_ == "all"
     assert len(set(model.predict(["P0+P1"], n_cells=60, seed=0).obs["pdae_source"])) > 1
     monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=0.1, every=0.3))
-    model._check_after_training()
+    check_after_training(model)
     assert model.default_source_ == "ctrl"
     assert set(model.predict(["P0+P1"], n_cells=60, seed=0).obs["pdae_source"]) == {"ctrl"}
     model.save(tmp_path / "m")
     assert PDAE.load(tmp_path / "m", adata).default_source_ == "ctrl"
     monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=0.3, every=0.1))
-    model._check_after_training()
+    check_after_training(model)
     assert model.default_source_ == "all"
     # an explicit source still wins over the default
     assert set(model.predict(["P0"], n_cells=20, source="ctrl", seed=0).obs["pdae_source"]) == {
@@ -202,13 +206,13 @@ def test_every_cell_must_be_closer_on_three_quarters_of_the_conditions(monkeypat
     model.train(max_epochs=1, check_fit=False, **TRAIN)
     table = pd.concat([_fit_table(ctrl=0.3, every=0.1), _fit_table(ctrl=0.2, every=0.25)])
     monkeypatch.setattr(model, "check_fit", lambda **kw: table)  # better mean, 2 of 4
-    model._check_after_training()
+    check_after_training(model)
     assert model.default_source_ == "ctrl"
     table = pd.concat([_fit_table(ctrl=0.3, every=0.1)] * 2 + [_fit_table(ctrl=0.2, every=0.25)])
-    model._check_after_training()  # 4 of 6: still not three quarters
+    check_after_training(model)  # 4 of 6: still not three quarters
     assert model.default_source_ == "ctrl"
     table.iloc[4, table.columns.get_loc("energy_distance_pdae_all")] = 0.1  # 5 of 6
-    model._check_after_training()
+    check_after_training(model)
     assert model.default_source_ == "all"
 
 
@@ -221,10 +225,10 @@ def test_poor_fit_warning_judges_the_chosen_source_set(monkeypatch):
     monkeypatch.setattr(model, "check_fit", lambda **kw: table)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PoorFitWarning)
-        model._check_after_training()
+        check_after_training(model)
     monkeypatch.setattr(model, "check_fit", lambda **kw: _fit_table(ctrl=1.2, every=1.5))
     with pytest.warns(PoorFitWarning, match="on 2 of 2 conditions"):
-        model._check_after_training()
+        check_after_training(model)
     assert model.default_source_ == "ctrl"
 
 

@@ -34,7 +34,8 @@ def test_pick_held_out_takes_combinations_that_stay_in_the_span():
     )
     codes = np.repeat(np.arange(7), 50)
     held = pick_held_out(rows, codes, np.zeros_like(codes), 2, np.random.default_rng(0))
-    assert len(held) == 2 and all(c >= 4 for c, _ in held)  # doubles first
+    assert len(held) == 2
+    assert all(c >= 4 for c, _ in held)  # doubles first
     # singles only, one context: removing one leaves its perturbation unmeasured
     single = sp.csr_matrix(np.vstack([np.zeros(3), np.eye(3)]), dtype=np.float32)
     codes = np.repeat(np.arange(4), 50)
@@ -45,7 +46,8 @@ def test_pick_held_out_takes_combinations_that_stay_in_the_span():
     codes = np.repeat(np.arange(4), 100)
     contexts = np.tile([0, 1], 200)
     held = pick_held_out(single, codes, contexts, 3, np.random.default_rng(0))
-    assert len(held) == 3 and sorted(c for c, _ in held) == [1, 2, 3]
+    assert len(held) == 3
+    assert sorted(c for c, _ in held) == [1, 2, 3]
     # too few cells: not a candidate
     codes = np.repeat(np.arange(7), 40)
     assert pick_held_out(rows, codes, np.zeros_like(codes), 2, np.random.default_rng(0)) == []
@@ -95,7 +97,8 @@ def test_held_out_cells_are_not_trained_on_and_a_better_baseline_is_used():
     with pytest.warns(BaselineFavouredWarning, match="predict\\(\\.\\.\\., method='pdae'\\)"):
         model.train(max_epochs=1, lr=1e-5, **TRAIN)  # an untrained network loses
     held = [c for c, _ in model.held_out_conditions_]
-    assert len(held) >= 2 and all("+" in c for c in held)
+    assert len(held) >= 2
+    assert all("+" in c for c in held)
     held_cells = np.flatnonzero(adata.obs["perturbation"].isin(held).to_numpy())
     assert not set(held_cells) & set(model.train_indices)
     assert set(held_cells) <= set(model.validation_indices)
@@ -137,8 +140,10 @@ def test_held_out_conditions_zero_trains_on_everything():
     adata = _adata()
     model = PDAE(adata, **TINY)
     model.train(max_epochs=1, held_out_conditions=0, **TRAIN)
-    assert model.held_out_conditions_ == [] and model.held_out_scores_ is None
-    assert model.prediction_method_ == "pdae" and len(model.validation_indices) == 0
+    assert model.held_out_conditions_ == []
+    assert model.held_out_scores_ is None
+    assert model.prediction_method_ == "pdae"
+    assert len(model.validation_indices) == 0
     assert model.predict(["P0+P1"], n_cells=5, seed=0).uns["pdae"]["method"] == "pdae"
     for bad in (-1, 1.5, "some", True):
         with pytest.raises(ValueError, match="held_out_conditions="):
@@ -156,7 +161,8 @@ def test_nothing_is_held_out_when_nothing_stays_in_the_span():
     PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
     model = PDAE(adata, **TINY)
     model.train(max_epochs=1, **TRAIN)
-    assert model.held_out_conditions_ == [] and model.prediction_method_ == "pdae"
+    assert model.held_out_conditions_ == []
+    assert model.prediction_method_ == "pdae"
 
 
 def test_a_baseline_prediction_on_the_count_scale_uses_each_source_cells_size():

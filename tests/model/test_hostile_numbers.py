@@ -45,7 +45,8 @@ def test_molar_doses_far_below_training_are_not_seen(molar):
         pred = molar.predict(["P0"], dosages=[1e-8], n_cells=4, seed=0)
     assert not table["seen"].item()
     labels = set(pred.obs["perturbation"].astype(str))
-    assert "ctrl" not in labels and labels == {"P0"}
+    assert "ctrl" not in labels
+    assert labels == {"P0"}
     assert molar.check_extrapolation(["P0"], dosages=[2e-6])["seen"].item()
 
 
@@ -64,7 +65,8 @@ def test_counterfactual_without_layer_added_writes_nothing(molar):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         x = molar.get_counterfactual(perturbation="ctrl", seed=0)
-    assert x.shape == adata.shape and set(adata.layers) == layers
+    assert x.shape == adata.shape
+    assert set(adata.layers) == layers
 
 
 @pytest.mark.parametrize("char", ["\u200b", "\u200d", "\ufeff", "\u00a0", "\x07"])
@@ -92,3 +94,22 @@ def test_standardize_refuses_an_annotation_shared_by_every_label():
     adata = ad.AnnData(np.zeros((4, 2), dtype=np.float32), obs=obs)
     pdae.pp.standardize_perturbations(adata, "perturbation", key_added="std")
     assert set(adata.obs["std"]) == {"KLF1+GATA1", "KLF1", "GATA1", "ctrl"}
+
+
+def test_predict_with_doses_parses_each_target_once(molar, monkeypatch):
+    """One parse per target gives its label vector, its name and its extrapolation row."""
+    from pdae_sc.model import _registration
+
+    calls = []
+    original = _registration.parse_condition
+
+    def counting(condition, **kwargs):
+        calls.append(condition)
+        return original(condition, **kwargs)
+
+    monkeypatch.setattr(_registration, "parse_condition", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = molar.predict(["P0", "P1+P0"], dosages=[1e-6, "1e-6+2e-6"], n_cells=4, seed=0)
+    assert calls == ["P0", "P1+P0"]
+    assert pred.obs["perturbation"].astype(str).unique().tolist() == ["P0", "P0+P1"]

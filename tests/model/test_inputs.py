@@ -72,7 +72,8 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     assert "6 unassigned, 3 multiplets, 0 missing" in caplog.text
     assert "131 of 140 cells" in caplog.text
     # the user's MuData keeps every cell, labelled by the documented rule
-    assert mdata["rna"].n_obs == 140 and train.n_obs == 131
+    assert mdata["rna"].n_obs == 140
+    assert train.n_obs == 131
     np.testing.assert_array_equal(mdata["rna"].obs["perturbation"].astype(str), truth)
     assert mdata["rna"].obs["perturbation_assigned"].sum() == 131
     np.testing.assert_array_equal(mdata["rna"].X, x_before)
@@ -82,14 +83,16 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     assert model.adata is train
     model.train(**FIT)
     pred = model.predict(["P0+P1+P2"], n_cells=12, seed=0, scale="counts")
-    assert isinstance(pred, ad.AnnData) and pred.shape == (12, 20)
+    assert isinstance(pred, ad.AnnData)
+    assert pred.shape == (12, 20)
     assert set(pred.obs["pdae_source_cell"]) <= set(train.obs_names)
 
     for pull in (None, False):  # mudata's default now, and the default of mudata 0.4
         with md.set_options(pull_on_update=pull), warnings.catch_warnings():
             warnings.simplefilter("error")  # shared gene names are expected: no warning
             pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae", overwrite=True)
-        assert mdata["pdae"].n_obs == 12 and mdata.n_obs == 140 + 12
+        assert mdata["pdae"].n_obs == 12
+        assert mdata.n_obs == 140 + 12
     with pytest.raises(ValueError, match="overwrite=True"):
         pdae.data.add_predictions_to_mudata(mdata, pred, key_added="pdae")
     pdae.data.add_predictions_to_mudata(mdata, pred, key_added="again")  # names taken: renamed
@@ -97,7 +100,8 @@ def test_mudata_with_guides_end_to_end(tmp_path, caplog):
     assert mdata["again"].obs_names[0] == "again:P0+P1+P2_0_0"
     mdata.write_h5mu(tmp_path / "with_pred.h5mu")
     back = mu.read_h5mu(tmp_path / "with_pred.h5mu")
-    assert back["pdae"].n_obs == 12 and "pdae_setup" in back.uns
+    assert back["pdae"].n_obs == 12
+    assert "pdae_setup" in back.uns
 
 
 def test_mudata_with_label_column(tmp_path):
@@ -119,7 +123,9 @@ def test_backed_mudata(tmp_path):
     backed = md.read_h5mu(tmp_path / "screen.h5mu", backed=True)
     assert backed["rna"].isbacked
     train = PDAE.setup_mudata(backed, guide_modality="gdo")
-    assert train.n_obs == 131 and not train.isbacked  # labelled cells, read into memory
+    # labelled cells, read into memory
+    assert train.n_obs == 131
+    assert not train.isbacked
     model = PDAE(backed, **SMALL)
     model.train(**FIT)
     assert model.predict(["P0"], n_cells=3, seed=0).shape == (3, 20)
@@ -225,7 +231,8 @@ def test_context_transfer_is_reported_and_uses_target_context():
     model = PDAE(train, **SMALL)
     model.train(**FIT)
     table = model.check_extrapolation(["P0", "P1", "P0+P2"], context="B")
-    assert table["in_span"].all() and table["seen"].tolist() == [True, True, False]
+    assert table["in_span"].all()
+    assert table["seen"].tolist() == [True, True, False]
     assert table["seen_in_context"].tolist() == [False, True, False]
     assert table["status"].tolist() == [
         "seen in another context",
@@ -365,9 +372,11 @@ def test_counts_in_and_out():
     model.train(**FIT)
     pred = model.predict(["P0+P1"], n_cells=25, seed=0, scale="counts")
     counts = pred.layers["counts"]
-    assert sp.issparse(counts) and counts.shape == pred.shape
+    assert sp.issparse(counts)
+    assert counts.shape == pred.shape
     values = counts.toarray()
-    assert (values >= 0).all() and np.array_equal(values, np.rint(values))
+    assert (values >= 0).all()
+    assert np.array_equal(values, np.rint(values))
     src = pred.obs["pdae_source_cell"].astype(str)
     library = np.asarray(sim[src].layers["counts"].sum(axis=1)).ravel()
     factors = pred.obs["pdae_size_factor"].to_numpy()

@@ -127,7 +127,8 @@ def test_model_saved_with_dense_labels_loads_and_answers_the_same(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = loaded.predict(["G0+G2"], n_cells=5, seed=0, source="G1")
-    assert pred.shape == (5, 10) and np.isfinite(pred.X).all()
+    assert pred.shape == (5, 10)
+    assert np.isfinite(pred.X).all()
 
 
 def test_v0_1_fixture_checks_as_the_dense_definition():
@@ -147,7 +148,8 @@ def test_v0_1_fixture_checks_as_the_dense_definition():
 
 def test_encoded_conditions_keep_labels_sparse_and_dense_on_demand():
     enc = pdae.data.encode_conditions(["ctrl", "A", "A+B", "B"], control_group="ctrl")
-    assert sp.issparse(enc.label_rows) and enc.label_rows.nnz == 4
+    assert sp.issparse(enc.label_rows)
+    assert enc.label_rows.nnz == 4
     np.testing.assert_array_equal(enc.labels, enc.label_rows.toarray())
     with pytest.raises(KeyError, match="Unknown perturbation 'C'"):
         pdae.data.encode_conditions(["ctrl", "C"], control_group="ctrl", vocabulary=["A", "B"])
@@ -203,7 +205,8 @@ def test_a_large_label_table_stays_sparse_and_gives_the_same_batches(monkeypatch
 
     dense_splitter, dense = batch(1 << 22)
     sparse_splitter, sparse_ = batch(10)
-    assert dense_splitter.label_table is not None and sparse_splitter.label_table is None
+    assert dense_splitter.label_table is not None
+    assert sparse_splitter.label_table is None
     assert set(dense) == set(sparse_)
     for key in dense:
         assert torch.equal(dense[key], sparse_[key]), key
@@ -213,7 +216,7 @@ def test_a_large_label_table_stays_sparse_and_gives_the_same_batches(monkeypatch
 @pytest.mark.parametrize("decoder", ["generative", "residual"])
 def test_sparse_label_batches_predict_the_same_cells(monkeypatch, decoder):
     """Above ``_SPARSE_LABELS`` perturbations prediction batches carry sparse label rows."""
-    from pdae_sc.model import _core
+    from pdae_sc.model import _predict
 
     adata = singles_adata(12, doubles=3, cells=6)
     adata.X = np.abs(adata.X)
@@ -231,8 +234,8 @@ def test_sparse_label_batches_predict_the_same_cells(monkeypatch, decoder):
         return pred.X, latent
 
     dense = run()
-    monkeypatch.setattr(_core, "_SPARSE_LABELS", 0)
-    assert _core.label_batch(sp.csr_matrix(np.eye(3)), np.array([0, 2]), "cpu").is_sparse
+    monkeypatch.setattr(_predict, "_SPARSE_LABELS", 0)
+    assert _predict.label_batch(sp.csr_matrix(np.eye(3)), np.array([0, 2]), "cpu").is_sparse
     sparse_ = run()
     np.testing.assert_allclose(sparse_[0], dense[0], atol=1e-5)
     np.testing.assert_allclose(sparse_[1], dense[1], atol=1e-5)

@@ -181,7 +181,8 @@ def test_latent_embedding_counterfactual(trained):
     zb = model.get_latent_representation(basal=True)
     assert z.shape == zb.shape == (adata.n_obs, 4)
     emb = model.get_perturbation_embedding()
-    assert list(emb.index) == ["P0", "P1", "P2", "P3"] and emb.shape == (4, 4)
+    assert list(emb.index) == ["P0", "P1", "P2", "P3"]
+    assert emb.shape == (4, 4)
     # basal = latent minus the cell's own shift
     p0 = (adata.obs["perturbation"] == "P0").to_numpy()
     np.testing.assert_allclose(

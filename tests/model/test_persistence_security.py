@@ -86,7 +86,8 @@ def test_models_saved_by_earlier_versions_load_and_reproduce(name):
         loaded.get_perturbation_embedding().to_numpy(), expected["shift"], atol=1e-6
     )
     assert loaded.perturbations == expected["perturbations"].tolist()
-    assert loaded.is_trained_ and len(loaded.history["train_loss"]) == 2
+    assert loaded.is_trained_
+    assert len(loaded.history["train_loss"]) == 2
     if "pred" in expected:  # make_fixture.py's PRED_TARGETS and PRED_KWARGS
         pred = loaded.predict(["P0+P2", "P1"], n_cells=6, seed=0, source="ctrl").X
         np.testing.assert_allclose(np.asarray(pred), expected["pred"], atol=1e-5)
@@ -99,7 +100,8 @@ def test_prefix_cannot_leave_the_directory(model, tmp_path, prefix, call):
     if call == "save":
         with pytest.raises(ValueError, match=r"prefix=.* is a path"):
             model.save(path, prefix=prefix)
-        assert not path.exists() and sorted(os.listdir(tmp_path)) == []
+        assert not path.exists()
+        assert sorted(os.listdir(tmp_path)) == []
     else:
         model.save(path)
         with pytest.raises(ValueError, match=r"prefix=.* is a path"):

@@ -81,14 +81,16 @@ def test_counterfactual_returns_the_array_and_writes_only_a_named_layer(trained)
     model, adata = trained
     layers = set(adata.layers)
     x = model.get_counterfactual(perturbation="P0+P1", layer_added=None, seed=0)
-    assert x.shape == adata.shape and set(adata.layers) == layers
+    assert x.shape == adata.shape
+    assert set(adata.layers) == layers
     y = model.get_counterfactual(perturbation="P0+P1", layer_added="cf", seed=0)
     np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(adata.layers["cf"], y)
     layers = set(adata.layers)
     z = model.get_counterfactual(perturbation="P0+P1", seed=0)  # the default writes nothing
     np.testing.assert_array_equal(x, z)
-    assert set(adata.layers) == layers and "pdae_counterfactual" not in adata.layers
+    assert set(adata.layers) == layers
+    assert "pdae_counterfactual" not in adata.layers
     with pytest.raises(TypeError, match="layer_added=3"):
         model.get_counterfactual(perturbation="P0", layer_added=3)
 
@@ -111,7 +113,8 @@ def test_counterfactual_after_setup_mudata_on_a_subset_writes_no_hidden_copy(sma
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         x = model.get_counterfactual(perturbation="P0")  # the default writes nothing here
-    assert x.shape == (copy.n_obs, copy.n_vars) and not copy.layers
+    assert x.shape == (copy.n_obs, copy.n_vars)
+    assert not copy.layers
     model.get_counterfactual(copy, perturbation="P0", layer_added="cf")  # asked for
     assert "cf" in copy.layers
 
@@ -121,8 +124,10 @@ def test_view_anndata_setup_shows_vocabulary_and_control(trained, capsys):
     model.view_anndata_setup()
     out = capsys.readouterr().out
     assert "perturbation State Registry" in out
-    assert "Control group" in out and "'ctrl'" in out
-    assert "Perturbations (4)" in out and "P0, P1, P2, P3" in out
+    assert "Control group" in out
+    assert "'ctrl'" in out
+    assert "Perturbations (4)" in out
+    assert "P0, P1, P2, P3" in out
     assert "adata.obs['perturbation']" in out
 
 
@@ -152,7 +157,8 @@ def test_predict_obs_names_are_unique_across_calls(trained):
     model, _ = trained
     first = model.predict(["P0+P1", "P0+P1"], n_cells=4, seed=0)
     second = model.predict(["P0+P1"], n_cells=4, seed=1)
-    assert first.obs_names.is_unique and first.obs_names[0] == "P0+P1_0_0"
+    assert first.obs_names.is_unique
+    assert first.obs_names[0] == "P0+P1_0_0"
     assert ad.concat([first, second]).obs_names.is_unique
 
 
@@ -166,7 +172,8 @@ def test_predict_sparse_output(small_adata):
     dense = model.predict(["P0"], n_cells=6, seed=0)
     assert isinstance(dense.X, np.ndarray)  # the default stays dense
     like_input = model.predict(["P0"], n_cells=6, seed=0, sparse=None)
-    assert sp.issparse(like_input.X) and like_input.X.format == "csr"
+    assert sp.issparse(like_input.X)
+    assert like_input.X.format == "csr"
     np.testing.assert_array_equal(like_input.X.toarray(), dense.X)
     assert not sp.issparse(model.predict(["P0"], n_cells=2, seed=0, sparse=False).X)
     with pytest.raises(TypeError, match="sparse='csr'"):
@@ -189,19 +196,21 @@ def test_check_fit_moves_equally_many_distinct_cells(trained):
     The control has 30 cells here; with the default ``n_cells=200`` a draw with
     replacement would repeat each control cell and score that source set worse.
     """
+    from pdae_sc.model import _predict
+
     model, _ = trained
     drawn = []
-    original = model._move_sources
+    original = _predict.move_sources
 
     def recording(*args, out, **kwargs):
         picks = original(*args, out=out, **kwargs)
         drawn.append((len(out), len(np.unique(picks))))
         return picks
 
-    model._move_sources = recording
+    _predict.move_sources = recording
     try:
         table = model.check_fit(n_conditions=3)
     finally:
-        del model._move_sources
+        _predict.move_sources = original
     assert len(drawn) == 2 * len(table)
     assert all(n == distinct == 30 for n, distinct in drawn)

@@ -319,7 +319,8 @@ def test_matrix_formats_train(adata, convert, recwarn):
     model = PDAE(adata, **TINY)
     model.train(max_epochs=1, **TRAIN)
     pred = model.predict(["P0+P1"], n_cells=5, seed=0)
-    assert pred.X.dtype == np.float32 and np.isfinite(pred.X).all()
+    assert pred.X.dtype == np.float32
+    assert np.isfinite(pred.X).all()
     assert_unchanged(before, adata, registered=True)
     assert adata.X is x  # not rewritten in place (scvi-tools would make it C-contiguous)
     if sp.issparse(adata.X):
@@ -487,13 +488,16 @@ def test_nonfinite_loss_stops_and_keeps_last_good_weights(adata):
         NonFiniteLossError, match=r"(?s)train loss became nan.*epoch 0, step 3"
     ) as e:
         model.train(max_epochs=3, n_conditions_per_batch=1, callbacks=[snap], **TRAIN)
-    assert "Lower the learning rate" in str(e.value) and "lr=0.0003" in str(e.value)
-    assert "data scale" in str(e.value) and "log1p" in str(e.value)
+    assert "Lower the learning rate" in str(e.value)
+    assert "lr=0.0003" in str(e.value)
+    assert "data scale" in str(e.value)
+    assert "log1p" in str(e.value)
     state = model.module.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in snap.state.items())
     assert all(torch.isfinite(v).all() for v in state.values())
     # the 3 finite updates count: the model is usable, its history has the epoch so far
-    assert model.is_trained and len(model.history["train_loss"]) == 1
+    assert model.is_trained
+    assert len(model.history["train_loss"]) == 1
     assert np.isfinite(model.predict(["P0+P1"], n_cells=5, seed=0).X).all()
 
 
@@ -528,7 +532,8 @@ def test_ctrl_c_stops_gracefully(adata):
     with pytest.warns(UserWarning, match="interrupted during epoch 2 of 5"):
         model.train(max_epochs=5, n_conditions_per_batch=2, callbacks=[_SendSigint()], **TRAIN)
     assert signal.getsignal(signal.SIGINT) is handler
-    assert model.is_trained and len(model.history["train_loss"]) == 2
+    assert model.is_trained
+    assert len(model.history["train_loss"]) == 2
     assert np.isfinite(model.predict(["P0+P1"], n_cells=5, seed=0).X).all()
 
 
@@ -562,7 +567,8 @@ def test_resume_from_lightning_checkpoint(adata, tmp_path):
     resumed = PDAE(adata, **TINY)
     callbacks = [start, ModelCheckpoint(dirpath=tmp_path, save_last=True)]
     resumed.train(max_epochs=4, ckpt_path=ckpt, callbacks=callbacks, **TRAIN)
-    assert start.epoch == 2 and resumed.trainer.current_epoch == 4
+    assert start.epoch == 2
+    assert resumed.trainer.current_epoch == 4
     assert resumed.history["train_loss"].index.tolist() == [2, 3]
     final = first.module.state_dict()
     assert all(torch.equal(v.cpu(), final[k].cpu()) for k, v in start.state.items())
@@ -625,7 +631,8 @@ def test_saved_fixture_loads_and_predicts():
     )
     assert list(PDAE.load_var_names(FIXTURE)) == [f"gene_{i}" for i in range(10)]
     pred = model.predict(["P0+P2", "P1"], n_cells=7, seed=0)
-    assert pred.shape == (14, 10) and np.isfinite(pred.X).all()
+    assert pred.shape == (14, 10)
+    assert np.isfinite(pred.X).all()
     # and on a user's copy of the data
     adata = ad.read_h5ad(FIXTURE / "adata.h5ad")
     for key in SCVI_UNS:

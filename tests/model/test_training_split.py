@@ -44,7 +44,8 @@ def test_training_again_refuses_a_new_validation_fraction(adata):
     with pytest.raises(ValueError, match=r"already holds out 28 .*validation_size unset"):
         model.train(max_epochs=1, validation_size=0.4, **TRAIN)
     model.train(max_epochs=1, validation_size=0, **TRAIN)  # now every cell is trained on
-    assert len(model.validation_indices) == 0 and len(model.train_indices) == adata.n_obs
+    assert len(model.validation_indices) == 0
+    assert len(model.train_indices) == adata.n_obs
 
 
 def test_held_out_conditions_stay_out_when_training_again():
@@ -64,7 +65,8 @@ def test_held_out_conditions_stay_out_when_training_again():
     model.train(max_epochs=1, validation_size=0.2, **TRAIN)  # the same fraction: kept
     assert set(held) <= set(model.validation_indices)
     model.train(max_epochs=1, validation_size=0, held_out_conditions=0, **TRAIN)
-    assert len(model.validation_indices) == 0 and model.held_out_conditions_ == []
+    assert len(model.validation_indices) == 0
+    assert model.held_out_conditions_ == []
     assert model.prediction_method_ == "pdae"
 
 
@@ -116,7 +118,9 @@ def test_datasplitter_kwargs_reach_the_splitter(adata):
     model.train(
         max_epochs=1, datasplitter_kwargs={"data_device": "cpu"}, callbacks=[resident], **TRAIN
     )
-    assert not default.resident and resident.resident  # CPU training keeps it on the host
+    # CPU training keeps it on the host
+    assert not default.resident
+    assert resident.resident
     with pytest.raises(ValueError, match=r"max_memory_fraction=2"):
         model.train(max_epochs=1, datasplitter_kwargs={"max_memory_fraction": 2}, **TRAIN)
 

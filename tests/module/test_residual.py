@@ -29,7 +29,8 @@ def test_move_changes_cells_and_keeps_their_differences_for_a_linear_decoder():
     module = PDAEModule(
         10, 3, residual=True, output_noise=False, n_latent=4, n_hidden=(), n_noise=2
     )
-    assert isinstance(module.decoder.net[0], nn.Linear) and len(module.decoder.net) == 1
+    assert isinstance(module.decoder.net[0], nn.Linear)
+    assert len(module.decoder.net) == 1
     x = torch.randn(8, 10)
     labels = torch.zeros(8, 3)
     target = torch.tensor([1.0, 0.0, 1.0])

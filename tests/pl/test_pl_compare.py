@@ -49,7 +49,8 @@ def test_mean_change(data):
     x_true = np.asarray(adata[adata.obs["perturbation"] == "P0+P1"].X)
     r = pdae.tl.pearson_delta(np.asarray(pred.X), x_true, ctrl)
     assert f"{r:.2f}" in ax.get_title()
-    assert ax.get_xlabel() and ax.get_ylabel()
+    assert ax.get_xlabel()
+    assert ax.get_ylabel()
     assert_unchanged(adata, snaps[0])
     assert_unchanged(pred, snaps[1])
 
@@ -183,7 +184,8 @@ def test_every_plot_returns_the_axes_or_the_figure(data, table):
         _, given = plt.subplots()
         assert plot(ax=given) is given, name
         fig = plot(return_fig=True)
-        assert isinstance(fig, Figure) and fig is not ax.figure, name
+        assert isinstance(fig, Figure), name
+        assert fig is not ax.figure, name
         assert plot(ax=given, return_fig=True) is given.figure, name
         with pytest.raises(TypeError, match="return_fig"):
             plot(return_fig="yes")

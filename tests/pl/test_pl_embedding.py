@@ -41,7 +41,8 @@ def test_perturbation_embedding_pca(shifts):
     # The projection is linear: a combination's arrow is the sum of its parts' arrows.
     np.testing.assert_allclose(label_xy(ax, "P0+P1"), label_xy(ax, "P0") + label_xy(ax, "P1"))
     np.testing.assert_allclose(label_xy(ax, "P2+ctrl+P3"), label_xy(ax, "P2") + label_xy(ax, "P3"))
-    assert ax.get_xlabel().startswith("PC1") and ax.get_ylabel().startswith("PC2")
+    assert ax.get_xlabel().startswith("PC1")
+    assert ax.get_ylabel().startswith("PC2")
     pd.testing.assert_frame_equal(shifts, before)
 
 
@@ -126,9 +127,11 @@ def test_joint_embedding_pca_and_embedding(data):
     assert pl.embedding(joint, color="source", basis="pca", ax=ax) is ax
     assert len(ax.collections) > 0
     axes = pl.embedding(joint, color=["source", "perturbation"], basis="X_pca")
-    assert isinstance(axes, list) and all(isinstance(a, Axes) for a in axes)
+    assert isinstance(axes, list)
+    assert all(isinstance(a, Axes) for a in axes)
     fig = pl.embedding(joint, color=["source", "perturbation"], basis="X_pca", return_fig=True)
-    assert isinstance(fig, Figure) and len(fig.axes) >= 2
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) >= 2
     assert pl.embedding(joint, color="source", basis="pca", ax=ax, return_fig=True) is ax.figure
     with pytest.raises(KeyError, match="X_umap"):
         pl.embedding(joint, color="source")
@@ -141,7 +144,8 @@ def test_joint_embedding_umap(data):
     joint = pdae.tl.joint_embedding(pred, adata, n_pcs=5, seed=1)
     assert joint.obsm["X_umap"].shape == (joint.n_obs, 2)
     assert "connectivities" in joint.obsp
-    assert "X_umap" not in adata.obsm and "X_umap" not in pred.obsm
+    assert "X_umap" not in adata.obsm
+    assert "X_umap" not in pred.obsm
     ax = pl.embedding(joint, color="origin")
     assert isinstance(ax, Axes)
     assert ax.get_xlabel() == "UMAP1"
@@ -158,5 +162,6 @@ def test_pl_joint_embedding_is_a_deprecated_alias_with_the_old_order(data):
     new = pdae.tl.joint_embedding(pred, adata, basis="pca", n_pcs=5, seed=3)
     assert "joint_embedding" not in pl.__all__
     assert list(old.obs_names) == list(new.obs_names)
-    assert old.obs["origin"].iloc[0] == "observed" and old.obs["origin"].iloc[-1] == "additive"
+    assert old.obs["origin"].iloc[0] == "observed"
+    assert old.obs["origin"].iloc[-1] == "additive"
     np.testing.assert_allclose(old.obsm["X_pca"], new.obsm["X_pca"])

@@ -34,8 +34,10 @@ def test_matches_scanpy_and_keeps_counts(as_sparse):
     assert normalize_counts(adata) is None
     np.testing.assert_array_equal(_dense(adata.layers["counts"]), _dense(raw))
     np.testing.assert_allclose(_dense(adata.X), _dense(ref.X), rtol=1e-6)
-    assert adata.X.dtype == np.float32 and sp.issparse(adata.X) == as_sparse
-    assert "log1p" in adata.uns and list(adata.obs.columns) == []
+    assert adata.X.dtype == np.float32
+    assert sp.issparse(adata.X) == as_sparse
+    assert "log1p" in adata.uns
+    assert list(adata.obs.columns) == []
 
 
 def test_counts_from_existing_layer_and_copy():

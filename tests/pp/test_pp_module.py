@@ -21,7 +21,8 @@ MOVED = [
 @pytest.mark.parametrize("name", MOVED)
 def test_moved_to_pp_with_a_deprecated_alias(name):
     new = getattr(pdae.pp, name)
-    assert name in pdae.pp.__all__ and name not in pdae.data.__all__
+    assert name in pdae.pp.__all__
+    assert name not in pdae.data.__all__
     with pytest.warns(FutureWarning, match=rf"pdae\.pp\.{name}"):
         old = getattr(pdae.data, name)
     assert old is new
@@ -42,4 +43,5 @@ def test_old_import_path_still_works():
     adata = pdae.data.simulate(n_perturbations=2, n_cells_per_condition=5, counts=True, seed=0)
     adata.X = adata.layers.pop("counts")
     normalize_counts(adata)
-    assert "log1p" in adata.uns and "counts" in adata.layers
+    assert "log1p" in adata.uns
+    assert "counts" in adata.layers

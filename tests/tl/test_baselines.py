@@ -38,11 +38,13 @@ def held_out():
 
 
 def _check_format(pred, train, method, n):
-    assert pred.X.dtype == np.float32 and isinstance(pred.X, np.ndarray)
+    assert pred.X.dtype == np.float32
+    assert isinstance(pred.X, np.ndarray)
     assert pred.n_obs == n
     assert pred.var_names.equals(train.var_names)
     assert isinstance(pred.obs["perturbation"].dtype, pd.CategoricalDtype)
-    assert pred.obs_names.is_unique and pred.obs_names[0] == f"{method}_0"
+    assert pred.obs_names.is_unique
+    assert pred.obs_names[0] == f"{method}_0"
     assert {"pdae_source", "pdae_source_cell"} <= set(pred.obs.columns)
     assert pred.uns["pdae"]["method"] == method
 
@@ -79,7 +81,8 @@ def test_control_and_pooled(train):
     np.testing.assert_allclose(ctrl.X.mean(0), 0, atol=1e-5)  # all 40 without replacement
     assert ctrl.obs["pdae_source_cell"].is_unique
     more = predict_baseline(train, ["A+B"], method="control", n_cells=100, seed=3)
-    assert more.n_obs == 100 and set(more.obs["pdae_source"]) == {"ctrl"}
+    assert more.n_obs == 100
+    assert set(more.obs["pdae_source"]) == {"ctrl"}
     pooled = predict_baseline(train, "A+B", method="pooled", n_cells=80)
     np.testing.assert_allclose(pooled.X.mean(0), train.X.mean(0), atol=1e-5)
     assert set(pooled.obs["pdae_source"]) == {"ctrl", "A", "B"}
@@ -102,7 +105,8 @@ def test_oracle_half(train, held_out):
     assert not set(ref) & set(pred.obs["pdae_source_cell"])
     assert set(ref) | set(pred.obs["pdae_source_cell"]) == set(held_out.obs_names)
     df = evaluate(pred, held_out[ref], adata_control=train)
-    assert df["condition"].tolist() == ["B+A"] and df["n_true"].tolist() == [16]
+    assert df["condition"].tolist() == ["B+A"]
+    assert df["n_true"].tolist() == [16]
     with pytest.raises(ValueError, match="adata_true"):
         predict_baseline(train, ["A+B"], method="oracle_half")
     with pytest.raises(KeyError, match="not a condition"):

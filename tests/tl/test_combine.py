@@ -78,7 +78,8 @@ def test_drops_uns_of_slots_it_does_not_carry(screen):
 
     sc.pp.pca(observed, n_comps=3)
     both = pdae.tl.combine_predictions(pred, observed)
-    assert "pca" not in both.uns and "X_pca" not in both.obsm
+    assert "pca" not in both.uns
+    assert "X_pca" not in both.obsm
     with pytest.raises(ValueError, match="key_added='perturbation' is already a column"):
         pdae.tl.combine_predictions(pred, observed, key_added="perturbation")
     pd.testing.assert_index_equal(both.var_names, observed.var_names)

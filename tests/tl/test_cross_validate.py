@@ -52,7 +52,8 @@ def test_cross_validate_holds_out_combinations_in_span_and_scores_every_method()
     # every method scored on the same conditions
     per_method = scores.groupby("method")["condition"].apply(frozenset)
     assert per_method.nunique() == 1
-    assert cv.verdict.startswith("PDAE ") and "of 4 held-out conditions" in cv.verdict
+    assert cv.verdict.startswith("PDAE ")
+    assert "of 4 held-out conditions" in cv.verdict
     summary = cv.summary()
     assert set(summary.index) == set(scores["method"])
     assert summary["energy_distance_mean"].is_monotonic_increasing  # best first
@@ -248,7 +249,8 @@ def test_effects_are_squared_mean_shifts_from_the_context_controls_less_noise():
     ctx, names = context_codes(adata.obs, ["line"])
     for matrix in (adata.X, sparse.csr_matrix(adata.X)):
         units = _units(enc, ctx, 10, matrix)
-        assert len(units) == 24 and set(units["kind"]) == {"context"}
+        assert len(units) == 24
+        assert set(units["kind"]) == {"context"}
         for _, u in units.sample(5, random_state=0).iterrows():
             line = names[u["ctx"]]
             cond = enc.conditions[u["code"]]
@@ -280,7 +282,8 @@ def test_folds_spread_over_strong_and_weak_effects(seed):
     # 8 of 24 evenly spaced along the ranking: one in each stretch of three ranks
     assert sorted((rank[held] - 1) // 3) == list(range(8))
     for fold in folds:  # and each fold gets strong and weak ones
-        assert rank[fold].min() <= 6 and rank[fold].max() >= 19
+        assert rank[fold].min() <= 6
+        assert rank[fold].max() >= 19
 
 
 def test_verdict_counts_a_perturbation_held_out_in_two_contexts_twice():

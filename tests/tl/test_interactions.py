@@ -58,7 +58,9 @@ def _dcor_brute(x, y):
 
 def test_scores_match_hand_computation(tiny):
     row = pdae.tl.interaction_scores(tiny, max_cells=None).iloc[0]
-    assert row["pair"] == "B+A" and row["origin"] == "measured" and row["n_cells"] == 4
+    assert row["pair"] == "B+A"
+    assert row["origin"] == "measured"
+    assert row["n_cells"] == 4
     a_first = row["perturbation_a"] == "A"
     c_a, c_b = (row["coef_a"], row["coef_b"]) if a_first else (row["coef_b"], row["coef_a"])
     # δ_AB = 2 δ_A + 0.5 δ_B + (0, 0, 1): the residual is orthogonal to both singles
@@ -137,7 +139,8 @@ def test_dominance_nan_for_negative_coefficient_and_collinear_singles():
     )
     row = pdae.tl.interaction_scores(suppress).iloc[0]
     np.testing.assert_allclose([row["coef_a"], row["coef_b"]], [1.0, -1.0])
-    assert np.isnan(row["dominance"]) and np.isclose(row["magnitude"], np.sqrt(2))
+    assert np.isnan(row["dominance"])
+    assert np.isclose(row["magnitude"], np.sqrt(2))
     collinear = _adata(
         {
             "ctrl": [[0, 0]] * 2,
@@ -192,9 +195,7 @@ class _ReplayModel:
 
     def __init__(self, adata):
         self.adata = adata
-        self.adata_manager = type(
-            "M", (), {"registry": {"setup_args": {"control_group": "ctrl", "delimiter": "+"}}}
-        )()
+        self.registration = type("R", (), {"control_group": "ctrl", "delimiter": "+"})()
         self.perturbations = ["A", "B", "C"]
 
     def _rows(self, label):

@@ -50,7 +50,7 @@ def test_evaluate_top_genes_must_be_positive(top_genes):
 def test_predict_baseline_n_cells_must_be_positive(n_cells):
     adata = _data()
     before = adata.copy()
-    with pytest.raises(ValueError, match=rf"n_cells={n_cells}; ask for a positive number"):
+    with pytest.raises(ValueError, match=rf"n_cells={n_cells}; use an integer >= 1"):
         pdae.tl.predict_baseline(adata, ["P0"], method="control", n_cells=n_cells)
     _same(before, adata)
 

@@ -117,8 +117,11 @@ def _parse_dosage(dosage: object, n_tokens: int, condition: str, delimiter: str)
 
 
 def _check_visible(label: str) -> None:
-    """Refuse invisible characters (zero-width spaces, control and format characters, other
-    spaces than " "): ``"P0\u200b"`` would be a perturbation that prints like ``"P0"``."""
+    """Refuse invisible characters in a label.
+
+    Zero-width spaces, control and format characters and spaces other than " " are refused:
+    ``"P0\u200b"`` would be a perturbation that prints like ``"P0"``.
+    """
     if label.isascii() and label.isprintable():
         return
     for ch in label:
@@ -138,6 +141,7 @@ def parse_condition(
     control_group: str,
     delimiter: str = "+",
     dosage: str | float | None = None,
+    keep_zero_doses: bool = False,
 ) -> dict[str, float]:
     """Parse one condition string into ``{elementary perturbation: dose}``.
 
@@ -154,10 +158,14 @@ def parse_condition(
         Doses in the same delimited form (``"1.0+0.5"``), one number for every token, or
         ``None`` for dose 1. A missing dose (NaN) is refused for every token except the
         control (``ValueError``).
+    keep_zero_doses
+        Keep tokens at dose 0 in the result (to tell which a caller drops); by default they
+        are dropped, as a dose of 0 is no perturbation.
 
     Returns
     -------
-    Mapping from each elementary perturbation to its dose (doses of 0 are dropped).
+    Mapping from each elementary perturbation to its dose (doses of 0 are dropped unless
+    ``keep_zero_doses``).
 
     Examples
     --------
@@ -211,7 +219,7 @@ def parse_condition(
                 f"Dose {dose!r} of {token!r} in {condition!r} is not finite; doses must be "
                 "finite numbers (fix the dosage column)."
             )
-        if dose != 0.0:
+        if dose != 0.0 or keep_zero_doses:
             out[token] = float(dose)
     return out
 

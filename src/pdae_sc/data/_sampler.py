@@ -12,7 +12,10 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from pdae_sc.module._batch_keys import BATCH_KEYS
+
 from . import _validation
+from ._validation import BLOCK_VALUES
 
 __all__ = [
     "ConditionBatchSampler",
@@ -23,7 +26,7 @@ __all__ = [
 ]
 
 
-_DENSE_LABELS = 1 << 22  # label tables up to this many entries (16 MB) are kept dense
+_DENSE_LABELS = BLOCK_VALUES  # label tables up to this many entries are kept dense
 
 
 class RowGatherer:
@@ -236,8 +239,11 @@ def choose_data_device(
 def draw_validation_cells(
     codes: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Sorted rows held out for validation: per condition ``floor(fraction * n)`` random
-    cells, keeping at least 2 of each for training."""
+    """Sorted rows held out for validation.
+
+    Per condition ``floor(fraction * n)`` random cells, keeping at least 2 of each for
+    training.
+    """
     val = []
     for c in np.unique(codes):
         cells = np.flatnonzero(codes == c)
@@ -507,15 +513,18 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         """Gather one minibatch of tensors from a sampler's index draw."""
         if self.estimator == "all_pairs":
             idx = sampler.sample()
-            return {"x": self._rows(idx), "label": self._label_rows(self.codes[idx])}
+            return {
+                BATCH_KEYS.X: self._rows(idx),
+                BATCH_KEYS.LABEL: self._label_rows(self.codes[idx]),
+            }
         anchors, conditions, sources = sampler.sample()
         rows = self._rows(np.concatenate([anchors.ravel(), sources]))
         n_anchor = anchors.size
         return {
-            "x_anchor": rows[:n_anchor].reshape(*anchors.shape, -1),
-            "label_anchor": self._label_rows(conditions),
-            "x_source": rows[n_anchor:],
-            "label_source": self._label_rows(self.codes[sources]),
+            BATCH_KEYS.X_ANCHOR: rows[:n_anchor].reshape(*anchors.shape, -1),
+            BATCH_KEYS.LABEL_ANCHOR: self._label_rows(conditions),
+            BATCH_KEYS.X_SOURCE: rows[n_anchor:],
+            BATCH_KEYS.LABEL_SOURCE: self._label_rows(self.codes[sources]),
         }
 
     def _loader(self, stream: _BatchStream) -> DataLoader:

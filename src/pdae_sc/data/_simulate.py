@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._labels import format_condition, parse_condition
+from ._validation import check_positive_int
 
 __all__ = ["simulate"]
 
@@ -25,9 +26,7 @@ _TARGET_SUM = 1e4
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+    return check_positive_int(value, name, minimum=minimum)
 
 
 def _check_float(name: str, value: object, *, positive: bool) -> float:

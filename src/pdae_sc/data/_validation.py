@@ -11,17 +11,26 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 __all__ = [
+    "BLOCK_VALUES",
     "MatrixStats",
+    "check_indices",
     "check_matrix",
     "check_positive_int",
     "check_seed",
     "check_unique_names",
     "check_var_names_match",
+    "dosage_list",
     "get_matrix",
+    "target_list",
 ]
 
+#: The package's memory block: values handled at once when a matrix is scanned, a batch of
+#: cells is predicted on the CPU, a label table is kept dense or pairwise distances are
+#: summed in chunks (2**22: 16 MB of float32, below the size from which glibc maps every
+#: allocation afresh, 32 MB).
+BLOCK_VALUES = 2**22
 #: Largest number of matrix entries (dense) or stored values (sparse) checked at once.
-_CHUNK_ELEMENTS = 2**22
+_CHUNK_ELEMENTS = BLOCK_VALUES
 
 
 @dataclass(frozen=True)
@@ -239,3 +248,54 @@ def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixS
             stacklevel=3,
         )
     return MatrixStats(min=lo, max=hi, all_integer=integer)
+
+
+def check_indices(indices, n_obs: int) -> np.ndarray:
+    """``indices`` as int64 positions in ``[0, n_obs)`` (a boolean mask of length ``n_obs``)."""
+    if indices is None:
+        return np.arange(n_obs)
+    idx = np.asarray(indices)
+    if idx.dtype == bool and idx.ndim == 1 and len(idx) == n_obs:
+        return np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError(
+            f"indices must be integer positions (or a boolean mask of length {n_obs}), got "
+            f"an array of dtype {idx.dtype} and shape {idx.shape}."
+        )
+    bad = idx[(idx < 0) | (idx >= n_obs)]
+    if bad.size:
+        raise IndexError(
+            f"indices {bad[:5].tolist()} are outside the {n_obs} cells of adata; use "
+            f"positions 0 to {n_obs - 1}."
+        )
+    return idx.astype(np.int64)
+
+
+def dosage_list(dosages: object) -> list[object] | None:
+    """``dosages`` as a list (one entry per target), refusing a string or a lone number."""
+    if dosages is None:
+        return None
+    if isinstance(dosages, str | bytes | int | float | np.number) or not hasattr(
+        dosages, "__iter__"
+    ):
+        raise TypeError(
+            f"dosages={dosages!r} must be a list with one dose per target, e.g. "
+            "dosages=[0.5] for one target or [0.5, '1+2'] for two (None for dose 1); "
+            f"got a {type(dosages).__name__}."
+        )
+    return list(dosages)
+
+
+def target_list(perturbations: object) -> list[str]:
+    """``perturbations`` as a non-empty list of labels (a lone string is one target)."""
+    if isinstance(perturbations, str):
+        return [perturbations]
+    if perturbations is None or not hasattr(perturbations, "__iter__"):
+        raise TypeError(
+            f"perturbations={perturbations!r}; name the targets as a list of labels, e.g. "
+            "['A+B', 'C'] (or the control label)."
+        )
+    out = list(perturbations)
+    if not out:
+        raise ValueError("perturbations is empty; name at least one target, e.g. ['A+B'].")
+    return out

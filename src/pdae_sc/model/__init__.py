@@ -1,10 +1,10 @@
 """The user-facing PDAE model."""
 
-from ._diagnostics import PoorFitWarning
-from ._pdae import PDAE, ExtrapolationWarning
-from ._selection import BaselineFavouredWarning
+from ._pdae import PDAE
+from ._registration import Registration
 from ._trainer import ConvergenceStopping
 from ._training_plan import NonFiniteLossError, PDAETrainingPlan
+from ._warnings import BaselineFavouredWarning, ExtrapolationWarning, PoorFitWarning
 
 __all__ = [
     "PDAE",
@@ -14,4 +14,5 @@ __all__ = [
     "NonFiniteLossError",
     "PDAETrainingPlan",
     "PoorFitWarning",
+    "Registration",
 ]

@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pandas as pd
 
-from pdae_sc.data._sampler import RowGatherer
-from pdae_sc.tl._metrics import energy_distance
+from pdae_sc.data._validation import check_positive_int
 
-from ._core import PDAECore
-from ._prediction import make_generator
+from ._predict import fit_check
+from ._warnings import PoorFitWarning
 
-__all__ = ["DiagnosticsMixin", "PoorFitWarning"]
-
-
-class PoorFitWarning(UserWarning):
-    """A trained model predicts its own training conditions worse than the control cells.
-
-    Emitted at the end of :meth:`pdae_sc.model.PDAE.train` when
-    :meth:`~pdae_sc.model.PDAE.check_fit` finds that control cells moved to the training
-    conditions are further (in energy distance) from the measured cells than the unmoved
-    control cells, on more than half of the checked conditions or on their mean.
-    Predictions of such a model are not to be trusted; compare with the baselines in
-    :func:`pdae_sc.tl.cross_validate`.
-
-    Examples
-    --------
-    >>> import pdae_sc as pdae
-    >>> issubclass(pdae.model.PoorFitWarning, UserWarning)
-    True
-    """
+__all__ = ["DiagnosticsMixin", "check_after_training"]
 
 
-class DiagnosticsMixin(PDAECore):
-    """:meth:`check_fit` of :class:`~pdae_sc.model.PDAE`."""
+class DiagnosticsMixin:
+    """:meth:`check_fit` of :class:`~pdae_sc.model.PDAE` (and the check at the end of training)."""
 
     def check_fit(
         self, *, n_conditions: int = 8, n_cells: int = 200, seed: int = 0
@@ -94,110 +74,47 @@ class DiagnosticsMixin(PDAECore):
         True
         """
         self._check_trained()
-        for name, value in (("n_conditions", n_conditions), ("n_cells", n_cells)):
-            if not isinstance(value, int | np.integer) or value < (2 if name == "n_cells" else 1):
-                raise ValueError(f"{name}={value!r}; use a positive integer (n_cells >= 2).")
-        enc, ctx_codes, ctx_names = self._encode(self.adata)
-        is_ctrl = enc.label_rows.getnnz(axis=1) == 0
-        counts = pd.crosstab(enc.codes, ctx_codes)
-        pairs = [
-            (int(c), int(k), int(counts.loc[c, k]))
-            for c in counts.index
-            for k in counts.columns
-            if not is_ctrl[c]
-            and counts.loc[c, k] >= 2
-            and counts.loc[np.flatnonzero(is_ctrl), k].sum() >= 2
-        ]
-        pairs = sorted(pairs, key=lambda p: -p[2])[:n_conditions]
-        rng = np.random.default_rng(seed)
-        rows = RowGatherer(self._matrix(self.adata))
-        gen = make_generator(rng, self.device)
-        label_rows = enc.label_rows.astype(np.float32)
-        columns = [
-            "condition",
-            "context",
-            "n_cells",
-            "energy_distance_pdae",
-            "energy_distance_pdae_all",
-            "energy_distance_control",
-        ]
-        out = []
-        for c, k, _n in pairs:
-            in_ctx = ctx_codes == k
-            obs_idx = np.flatnonzero((enc.codes == c) & in_ctx)
-            ctrl_idx = np.flatnonzero(is_ctrl[enc.codes] & in_ctx)
-            other_idx = np.flatnonzero((enc.codes != c) & in_ctx)
-            obs_idx = np.sort(rng.choice(obs_idx, min(n_cells, len(obs_idx)), replace=False))
-            x_obs = rows(obs_idx).astype(np.float64)
-            # every prediction uses the same number of distinct cells, none twice
-            n_src = min(n_cells, len(ctrl_idx), len(other_idx))
-            moved = {}
-            for name, src in (("pdae", ctrl_idx), ("pdae_all", other_idx)):
-                pred = np.empty((n_src, x_obs.shape[1]), dtype=np.float32)
-                self._move_sources(
-                    label_rows[c].toarray().ravel(),
-                    src,
-                    enc.codes,
-                    label_rows,
-                    rows,
-                    rng,
-                    gen,
-                    self._batch_size(None),
-                    out=pred,
-                )
-                moved[name] = energy_distance(pred, x_obs)
-            ctrl_idx = np.sort(rng.choice(ctrl_idx, n_src, replace=False))
-            out.append(
-                [
-                    enc.conditions[c],
-                    ctx_names[k],
-                    len(obs_idx),
-                    moved["pdae"],
-                    moved["pdae_all"],
-                    energy_distance(rows(ctrl_idx), x_obs),
-                ]
-            )
-        table = pd.DataFrame(out, columns=columns)
-        best = table[["energy_distance_pdae", "energy_distance_pdae_all"]].min(axis=1)
-        table["pdae_better"] = best < table["energy_distance_control"]
-        return table
+        check_positive_int(n_conditions, "n_conditions")
+        check_positive_int(n_cells, "n_cells", minimum=2)
+        return fit_check(self, n_conditions, n_cells, seed, self._batch_size(None))
 
-    def _check_after_training(self) -> None:
-        """Run :meth:`check_fit`, set :attr:`default_source_` and warn on a poor fit.
 
-        On up to 16 training conditions, the default source set is ``"all"`` when moving
-        every other cell is closer to the measured cells than moving the control cells on at
-        least three quarters of them (a sign test at about the 5% level for 16 conditions)
-        and on their mean; otherwise it is the control cells, which add no error from
-        undoing a source's own perturbation. The model then warns with
-        :class:`PoorFitWarning` when, with that source set, it is further from the measured
-        cells than the unmoved control cells on more than half of the checked conditions,
-        or on their mean.
-        """
-        table = self.check_fit(n_conditions=16)
-        self.default_source_ = "all"
-        if table.empty:
-            return
-        every, ctrl_moved = table["energy_distance_pdae_all"], table["energy_distance_pdae"]
-        n_every_closer = int((every < ctrl_moved).sum())
-        if 4 * n_every_closer >= 3 * len(table) and every.mean() < ctrl_moved.mean():
-            moved = every
-        else:
-            self.default_source_ = self._labels.control_group
-            moved = ctrl_moved
-        ours = moved.mean()
-        ctrl = table["energy_distance_control"].mean()
-        worse_mask = (moved >= table["energy_distance_control"]).to_numpy()
-        n_worse = int(worse_mask.sum())
-        if ours > ctrl or 2 * n_worse > len(table):
-            worse = table.loc[worse_mask, "condition"].tolist()
-            warnings.warn(
-                f"On its own training conditions the model is further from the measured cells "
-                f"than the unmoved control cells on {n_worse} of {len(table)} conditions "
-                f"({worse[:5]}; mean energy distance {ours:.3g} vs {ctrl:.3g}; see "
-                "model.check_fit()). Its predictions are not to be trusted: train longer "
-                "(max_epochs), check the data scale (log-normalised), and compare with the "
-                "baselines in pdae.tl.cross_validate(model).",
-                PoorFitWarning,
-                stacklevel=3,
-            )
+def check_after_training(model) -> None:
+    """Run :meth:`check_fit`, set :attr:`default_source_` and warn on a poor fit.
+
+    On up to 16 training conditions, the default source set is ``"all"`` when moving
+    every other cell is closer to the measured cells than moving the control cells on at
+    least three quarters of them (a sign test at about the 5% level for 16 conditions)
+    and on their mean; otherwise it is the control cells, which add no error from
+    undoing a source's own perturbation. The model then warns with
+    :class:`PoorFitWarning` when, with that source set, it is further from the measured
+    cells than the unmoved control cells on more than half of the checked conditions,
+    or on their mean.
+    """
+    table = model.check_fit(n_conditions=16)
+    model.default_source_ = "all"
+    if table.empty:
+        return
+    every, ctrl_moved = table["energy_distance_pdae_all"], table["energy_distance_pdae"]
+    n_every_closer = int((every < ctrl_moved).sum())
+    if 4 * n_every_closer >= 3 * len(table) and every.mean() < ctrl_moved.mean():
+        moved = every
+    else:
+        model.default_source_ = model.registration.control_group
+        moved = ctrl_moved
+    ours = moved.mean()
+    ctrl = table["energy_distance_control"].mean()
+    worse_mask = (moved >= table["energy_distance_control"]).to_numpy()
+    n_worse = int(worse_mask.sum())
+    if ours > ctrl or 2 * n_worse > len(table):
+        worse = table.loc[worse_mask, "condition"].tolist()
+        warnings.warn(
+            f"On its own training conditions the model is further from the measured cells "
+            f"than the unmoved control cells on {n_worse} of {len(table)} conditions "
+            f"({worse[:5]}; mean energy distance {ours:.3g} vs {ctrl:.3g}; see "
+            "model.check_fit()). Its predictions are not to be trusted: train longer "
+            "(max_epochs), check the data scale (log-normalised), and compare with the "
+            "baselines in pdae.tl.cross_validate(model).",
+            PoorFitWarning,
+            stacklevel=4,
+        )

@@ -8,7 +8,7 @@ from scipy.sparse import linalg as splinalg
 
 from pdae_sc.data._sampler import group_sums
 
-__all__ = ["linear_effects"]
+__all__ = ["init_gene_shift", "linear_effects"]
 
 
 def linear_effects(
@@ -23,8 +23,13 @@ def linear_effects(
     """Per-gene effect of each perturbation: ``beta`` of ``mean[c, ctx] = mu_ctx + l_c beta``.
 
     The group means of every (condition, context) pair are fitted by least squares
-    (minimum-norm) with one intercept per context, so the effects are the linear baseline's
-    mean changes, shared by the contexts. The group means come from :func:`group_sums`.
+    (minimum-norm) with one free intercept per context; the effects are shared by the
+    contexts. The group means come from :func:`group_sums`.
+
+    This is not the ``linear`` baseline of :func:`pdae_sc.tl.predict_baseline`, which
+    (without contexts) fixes the intercept at the control cells' mean, as it shifts those
+    cells. The two agree when each perturbation's effect is measured by one condition (the
+    system is exactly determined); with combinations or contexts they differ slightly.
 
     Parameters
     ----------
@@ -78,3 +83,19 @@ def _sparse_least_squares(design: sparse.csc_matrix, rhs: np.ndarray) -> np.ndar
     ridge = 1e-10 * max(float(gram.diagonal().max()), 1.0)
     gram = gram + ridge * sparse.identity(gram.shape[0], format="csc")
     return splinalg.splu(gram).solve(np.asarray(design.T @ rhs))
+
+
+def init_gene_shift(model) -> None:
+    """Start the residual gene shift ``B`` at the least-squares mean effects."""
+    import torch
+
+    cells = model.registration.cells
+    beta = linear_effects(
+        model.registration.matrix,
+        cells.codes,
+        cells.context_codes,
+        cells.encoded.label_rows,
+        log_fold=model.module.residual_mode == "multiplicative",
+    )
+    with torch.no_grad():
+        model.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))

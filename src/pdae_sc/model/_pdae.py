@@ -1,7 +1,9 @@
 """The user-facing PDAE model: AnnData registration and the model class.
 
-Training, prediction and persistence live in mixins (``_training.py``, ``_inference.py``,
-``_persistence.py``), as in scvi-tools' model classes.
+Training, prediction, the fit check, persistence and access to the registration live in
+flat mixins (``_training.py``, ``_inference.py``, ``_diagnostics.py``, ``_persistence.py``,
+``_registration.py``), as in scvi-tools' model classes; ``docs/architecture.md`` shows how
+they fit together.
 """
 
 from __future__ import annotations
@@ -32,18 +34,75 @@ from pdae_sc.pp._mudata import mudata_training_data
 
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
-from ._linear import linear_effects
+from ._linear import init_gene_shift
 from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import PersistenceMixin
-from ._prediction import ExtrapolationWarning
+from ._registration import RegistrationMixin
 from ._trainer import PDAETrainRunner
 from ._training import TrainingMixin
 from ._training_plan import PDAETrainingPlan
+from ._warnings import ExtrapolationWarning
 
 __all__ = ["PDAE", "ExtrapolationWarning"]
 
 
-class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, BaseModelClass):
+def _check_architecture(decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale):
+    """Refuse bad architecture arguments of :class:`PDAE`; ``(n_latent, n_noise, n_hidden)``."""
+    if decoder not in (None, "auto", "residual", "multiplicative", "generative"):
+        raise ValueError(
+            f"decoder={decoder!r}; use 'auto', 'residual', 'multiplicative' or 'generative'."
+        )
+    if gene_shift and decoder == "generative":
+        raise ValueError("gene_shift=True needs decoder='residual' or 'multiplicative'.")
+    n_latent = check_positive_int(n_latent, "n_latent")
+    n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
+    if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
+        raise TypeError(
+            f"n_hidden={n_hidden!r}; give the hidden widths as a sequence, e.g. (256, 256)."
+        )
+    bad = [h for h in n_hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
+    if bad:
+        raise ValueError(
+            f"n_hidden={n_hidden!r} has widths {bad}; every hidden width must be a positive "
+            "integer, e.g. n_hidden=(256, 256)."
+        )
+    if not (
+        isinstance(noise_scale, int | float | np.integer | np.floating)
+        and np.isfinite(noise_scale)
+        and noise_scale >= 0
+    ):
+        raise ValueError(f"noise_scale={noise_scale!r}; use a finite number >= 0.")
+    return n_latent, n_noise, tuple(int(h) for h in n_hidden)
+
+
+def _check_against_data(decoder, gene_shift, output_activation, data_min) -> None:
+    """Refuse a decoder or output activation that cannot produce the registered values."""
+    if gene_shift and decoder == "generative":
+        raise ValueError(
+            "gene_shift=True needs decoder='residual' or 'multiplicative'; decoder='auto' "
+            "chose 'generative' because the registered data have negative values."
+        )
+    if decoder == "multiplicative" and data_min < 0:
+        raise ValueError(
+            f"decoder='multiplicative' reads the data as log1p-normalised counts, but the "
+            f"registered data have minimum {data_min:g}; use decoder='residual'."
+        )
+    if output_activation in ("relu", "softplus") and data_min < 0:
+        raise ValueError(
+            f"output_activation={output_activation!r} can only produce non-negative "
+            f"values, but the registered data have minimum {data_min:g}; use "
+            "output_activation='none' (or 'auto')."
+        )
+
+
+class PDAE(
+    InferenceMixin,
+    TrainingMixin,
+    DiagnosticsMixin,
+    PersistenceMixin,
+    RegistrationMixin,
+    BaseModelClass,
+):
     """Perturbation distribution autoencoder (von Kügelgen et al., arXiv:2504.18522).
 
     Learns an encoder ``g``, a perturbation shift matrix ``W`` and a stochastic decoder
@@ -77,8 +136,8 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         default (``None`` or ``"auto"``) is ``"residual"`` for non-negative data
         (log-normalised counts, whose measurement noise the residual decoder keeps) and
         ``"generative"`` for data with negative values (continuous, e.g. scaled or
-        simulated without counts), the best of the two in each regime in
-        ``benchmarks/results/real_data.md``.
+        simulated without counts), the better of the two in each regime on the benchmarks
+        (the user guide, "Decoders").
 
         - ``"residual"``: carry the source cell over and decode only the change,
           ``x + f(g(x) - W l + W u, xi) - f(g(x), xi)`` (plus the gene shift), clipped at 0
@@ -91,9 +150,11 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
           noise, generates every cell from scratch.
     gene_shift
         With a residual decoder, add a per-gene linear effect of each perturbation that
-        starts at the least-squares mean changes (the ``linear`` baseline), so training
-        starts from the linear baseline and learns the corrections. Default: ``True`` for
-        the residual decoders, ``False`` for the generative one.
+        starts at the least-squares mean changes (one intercept per context; close to the
+        ``linear`` baseline, and equal to it when every perturbation was measured alone and
+        there are no combinations), so training starts from a linear model and learns the
+        corrections. Default: ``True`` for the residual decoders, ``False`` for the
+        generative one.
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
         ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,
@@ -115,7 +176,6 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
     _data_splitter_cls = PerturbationDataSplitter
     _training_plan_cls = PDAETrainingPlan
     _train_runner_cls = PDAETrainRunner
-    _legacy_decoder = False  # set while loading a format-1 model (no decoder option)
 
     def __init__(
         self,
@@ -132,42 +192,20 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         gene_shift: bool | None = None,
         **module_kwargs,
     ):
-        if decoder is None:  # models saved before this option had the generative decoder
-            decoder = "generative" if self._legacy_decoder else "auto"
-        if decoder not in ("auto", "residual", "multiplicative", "generative"):
-            raise ValueError(
-                f"decoder={decoder!r}; use 'auto', 'residual', 'multiplicative' or 'generative'."
-            )
-        if gene_shift and decoder == "generative":
-            raise ValueError("gene_shift=True needs decoder='residual' or 'multiplicative'.")
-        n_latent = check_positive_int(n_latent, "n_latent")
-        n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
-        if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
-            raise TypeError(
-                f"n_hidden={n_hidden!r}; give the hidden widths as a sequence, e.g. (256, 256)."
-            )
-        bad = [h for h in n_hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
-        if bad:
-            raise ValueError(
-                f"n_hidden={n_hidden!r} has widths {bad}; every hidden width must be a positive "
-                "integer, e.g. n_hidden=(256, 256)."
-            )
-        n_hidden = tuple(int(h) for h in n_hidden)
-        if not (
-            isinstance(noise_scale, int | float | np.integer | np.floating)
-            and np.isfinite(noise_scale)
-            and noise_scale >= 0
-        ):
-            raise ValueError(f"noise_scale={noise_scale!r}; use a finite number >= 0.")
+        n_latent, n_noise, n_hidden = _check_architecture(
+            decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale
+        )
+        decoder = "auto" if decoder is None else decoder
         if isinstance(adata, MuData):  # the AnnData that setup_mudata registered
             adata = registered_adata(type(self), adata)
         super().__init__(adata)
+        data_min = None
         if output_activation in ("auto", "relu", "softplus") or decoder in (
             "auto",
             "multiplicative",
         ):
             # the range recorded by setup_anndata; scanned for format-1 registries (0.1.0)
-            recorded = self._labels.matrix_stats
+            recorded = self.registration.matrix_stats
             data_min = (
                 recorded["min"]
                 if recorded is not None
@@ -179,23 +217,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
             decoder = "residual" if data_min >= 0 else "generative"
         if gene_shift is None:
             gene_shift = decoder != "generative"
-        if gene_shift and decoder == "generative":
-            raise ValueError(
-                "gene_shift=True needs decoder='residual' or 'multiplicative'; decoder='auto' "
-                "chose 'generative' because the registered data have negative values."
-            )
-        if decoder == "multiplicative" and data_min < 0:
-            raise ValueError(
-                f"decoder='multiplicative' reads the data as log1p-normalised counts, but the "
-                f"registered data have minimum {data_min:g}; use decoder='residual'."
-            )
-        elif output_activation in ("relu", "softplus"):
-            if data_min < 0:
-                raise ValueError(
-                    f"output_activation={output_activation!r} can only produce non-negative "
-                    f"values, but the registered data have minimum {data_min:g}; use "
-                    "output_activation='none' (or 'auto')."
-                )
+        _check_against_data(decoder, gene_shift, output_activation, data_min)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_perturbations=self.summary_stats.n_perturbations,
@@ -212,7 +234,7 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
             **module_kwargs,
         )
         if getattr(self.module, "gene_shift", None) is not None:
-            self._init_gene_shift()
+            init_gene_shift(self)
         self._model_summary_string = (
             f"PDAE: {self.summary_stats.n_perturbations} perturbations, "
             f"{self.summary_stats.n_conditions} training conditions, n_latent={n_latent}, "
@@ -466,24 +488,3 @@ class PDAE(InferenceMixin, TrainingMixin, DiagnosticsMixin, PersistenceMixin, Ba
         )
         record_mudata_setup(mdata, adata, rna=rna, perturbation_key=perturbation_key)
         return adata
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def perturbations(self) -> list[str]:
-        """The elementary perturbations the model knows (columns of ``W``)."""
-        return self._labels.vocabulary
-
-    def _init_gene_shift(self) -> None:
-        """Start the residual gene shift ``B`` at the least-squares mean effects."""
-        import torch
-
-        enc, ctx_codes, _ = self._encode(self.adata)
-        beta = linear_effects(
-            self._matrix(self.adata),
-            enc.codes,
-            ctx_codes,
-            enc.label_rows,
-            log_fold=self.module.residual_mode == "multiplicative",
-        )
-        with torch.no_grad():
-            self.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))

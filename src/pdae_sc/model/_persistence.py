@@ -20,6 +20,7 @@ from pdae_sc._files import check_file_prefix
 from pdae_sc.data._fields import PERTURBATION_REGISTRY_KEY
 from pdae_sc.data._validation import check_var_names_match
 
+from ._registration import setup_arguments
 from ._saved_file import read_model_file
 
 if TYPE_CHECKING:
@@ -231,17 +232,6 @@ def saved_format_version(dir_path: str | os.PathLike, *, prefix: str | None) -> 
     return _read_saved(dir_path, prefix, version)
 
 
-@contextlib.contextmanager
-def legacy_decoder(cls, active: bool) -> Iterator[None]:
-    """Build models with the decoder of models saved before the ``decoder`` option."""
-    old = cls._legacy_decoder
-    cls._legacy_decoder = active
-    try:
-        yield
-    finally:
-        cls._legacy_decoder = old
-
-
 def _is_saved_attribute(cls, name: str) -> bool:
     """An attribute ``save`` records (scvi-tools' ``name_`` convention), not a method."""
     return (
@@ -255,8 +245,11 @@ def _is_saved_attribute(cls, name: str) -> bool:
 
 
 def _rebuild(cls, saved: dict, adata: AnnData, *, accelerator: str, device) -> PDAE:
-    """The model of a saved dictionary (as scvi-tools' ``load`` builds it, without its
-    unrestricted ``torch.load``): register ``adata`` with the saved setup, build, load weights.
+    """The model of a saved dictionary: register ``adata`` with the saved setup, build, load.
+
+    As scvi-tools' ``load`` builds it, without its unrestricted ``torch.load``. A model of
+    registry format 1 (pdae-sc 0.1.0, before the ``decoder`` option) gets the paper's
+    generative decoder it was trained with.
     """
     from scvi.model._utils import parse_device_args
     from scvi.model.base._save_load import _initialize_model
@@ -266,7 +259,10 @@ def _rebuild(cls, saved: dict, adata: AnnData, *, accelerator: str, device) -> P
     )
     registry = saved["attr_dict"]["registry_"]
     attrs = {k: v for k, v in saved["attr_dict"].items() if _is_saved_attribute(cls, k)}
-    cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+    state = registry["field_registries"][PERTURBATION_REGISTRY_KEY]["state_registry"]
+    if int(state.get("format_version", 1)) < 2:
+        attrs["init_params_"] = _with_generative_decoder(attrs["init_params_"])
+    cls.setup_anndata(adata, source_registry=registry, **setup_arguments(registry))
     model = _initialize_model(cls, adata, registry, attrs, None)  # is_trained_ as saved
     weights = dict(saved["model_state_dict"])
     model.module.on_load(model, pyro_param_store=weights.pop("pyro_param_store", None))
@@ -275,6 +271,19 @@ def _rebuild(cls, saved: dict, adata: AnnData, *, accelerator: str, device) -> P
     model.module.eval()
     model._validate_anndata(adata)
     return model
+
+
+def _with_generative_decoder(init_params: dict) -> dict:
+    """``init_params_`` of a format-1 model with the decoder it had (it had no option)."""
+    init = dict(init_params)
+    key = "non_kwargs" if "non_kwargs" in init else None
+    args = dict(init[key]) if key else init
+    if args.get("decoder") is None:
+        args["decoder"] = "generative"
+    if key is None:
+        return args
+    init[key] = args
+    return init
 
 
 class PersistenceMixin:
@@ -397,11 +406,7 @@ class PersistenceMixin:
             what=f"the model saved at {str(dir_path)!r}",
             names_code=f"PDAE.load_var_names({str(dir_path)!r})",
         )
-        # format 1 had no decoder option: the paper's generative decoder
-        fields = saved["attr_dict"]["registry_"]["field_registries"]
-        state = fields[PERTURBATION_REGISTRY_KEY]["state_registry"]
-        with legacy_decoder(cls, int(state.get("format_version", 1)) < 2):
-            return _rebuild(cls, saved, adata, accelerator=accelerator, device=device)
+        return _rebuild(cls, saved, adata, accelerator=accelerator, device=device)
 
     @staticmethod
     def load_var_names(dir_path: str | os.PathLike, *, prefix: str | None = None) -> pd.Index:

@@ -75,8 +75,11 @@ class _RefusedGlobal(pickle.UnpicklingError):
 
 
 class _Unpickler(pickle.Unpickler):
-    """An unpickler that resolves only :data:`ALLOWED_GLOBALS` (Python's "restricting
-    globals" recipe): a reference to anything else, such as ``os.system``, is an error."""
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS`.
+
+    Python's "restricting globals" recipe: a reference to anything else, such as
+    ``os.system``, is an error.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         module = {"__builtin__": "builtins"}.get(module, module)  # Python 2 names (protocol 2)

@@ -13,23 +13,25 @@ the model, else the model; ``predict`` uses it unless told otherwise.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from pdae_sc.data._effects import mean_shifts, spread_over_effects
 from pdae_sc.data._sampler import RowGatherer
-from pdae_sc.tl._baselines import predict_baseline
 from pdae_sc.tl._metrics import energy_distance
 
-from ._prediction import make_generator
+from ._noise import make_generator
+from ._predict import move_sources, registered_baseline
+from ._warnings import BaselineFavouredWarning
 
 __all__ = [
     "SIMPLE_METHODS",
-    "BaselineFavouredWarning",
     "choose_method",
+    "choose_prediction_method",
     "pick_held_out",
-    "registered_baseline",
     "score_held_out",
 ]
 
@@ -45,21 +47,6 @@ HELD_OUT_SHARE, MIN_HELD_OUT, MAX_HELD_OUT = 0.1, 2, 8
 MAX_SCORED_CELLS = 500
 #: Largest label block (conditions x perturbations) whose span is checked densely.
 MAX_SPAN_VALUES = 20_000_000
-
-
-class BaselineFavouredWarning(UserWarning):
-    """On the measured conditions held out of training a simple baseline beat PDAE.
-
-    Emitted at the end of :meth:`pdae_sc.model.PDAE.train`; :meth:`~pdae_sc.model.PDAE.predict`
-    then returns that baseline's cells (``model.prediction_method_``) unless it is called
-    with ``method="pdae"``. The scores are in ``model.held_out_scores_``.
-
-    Examples
-    --------
-    >>> import pdae_sc as pdae
-    >>> issubclass(pdae.model.BaselineFavouredWarning, UserWarning)
-    True
-    """
 
 
 def _in_span(rows: np.ndarray, vector: np.ndarray) -> bool:
@@ -147,8 +134,11 @@ def pick_held_out(
 
 
 def _try_order(members, want, effects, rng) -> list[tuple[int, int]]:
-    """``members`` in the order to try: ``want`` of them spread over the effects, then the
-    rest at random (all at random without ``effects``)."""
+    """``members`` in the order to try.
+
+    First ``want`` of them spread over the effects, then the rest at random (all at random
+    without ``effects``).
+    """
     if want <= 0 or not members:
         return []
     shuffled = [members[i] for i in rng.permutation(len(members))]
@@ -167,28 +157,6 @@ def held_out_mask(codes: np.ndarray, contexts: np.ndarray, groups) -> np.ndarray
     return mask
 
 
-def registered_baseline(model, adata, targets, method, n_cells, seed, context):
-    """:func:`~pdae_sc.tl.predict_baseline` on ``adata`` as ``model`` registered it (its
-    label column, control, delimiter, layer and, with ``context``, its one context key)."""
-    labels = model._labels
-    setup = model.adata_manager.registry["setup_args"]
-    ctx = {}
-    if context is not None:
-        ctx = {"context_key": labels.context_keys[0], "context": context}
-    return predict_baseline(
-        adata,
-        list(targets),
-        method=method,
-        perturbation_key=setup["perturbation_key"],
-        control_group=labels.control_group,
-        delimiter=labels.delimiter,
-        layer=setup.get("layer"),
-        n_cells=n_cells,
-        seed=seed,
-        **ctx,
-    )
-
-
 def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
     """Energy distance of PDAE and each simple baseline to every held-out group's cells.
 
@@ -198,22 +166,23 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
     its default source set, the baselines are fitted on the training cells only. One row per
     group: ``condition``, ``context``, ``n_cells`` and one column per method.
     """
-    enc, ctx_codes, ctx_names = model._encode(model.adata)
-    labels = model._labels
+    registration = model.registration
+    cells = registration.cells
+    enc, ctx_codes, ctx_names = cells.encoded, cells.context_codes, cells.context_names
     held = held_out_mask(enc.codes, ctx_codes, groups)
-    ctrl_cell = (enc.label_rows.getnnz(axis=1) == 0)[enc.codes]
-    train_view = model.adata[~held]
-    gather = RowGatherer(model._matrix(model.adata))
-    label_rows = enc.label_rows.astype(np.float32)
+    ctrl_cell = cells.is_control
+    train_view = registration.adata[~held]
+    gather = RowGatherer(registration.matrix)
     rng = np.random.default_rng(seed)
     gen = make_generator(rng, model.device)
+    batch_size = model._batch_size(None)
     rows = []
     for k in sorted({k for _, k in groups}):
         in_ctx = ctx_codes == k
         conds = [c for c, kk in groups if kk == k]
         truths = [np.flatnonzero((enc.codes == c) & in_ctx) for c in conds]
         ctrl = np.flatnonzero(ctrl_cell & in_ctx)
-        use_ctrl = model.default_source_ == labels.control_group and len(ctrl) > 0
+        use_ctrl = model.default_source_ == registration.control_group and len(ctrl) > 0
         src = ctrl if use_ctrl else np.flatnonzero(in_ctx & ~held)
         # each group is predicted from as many distinct cells as it has measured (at most
         # the sources and MAX_SCORED_CELLS); the baselines draw the most any group needs
@@ -227,26 +196,20 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
             for t in truths
         ]
         names = [enc.conditions[c] for c in conds]
-        context = ctx_names[k] if labels.context_keys else None
+        context = ctx_names[k] if registration.context_keys else None
         baselines = {
             method: np.asarray(
-                registered_baseline(model, train_view, names, method, n, seed, context).X
+                registered_baseline(registration, train_view, names, method, n, seed, context).X
             )
             for method in SIMPLE_METHODS
         }
         for i, c in enumerate(conds):
             n_i = n_of[i]
             pred = np.empty((n_i, x_true[i].shape[1]), dtype=np.float32)
-            model._move_sources(
-                label_rows[c].toarray().ravel(),
-                src,
-                enc.codes,
-                label_rows,
-                gather,
-                rng,
-                gen,
-                model._batch_size(None),
-                out=pred,
+            target = cells.float_label_rows[c].toarray().ravel()
+            module, device = model.module, model.device
+            move_sources(
+                module, device, target, src, cells, gather, rng, gen, batch_size, out=pred
             )
             row = {"condition": names[i], "context": ctx_names[k], "n_cells": n_i}
             row["pdae"] = energy_distance(pred, x_true[i])
@@ -254,6 +217,29 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
                 row[method] = energy_distance(x[i * n : i * n + n_i], x_true[i])
             rows.append(row)
     return pd.DataFrame(rows, columns=["condition", "context", "n_cells", "pdae", *SIMPLE_METHODS])
+
+
+def choose_prediction_method(model, held: list[tuple[int, int]]) -> None:
+    """Score the held-out groups and set ``prediction_method_`` (``"pdae"`` without any)."""
+    model.prediction_method_ = "pdae"
+    model.held_out_scores_ = None
+    if not held or not model.is_trained_:
+        return
+    scores = score_held_out(model, held, seed=0)
+    model.held_out_scores_ = scores
+    model.prediction_method_ = choose_method(scores)
+    if model.prediction_method_ != "pdae":
+        means = scores[["pdae", model.prediction_method_]].mean()
+        warnings.warn(
+            f"On {len(scores)} measured conditions held out of training, the "
+            f"{model.prediction_method_!r} baseline (energy distance "
+            f"{means[model.prediction_method_]:.4f}) was closer to the measured cells than "
+            f"PDAE ({means['pdae']:.4f}), so predict() returns its cells "
+            f"(model.prediction_method_; scores in model.held_out_scores_). Pass "
+            "predict(..., method='pdae') for the model's own cells.",
+            BaselineFavouredWarning,
+            stacklevel=4,
+        )
 
 
 def choose_method(scores: pd.DataFrame) -> str:

@@ -6,15 +6,25 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import signal
 import threading
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 from scvi.train import SaveCheckpoint, Trainer, TrainRunner
 
-__all__ = ["ConvergenceStopping", "GracefulInterrupt", "PDAETrainRunner", "PDAETrainer"]
+__all__ = [
+    "ConvergenceStopping",
+    "GracefulInterrupt",
+    "PDAETrainRunner",
+    "PDAETrainer",
+    "check_checkpoint",
+    "set_validation_and_stopping",
+    "user_callbacks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +240,39 @@ class ConvergenceStopping(pl.Callback):
             self.reason = "max_epochs" if not trainer.interrupted else "interrupted"
         if self.restore_best and self._best_state is not None:
             plan.load_state_dict(self._best_state)
+
+
+def set_validation_and_stopping(
+    trainer_kwargs, early_stopping, patience, only_held_out, n_val, ckpt_path
+) -> None:
+    """Trainer arguments for early stopping, validation and resuming (in place)."""
+    if early_stopping is True:
+        trainer_kwargs.update(
+            early_stopping=True,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=patience,
+        )
+    if only_held_out and early_stopping is not True:
+        # only the held-out conditions are validation cells and no stopping rule reads
+        # them: they are scored once after training, not every epoch (which costs time)
+        trainer_kwargs.setdefault("limit_val_batches", 0)
+    if n_val > 0:
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    if ckpt_path is not None:
+        trainer_kwargs["ckpt_path"] = check_checkpoint(ckpt_path)
+
+
+def check_checkpoint(ckpt_path) -> str:
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(
+            f"ckpt_path={str(ckpt_path)!r} is not a file; pass a .ckpt written by a "
+            "Lightning ModelCheckpoint callback (e.g. 'dirpath/last.ckpt')."
+        )
+    return os.fspath(ckpt_path)
+
+
+def user_callbacks(trainer_kwargs: dict) -> tuple[list, list]:
+    """The user's Lightning callbacks, and those of them that stop by convergence."""
+    callbacks = trainer_kwargs.get("callbacks") or []
+    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    return callbacks, [c for c in callbacks if isinstance(c, ConvergenceStopping)]

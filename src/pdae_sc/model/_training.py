@@ -12,20 +12,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch import Callback
 
-from pdae_sc.data._sampler import draw_validation_cells
+from pdae_sc.data._validation import check_positive_int
 
-from ._diagnostics import DiagnosticsMixin
-from ._selection import (
-    BaselineFavouredWarning,
-    choose_method,
-    held_out_mask,
-    pick_held_out,
-    score_held_out,
-    wanted_count,
+from ._diagnostics import check_after_training
+from ._selection import choose_prediction_method, held_out_mask, wanted_count
+from ._split import held_out_groups, previous_split, split_with_held_out
+from ._trainer import (
+    ConvergenceStopping,
+    GracefulInterrupt,
+    set_validation_and_stopping,
+    user_callbacks,
 )
-from ._trainer import ConvergenceStopping, GracefulInterrupt
 
 __all__ = ["TrainingMixin"]
 
@@ -35,8 +33,12 @@ __all__ = ["TrainingMixin"]
 DEFAULT_LR = {"generative": 3e-3, "residual": 1e-3}
 
 
-class TrainingMixin(DiagnosticsMixin):
-    """:meth:`train` of :class:`~pdae_sc.model.PDAE` (it runs the fit check of the diagnostics)."""
+class TrainingMixin:
+    """:meth:`train` of :class:`~pdae_sc.model.PDAE`.
+
+    Uses the model's ``registration`` and ``module``; after training, the fit check
+    (:func:`~pdae_sc.model._diagnostics.check_after_training`) and the held-out choice.
+    """
 
     def train(
         self,
@@ -88,7 +90,7 @@ class TrainingMixin(DiagnosticsMixin):
         ``strategy="ddp_notebook"`` in Jupyter (``"ddp_spawn"`` in a script with an
         ``if __name__ == "__main__":`` guard). Each process draws its own conditions, an
         epoch is shared between the processes, and scvi-tools switches early stopping off.
-        See ``benchmarks/results/speed.md`` for what each option buys.
+        ``benchmarks/results/speed.md`` says what each option buys.
 
         Parameters
         ----------
@@ -115,11 +117,9 @@ class TrainingMixin(DiagnosticsMixin):
             score of predictions for the held-out cells of the training conditions
             (``energy_validation``) is smoothed (moving average); training stops when it has
             not improved by 0.1% for 500 steps (not before step 500), and the weights of the
-            best epoch are restored (:class:`~pdae_sc.model.ConvergenceStopping`). On the
-            count simulation and the real screens of ``benchmarks/real_data.py`` this trains
-            about 4× fewer steps at the same energy distance (counts, context transfer) or
-            up to 0.011 worse (Datlinger knockout+stimulation), so it is not the default
-            yet (``benchmarks/history/time_to_accuracy.md``). The generative decoder, whose
+            best epoch are restored (:class:`~pdae_sc.model.ConvergenceStopping`). It trains
+            fewer steps, at a cost in accuracy on some screens (the user guide, "How long to
+            train"), so it is not the default. The generative decoder, whose
             held-out score levels off long before its accuracy does, trains ``max_epochs``
             under ``"auto"``, as it does without cells to hold out. ``True``: scvi-tools'
             rule, stop when ``validation_loss`` has not improved for
@@ -133,8 +133,7 @@ class TrainingMixin(DiagnosticsMixin):
             Cells per step of the all-pairs estimator (``PDAE(estimator="all_pairs")``;
             default 128). The default grouped estimator has no single batch size: its step
             holds ``n_conditions_per_batch * n_cells_per_condition`` observed cells and
-            ``n_sources`` source cells, so ``batch_size`` with it raises ``ValueError``
-            (it used to be ignored).
+            ``n_sources`` source cells, so ``batch_size`` with it raises ``ValueError``.
         enable_progress_bar
             Show a progress bar.
         check_fit
@@ -206,13 +205,81 @@ class TrainingMixin(DiagnosticsMixin):
         >>> "validation_loss" in model.history
         True
         """
-        if max_epochs is not None and (
-            not isinstance(max_epochs, int | np.integer)
-            or isinstance(max_epochs, bool)
-            or max_epochs < 1
-        ):
-            raise ValueError(f"max_epochs={max_epochs!r}; train for at least 1 epoch.")
         lr_given = lr is not None
+        layout = {
+            "n_conditions_per_batch": n_conditions_per_batch,
+            "n_cells_per_condition": n_cells_per_condition,
+            "n_sources": n_sources,
+            "batch_size": batch_size,
+        }
+        lr = self._check_training_arguments(
+            max_epochs, lr, early_stopping, validation_size, layout
+        )
+        # "auto" stops by convergence for the residual decoders, which start at the
+        # least-squares (linear) model; the generative decoder starts from nothing, and its
+        # held-out score levels off long before its accuracy does
+        # (benchmarks/history/time_to_accuracy.md): it trains a fixed number of steps.
+        converge = early_stopping == "auto" and bool(getattr(self.module, "residual", False))
+        fraction = validation_size
+        if fraction is None:
+            fraction = 0.1 if (early_stopping is True or converge) else 0.0
+        splitter, held = self._splitter(
+            validation_size, fraction, held_out_conditions, layout, datasplitter_kwargs
+        )
+        callbacks, given = user_callbacks(trainer_kwargs)
+        converge = (converge or bool(given)) and splitter.n_val > 0
+        if max_epochs is None:
+            max_epochs = _epochs_for_steps(
+                splitter.steps_per_epoch, MAX_STEPS if converge else FIXED_STEPS
+            )
+        if early_stopping is True and splitter.n_val == 0:
+            raise _no_validation_cells(fraction, self.registration.cells.encoded.counts())
+        plan = self._training_plan(lr, lr_given, plan_kwargs)
+        interrupt, convergence = GracefulInterrupt(), given[0] if given else None
+        if convergence is None and converge:
+            convergence = ConvergenceStopping(**CONVERGENCE)
+            callbacks = [*callbacks, convergence]
+        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        only_held_out = bool(held) and fraction == 0 and not converge
+        set_validation_and_stopping(
+            trainer_kwargs,
+            early_stopping,
+            early_stopping_patience,
+            only_held_out,
+            splitter.n_val,
+            ckpt_path,
+        )
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+        self._run(runner, plan, splitter, interrupt)
+        self._record_stop(
+            plan, interrupt, convergence, early_stopping, splitter, runner.trainer, max_epochs
+        )
+        if plan.nonfinite_error is not None:
+            raise plan.nonfinite_error
+        self._after_training(check_fit, held, interrupt, max_epochs)
+
+    def _check_training_arguments(
+        self, max_epochs, lr, early_stopping, validation_size, layout: dict
+    ) -> float:
+        """Refuse bad arguments of :meth:`train`; the learning rate to use.
+
+        ``layout``: the batch layout (``n_conditions_per_batch``, ``n_cells_per_condition``,
+        ``n_sources``, ``batch_size``); its ``batch_size`` is set to its default (128).
+        """
+        batch_size, n_sources = layout["batch_size"], layout["n_sources"]
+        n_conditions_per_batch = layout["n_conditions_per_batch"]
+        n_cells_per_condition = layout["n_cells_per_condition"]
+        if max_epochs is not None:
+            check_positive_int(max_epochs, "max_epochs")
         if lr is None:
             residual = bool(getattr(self.module, "residual", False))
             lr = DEFAULT_LR["residual" if residual else "generative"]
@@ -227,83 +294,53 @@ class TrainingMixin(DiagnosticsMixin):
                 "Set those instead (e.g. n_cells_per_condition=32), or build the model with "
                 "estimator='all_pairs'."
             )
-        if batch_size is None:
-            batch_size = 128
-        for name, value in [
-            ("n_conditions_per_batch", n_conditions_per_batch),
-            ("n_cells_per_condition", n_cells_per_condition),
-            ("n_sources", n_sources),
-            ("batch_size", batch_size),
-        ]:
-            if not isinstance(value, int | np.integer) or value < (
-                2 if name == "n_sources" else 1
-            ):
-                raise ValueError(f"{name}={value!r}; use a positive integer (n_sources >= 2).")
+        layout["batch_size"] = check_positive_int(
+            128 if batch_size is None else batch_size, "batch_size"
+        )
+        check_positive_int(n_conditions_per_batch, "n_conditions_per_batch")
+        check_positive_int(n_cells_per_condition, "n_cells_per_condition")
+        check_positive_int(n_sources, "n_sources", minimum=2)
         if early_stopping not in (True, False, "auto") or isinstance(early_stopping, np.bool_):
             raise ValueError(
                 f"early_stopping={early_stopping!r}; use 'auto' (stop when converged), True "
                 "(stop when validation_loss stops improving) or False (fixed length)."
             )
-        # "auto" stops by convergence for the residual decoders, which start at the
-        # least-squares (linear) model; the generative decoder starts from nothing, and its
-        # held-out score levels off long before its accuracy does
-        # (benchmarks/history/time_to_accuracy.md): it trains a fixed number of steps.
-        converge = early_stopping == "auto" and bool(getattr(self.module, "residual", False))
         if validation_size is not None and not (
             isinstance(validation_size, numbers.Real) and 0 <= validation_size < 1
         ):
             raise ValueError(f"validation_size={validation_size!r}; use a fraction in [0, 1).")
-        datasplitter_kwargs = _check_datasplitter_kwargs(
-            datasplitter_kwargs, self._data_splitter_cls
-        )
-        wanted = wanted_count(held_out_conditions)
-        enc, ctx_codes, ctx_names = self._encode(self.adata)
-        recorded = held_out_mask(enc.codes, ctx_codes, self._held_out_groups(enc, ctx_names))
-        split = self._previous_split(validation_size, enc.codes, recorded)
-        fraction = validation_size
-        if fraction is None:
-            fraction = 0.1 if (early_stopping is True or converge) else 0.0
+        return lr
+
+    def _splitter(self, validation_size, fraction, held_out, layout, datasplitter_kwargs):
+        """The data splitter of a training run, and the held-out (condition, context) groups.
+
+        A model trained before keeps its split (:meth:`_previous_split`); the cells of the
+        held-out conditions are validation cells (:meth:`_split_with_held_out`).
+        """
+        kwargs = _check_datasplitter_kwargs(datasplitter_kwargs, self._data_splitter_cls)
+        wanted = wanted_count(held_out)
+        cells = self.registration.cells
+        enc, ctx_codes = cells.encoded, cells.context_codes
+        recorded = held_out_mask(enc.codes, ctx_codes, held_out_groups(self, cells))
+        split = previous_split(self, validation_size, enc.codes, recorded)
         seed = int(torch.randint(2**31 - 1, (1,)).item())
-        split, held = self._split_with_held_out(
-            split, recorded, fraction, wanted, enc, ctx_codes, ctx_names, seed
-        )
-        validation_size = fraction
+        split, held = split_with_held_out(self, split, recorded, fraction, wanted, cells, seed)
         splitter = self._data_splitter_cls(
-            self._matrix(self.adata),
+            self.registration.matrix,
             enc.codes,
             ctx_codes,
             enc.label_rows,
             estimator=self.module.estimator,
-            validation_size=validation_size,
-            n_conditions_per_batch=n_conditions_per_batch,
-            n_cells_per_condition=n_cells_per_condition,
-            n_sources=n_sources,
-            batch_size=batch_size,
+            validation_size=fraction,
             seed=seed,
             split=split,
-            **datasplitter_kwargs,
+            **layout,
+            **kwargs,
         )
-        steps = splitter.steps_per_epoch
-        callbacks = trainer_kwargs.get("callbacks") or []
-        if isinstance(callbacks, Callback):
-            callbacks = [callbacks]
-        given = [c for c in callbacks if isinstance(c, ConvergenceStopping)]
-        converge = (converge or bool(given)) and splitter.n_val > 0
-        if max_epochs is None:
-            max_epochs = _epochs_for_steps(steps, MAX_STEPS if converge else FIXED_STEPS)
-        if early_stopping is True and splitter.n_val == 0:
-            if validation_size == 0:
-                raise ValueError(
-                    "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
-                )
-            largest = int(enc.counts().max())
-            raise ValueError(
-                f"early_stopping needs held-out cells, but validation_size={validation_size!r} "
-                "holds out none: a condition gives floor(validation_size * n_cells) cells to "
-                f"validation and keeps at least 2 for training, and the largest condition has "
-                f"{largest} cells. Use early_stopping=False, a larger validation_size, or more "
-                "cells per condition."
-            )
+        return splitter, held
+
+    def _training_plan(self, lr: float, lr_given: bool, plan_kwargs: dict | None):
+        """The training plan with learning rate ``lr`` (``plan_kwargs["lr"]`` if not given)."""
         plan_kwargs = dict(plan_kwargs or {})
         if "lr" in plan_kwargs and plan_kwargs["lr"] != lr and lr_given:
             raise ValueError(
@@ -311,43 +348,11 @@ class TrainingMixin(DiagnosticsMixin):
                 "learning rate once (train(lr=...))."
             )
         plan_kwargs = {"lr": lr, **plan_kwargs}  # plan_kwargs["lr"] wins over the default
-        plan = self._training_plan_cls(self.module, **plan_kwargs)
-        if early_stopping is True:
-            trainer_kwargs.update(
-                early_stopping=True,
-                early_stopping_monitor="validation_loss",
-                early_stopping_patience=early_stopping_patience,
-            )
-        if held and fraction == 0 and not converge and early_stopping is not True:
-            # only the held-out conditions are validation cells and no stopping rule reads
-            # them: they are scored once after training, not every epoch (which costs time)
-            trainer_kwargs.setdefault("limit_val_batches", 0)
-        if splitter.n_val > 0:
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        if ckpt_path is not None:
-            if not os.path.isfile(ckpt_path):
-                raise FileNotFoundError(
-                    f"ckpt_path={str(ckpt_path)!r} is not a file; pass a .ckpt written by a "
-                    "Lightning ModelCheckpoint callback (e.g. 'dirpath/last.ckpt')."
-                )
-            trainer_kwargs["ckpt_path"] = os.fspath(ckpt_path)
-        interrupt = GracefulInterrupt()
-        convergence = given[0] if given else None
-        if convergence is None and converge:
-            convergence = ConvergenceStopping(**CONVERGENCE)
-            callbacks = [*callbacks, convergence]
-        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        return self._training_plan_cls(self.module, **plan_kwargs)
+
+    def _run(self, runner, plan, splitter, interrupt) -> None:
+        """Run the trainer; after Ctrl+C or a fault, leave a usable model."""
         was_trained = self.is_trained_
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=int(max_epochs),
-            accelerator=accelerator,
-            devices=devices,
-            enable_progress_bar=enable_progress_bar,
-            **trainer_kwargs,
-        )
         try:
             with interrupt.installed(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
@@ -360,139 +365,22 @@ class TrainingMixin(DiagnosticsMixin):
                 "Training was aborted; the model keeps the weights of the last step."
             ) from exc
         self._finish_training(was_trained, plan, splitter)
-        self._record_stop(
-            plan, interrupt, convergence, early_stopping, splitter, runner.trainer, max_epochs
-        )
-        if plan.nonfinite_error is not None:
-            raise plan.nonfinite_error
+
+    def _after_training(self, check_fit: bool, held, interrupt, max_epochs) -> None:
+        """The fit check (default source set), the held-out choice, the interruption warning."""
         if check_fit and self.is_trained_ and interrupt.stopped_epoch is None:
-            self._check_after_training()
+            check_after_training(self)
         else:
             self.default_source_ = "all"
-        self._choose_prediction_method(held if interrupt.stopped_epoch is None else [])
+        choose_prediction_method(self, held if interrupt.stopped_epoch is None else [])
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
                 f"{int(max_epochs)}; the model keeps the weights of the last step and "
                 "model.history the epochs run so far.",
                 UserWarning,
-                stacklevel=2,
-            )
-
-    def _split_with_held_out(
-        self, split, recorded, fraction, wanted, enc, ctx_codes, ctx_names, seed: int
-    ):
-        """The training split with the held-out conditions' cells among the validation cells.
-
-        A fresh model picks its held-out groups; a model trained before keeps its own (or,
-        with ``held_out_conditions=0``, trains on them from now on). ``split``: the earlier
-        split of the other cells (:meth:`_previous_split`) or ``None`` for a new one;
-        ``recorded``: the cells of the groups held out before. Records the groups in
-        ``held_out_conditions_``; returns the split (``None``: the splitter draws one) and
-        the groups.
-        """
-        labels = self._labels
-        if self.train_indices is None:  # a fresh model
-            held = []
-            if wanted != 0 and labels.dosage_key is None and len(labels.context_keys) <= 1:
-                rng = np.random.default_rng([seed, 2])
-                held = pick_held_out(
-                    enc.label_rows,
-                    enc.codes,
-                    ctx_codes,
-                    wanted,
-                    rng,
-                    matrix=self._matrix(self.adata),
-                )
-        else:
-            held = self._held_out_groups(enc, ctx_names) if wanted != 0 else []
-        self.held_out_conditions_ = [[enc.conditions[c], ctx_names[k]] for c, k in held]
-        mask = held_out_mask(enc.codes, ctx_codes, held)
-        if split is None:
-            if not held:
-                return None, held
-            rest = np.flatnonzero(~mask)
-            rng = np.random.default_rng([seed, 1])
-            drawn = rest[draw_validation_cells(enc.codes[rest], fraction, rng)]
-            val = np.union1d(np.flatnonzero(mask), drawn)
-            return (np.setdiff1d(np.arange(len(enc.codes)), val), val), held
-        train, val = split
-        train = np.union1d(train, np.flatnonzero(recorded & ~mask))
-        return (train, np.union1d(val, np.flatnonzero(mask))), held
-
-    def _held_out_groups(self, enc, ctx_names) -> list[tuple[int, int]]:
-        """``held_out_conditions_`` as (condition code, context code) pairs."""
-        names = getattr(self, "held_out_conditions_", None) or []
-        code_of = {name: i for i, name in enumerate(enc.conditions)}
-        return [
-            (code_of[c], ctx_names.index(k)) for c, k in names if c in code_of and k in ctx_names
-        ]
-
-    def _choose_prediction_method(self, held: list[tuple[int, int]]) -> None:
-        """Score the held-out groups and set ``prediction_method_`` (``"pdae"`` without any)."""
-        self.prediction_method_ = "pdae"
-        self.held_out_scores_ = None
-        if not held or not self.is_trained_:
-            return
-        scores = score_held_out(self, held, seed=0)
-        self.held_out_scores_ = scores
-        self.prediction_method_ = choose_method(scores)
-        if self.prediction_method_ != "pdae":
-            means = scores[["pdae", self.prediction_method_]].mean()
-            warnings.warn(
-                f"On {len(scores)} measured conditions held out of training, the "
-                f"{self.prediction_method_!r} baseline (energy distance "
-                f"{means[self.prediction_method_]:.4f}) was closer to the measured cells than "
-                f"PDAE ({means['pdae']:.4f}), so predict() returns its cells "
-                f"(model.prediction_method_; scores in model.held_out_scores_). Pass "
-                "predict(..., method='pdae') for the model's own cells.",
-                BaselineFavouredWarning,
                 stacklevel=3,
             )
-
-    def _previous_split(
-        self, validation_size: float | None, codes: np.ndarray, recorded: np.ndarray
-    ):
-        """The split of an earlier training to keep, or ``None`` to draw a new one.
-
-        Cells held out before stay held out, so training again (or resuming) never
-        validates on cells already trained on. ``validation_size=0`` trains on every cell
-        (nothing is validated); a different explicit fraction raises ``ValueError``. The
-        cells of held-out conditions (``recorded``) are left out of the returned split and
-        of these rules (:meth:`_split_with_held_out` places them).
-        """
-        train, val = self.train_indices, self.validation_indices
-        if train is None or val is None or len(train) + len(val) != len(codes):
-            return None
-        train, val = np.asarray(train), np.asarray(val)
-        train, val = train[~recorded[train]], val[~recorded[val]]
-        codes = np.asarray(codes)[~recorded]
-        if validation_size == 0 or (len(val) == 0 and not validation_size):
-            return None
-        if len(val) == 0:
-            if self.is_trained_:
-                warnings.warn(
-                    "The model was trained on every cell before (no validation split), so the "
-                    f"validation cells drawn now (validation_size={validation_size!r}) were "
-                    "trained on and validation_loss is optimistic. Build a new model to "
-                    "validate on unseen cells.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            return None
-        if validation_size is not None:
-            expected = _validation_count(codes, validation_size)
-            if expected != len(val):
-                raise ValueError(
-                    f"validation_size={validation_size!r} would hold out {expected} cells of the "
-                    f"training conditions, but the model already holds out {len(val)} of them "
-                    "(model.validation_indices, besides the cells of held_out_conditions_) "
-                    "from an earlier training; a new split would validate on cells trained on. "
-                    "Leave "
-                    "validation_size unset to keep the split, pass validation_size=0 to train "
-                    "on every cell, or build a new model."
-                )
-        return train, val
 
     def _finish_training(self, was_trained: bool, plan, splitter) -> None:
         """Leave a usable model after training ended, normally or after a fault."""
@@ -581,11 +469,20 @@ def _check_datasplitter_kwargs(kwargs: dict | None, splitter_cls) -> dict:
     return dict(kwargs)
 
 
-def _validation_count(codes: np.ndarray, validation_size: float) -> int:
-    """Cells a fresh split with ``validation_size`` holds out (as the data splitter draws)."""
-    sizes = np.unique(np.asarray(codes), return_counts=True)[1]
-    return int(np.maximum(np.minimum(np.floor(validation_size * sizes), sizes - 2), 0).sum())
-
-
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = FIXED_STEPS) -> int:
     return int(min(400, max(10, math.ceil(target_steps / max(1, steps_per_epoch)))))
+
+
+def _no_validation_cells(fraction: float, condition_counts: np.ndarray) -> ValueError:
+    """The error of ``early_stopping=True`` when no cell is held out for validation."""
+    if fraction == 0:
+        return ValueError(
+            "early_stopping needs held-out cells: set validation_size > 0 (e.g. 0.1)."
+        )
+    return ValueError(
+        f"early_stopping needs held-out cells, but validation_size={fraction!r} "
+        "holds out none: a condition gives floor(validation_size * n_cells) cells to "
+        f"validation and keeps at least 2 for training, and the largest condition has "
+        f"{int(condition_counts.max())} cells. Use early_stopping=False, a larger "
+        "validation_size, or more cells per condition."
+    )

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 
 from pdae_sc.module import PDAEModule
+from pdae_sc.module._batch_keys import BATCH_KEYS
 
 __all__ = ["NonFiniteLossError", "PDAETrainingPlan"]
 
@@ -212,7 +213,8 @@ class PDAETrainingPlan(pl.LightningModule):
             # DDP needs a backward pass in every process: a zero loss, and no update.
             self._drop_update = True
             return sum((p * 0.0).sum() for p in self.module.parameters())
-        n = batch["x_anchor"].shape[0] if "x_anchor" in batch else batch["x"].shape[0]
+        grouped = BATCH_KEYS.X_ANCHOR in batch
+        n = batch[BATCH_KEYS.X_ANCHOR if grouped else BATCH_KEYS.X].shape[0]
         if split == "train":
             # Summed here and logged once per epoch (on_train_epoch_end): a self.log call per
             # term and step cost about 15% of a CPU step. Same weighted mean as Lightning's.

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ._batch_keys import BATCH_KEYS
 from ._losses import (
     all_pairs_energy_score,
     energy_distance_to_normal,
@@ -140,7 +141,7 @@ class PDAEModule(nn.Module):
     gene_shift
         With ``residual``: add a learned per-gene linear effect ``B (u - l)`` (``B`` of shape
         ``(n_input, K)``, zero at start; the model class starts it at the least-squares
-        mean effects), so the move is the linear baseline plus the decoder's correction.
+        mean effects), so the move is a linear model plus the decoder's correction.
     residual_mode
         ``"additive"``: the change is added to the cell, as above. ``"multiplicative"``, for
         log1p-normalised counts: the change is a log fold change of the normalised counts,
@@ -620,6 +621,9 @@ class PDAEModule(nn.Module):
         """Loss of a training batch from the per-condition sampler (see ``estimator``)."""
         if self.estimator == "grouped":
             return self.grouped_loss(
-                batch["x_anchor"], batch["label_anchor"], batch["x_source"], batch["label_source"]
+                batch[BATCH_KEYS.X_ANCHOR],
+                batch[BATCH_KEYS.LABEL_ANCHOR],
+                batch[BATCH_KEYS.X_SOURCE],
+                batch[BATCH_KEYS.LABEL_SOURCE],
             )
-        return self.all_pairs_loss(batch["x"], batch["label"])
+        return self.all_pairs_loss(batch[BATCH_KEYS.X], batch[BATCH_KEYS.LABEL])

@@ -8,9 +8,11 @@ import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from scipy import sparse
 
 from pdae_sc.data import parse_condition
+from pdae_sc.tl._common import check_genes as _check_genes
+from pdae_sc.tl._common import control_rows as _control_rows
+from pdae_sc.tl._common import dense_rows as _dense_rows
 
 # Colours of the three sources of cells, shared by the comparison plots.
 COLORS = {"control": "#9e9e9e", "observed": "#1f77b4", "predicted": "#ff7f0e"}
@@ -29,9 +31,7 @@ def get_ax(ax: Axes | None, figsize: tuple[float, float] = (4.5, 4.0)) -> Axes:
 
 def dense_rows(adata: AnnData, mask: np.ndarray) -> np.ndarray:
     """Rows of ``adata.X`` selected by ``mask`` as a dense float64 array."""
-    rows = adata.X[np.flatnonzero(mask)]
-    rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
-    return rows.astype(np.float64)
+    return _dense_rows(adata.X, np.flatnonzero(mask))
 
 
 def _obs_labels(adata: AnnData, key: str, name: str) -> np.ndarray:
@@ -78,28 +78,14 @@ def control_rows(
     control_group: str,
     delimiter: str,
 ) -> np.ndarray:
-    """Control cells of ``adata_control`` (all of them without ``perturbation_key``)."""
-    if perturbation_key not in adata_control.obs:
-        return dense_rows(adata_control, np.ones(adata_control.n_obs, dtype=bool))
-    mask = condition_mask(
-        adata_control,
-        control_group,
-        perturbation_key=perturbation_key,
-        control_group=control_group,
-        delimiter=delimiter,
-        name="adata_control",
-    )
-    return dense_rows(adata_control, mask)
+    """Control cells of ``adata_control`` (all of them without ``perturbation_key``), dense."""
+    rows = _control_rows(adata_control, perturbation_key, control_group, delimiter)
+    return _dense_rows(adata_control.X, rows)
 
 
 def check_same_genes(reference: AnnData, other: AnnData, name: str) -> None:
     """Raise ``ValueError`` unless ``other`` has the genes of ``reference`` in the same order."""
-    if not reference.var_names.equals(other.var_names):
-        raise ValueError(
-            f"adata_pred and {name} must have the same var_names in the same order "
-            f"({reference.n_vars} vs {other.n_vars} genes); subset with "
-            f"{name}[:, adata_pred.var_names]."
-        )
+    _check_genes(reference, other, name)
 
 
 def as_list(value: str | Sequence[str], name: str) -> list[str]:

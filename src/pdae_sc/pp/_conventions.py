@@ -327,8 +327,11 @@ def standardize_perturbations(
 
 
 def _check_no_shared_annotation(report, control_group, delimiter, key) -> None:
-    """Refuse a token that every perturbed label has (``"KLF1_KO"``, ``"GATA1_KO"``): split at
-    a guessed (or ``"_"``) delimiter it would become a perturbation of every condition."""
+    """Refuse a token that every perturbed label has (``"KLF1_KO"``, ``"GATA1_KO"``).
+
+    Split at a guessed (or ``"_"``) delimiter, it would become a perturbation of every
+    condition.
+    """
     labels = [
         str(v)
         for v in report["standardized"].unique()

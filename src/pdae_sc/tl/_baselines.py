@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
 from pdae_sc.data._labels import (
@@ -18,7 +17,13 @@ from pdae_sc.data._labels import (
     match_labels,
     parse_condition,
 )
+from pdae_sc.data._prediction_adata import (
+    UNS_METHOD,
+    UNS_ORACLE_REFERENCE,
+    prediction_adata,
+)
 from pdae_sc.data._span import extrapolation_table
+from pdae_sc.data._validation import check_positive_int
 
 from ._common import dense_rows as _dense
 from ._common import layer_matrix as _matrix
@@ -299,6 +304,7 @@ def predict_baseline(
 
     Examples
     --------
+    >>> import pandas as pd
     >>> labels = ["ctrl"] * 4 + ["A"] * 2 + ["B"] * 2
     >>> obs = pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(8)])
     >>> x = np.zeros((8, 2))
@@ -307,23 +313,7 @@ def predict_baseline(
     >>> pred.X.mean(0)
     array([1., 2.], dtype=float32)
     """
-    if method not in BASELINES:
-        raise ValueError(f"Unknown method={method!r}; valid methods are {list(BASELINES)}.")
-    targets = [perturbations] if isinstance(perturbations, str) else list(perturbations)
-    if not targets:
-        raise ValueError("perturbations is empty; give at least one target condition.")
-    if n_cells is not None and (
-        isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells <= 0
-    ):
-        raise ValueError(f"n_cells={n_cells!r}; ask for a positive number of cells per target.")
-    if isinstance(dosages, str | bytes | int | float | np.number):
-        raise TypeError(
-            f"dosages={dosages!r} must be a list with one dose per target, e.g. [0.5]; got a "
-            f"{type(dosages).__name__}."
-        )
-    if dosages is not None and len(dosages) != len(targets):
-        raise ValueError(f"Got {len(dosages)} dosages for {len(targets)} perturbations.")
-    doses = [None] * len(targets) if dosages is None else list(dosages)
+    targets, doses = _check_request(method, perturbations, n_cells, dosages)
     parsed = [
         parse_condition(t, control_group=control_group, delimiter=delimiter, dosage=d)
         for t, d in zip(targets, doses, strict=True)
@@ -331,133 +321,197 @@ def predict_baseline(
     enc = _encode(adata, perturbation_key, control_group, delimiter, dosage_key, "adata")
     mat = _matrix(adata, layer, "adata")
     ctrl_codes = np.flatnonzero(~enc.labels.any(axis=1))
+    ctrl_cells, in_ctx, ctx = _control_cells(
+        adata, enc, ctrl_codes, method, perturbation_key, control_group, context_key, context
+    )
+    rng = np.random.default_rng(seed)
+    labels_out = _canonical_names(targets, parsed, enc, control_group, delimiter)
+    label_kw = {"perturbation_key": perturbation_key, "dosage_key": dosage_key, "doses": doses}
+    if method == "oracle_half":
+        return _oracle_half(
+            adata,
+            adata_true,
+            targets,
+            parsed,
+            labels_out,
+            n_cells,
+            rng,
+            layer,
+            control_group,
+            delimiter,
+            label_kw,
+        )
+    shifts = _shifts(
+        method, mat, enc, parsed, targets, int(ctrl_codes[0]) if len(ctrl_codes) else 0, ctx
+    )
+    pool = np.flatnonzero(in_ctx) if method == "pooled" else ctrl_cells
+    n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
+    n = n_default if n_cells is None else n_cells
+    picks = [_resample(pool, n, rng) for _ in targets]
+    blocks = []
+    for i, idx in enumerate(picks):
+        x = _dense(mat, idx)
+        blocks.append((x if shifts is None else x + shifts[i]).astype(np.float32))
+    rows = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+    columns = None
+    if context_key is not None:
+        columns = {context_key: np.full(len(rows), str(context), dtype=object)}
+    return _output(
+        adata,
+        blocks,
+        labels_out,
+        [len(r) for r in picks],
+        np.asarray(enc.conditions, dtype=object)[enc.codes[rows]],
+        np.asarray(adata.obs_names, dtype=object)[rows],
+        {UNS_METHOD: method},
+        label_kw,
+        columns,
+    )
+
+
+_SHIFTING = ("control", "additive", "linear", "mean_response")
+
+
+def _control_cells(adata, enc, ctrl_codes, method, key, control_group, context_key, context):
+    """Control cells (of the context, if given), each cell's context mask, the contexts."""
     ctrl_cells = np.flatnonzero(np.isin(enc.codes, ctrl_codes))
-    shifting = ("control", "additive", "linear", "mean_response")
-    if len(ctrl_cells) == 0 and method in shifting:
+    if len(ctrl_cells) == 0 and method in _SHIFTING:
         raise ValueError(
             f"method={method!r} needs control cells but adata has no {control_group!r} cells "
-            f"in obs[{perturbation_key!r}]."
+            f"in obs[{key!r}]."
         )
-    in_ctx = np.ones(adata.n_obs, dtype=bool)
+    in_ctx, ctx = np.ones(adata.n_obs, dtype=bool), None
     if context_key is not None or context is not None:
-        ctx_codes, ctx_names, target_ctx = _contexts(adata, context_key, context)
-        in_ctx = ctx_codes == target_ctx
+        ctx = _contexts(adata, context_key, context)
+        in_ctx = ctx[0] == ctx[2]
         ctrl_cells = ctrl_cells[in_ctx[ctrl_cells]]
-        if len(ctrl_cells) == 0 and method in shifting:
+        if len(ctrl_cells) == 0 and method in _SHIFTING:
             raise ValueError(
                 f"method={method!r} needs control cells in context {context!r}, but adata has "
                 f"no {control_group!r} cells there."
             )
-    rng = np.random.default_rng(seed)
-    names = np.asarray(adata.obs_names, dtype=object)
-    source_names = np.asarray(enc.conditions, dtype=object)[enc.codes]
-    labels_out = _canonical_names(targets, parsed, enc, control_group, delimiter)
+    return ctrl_cells, in_ctx, ctx
 
-    shifts = None
+
+def _check_request(method, perturbations, n_cells, dosages) -> tuple[list[str], list]:
+    """The targets as a list and one dose per target (``None``: dose 1), checked."""
+    if method not in BASELINES:
+        raise ValueError(f"Unknown method={method!r}; valid methods are {list(BASELINES)}.")
+    targets = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+    if not targets:
+        raise ValueError("perturbations is empty; give at least one target condition.")
+    if n_cells is not None:
+        check_positive_int(n_cells, "n_cells")
+    if isinstance(dosages, str | bytes | int | float | np.number):
+        raise TypeError(
+            f"dosages={dosages!r} must be a list with one dose per target, e.g. [0.5]; got a "
+            f"{type(dosages).__name__}."
+        )
+    if dosages is not None and len(dosages) != len(targets):
+        raise ValueError(f"Got {len(dosages)} dosages for {len(targets)} perturbations.")
+    return targets, [None] * len(targets) if dosages is None else list(dosages)
+
+
+def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
+    """The mean shift each target adds to the control cells (``None``: no shift)."""
     if method == "mean_response":
-        ctrl = int(ctrl_codes[0])
-        if context_key is not None:
-            ctx_means = _context_means(mat, enc, ctx_codes, len(ctx_names))
-            shift = _context_mean_response(enc, ctx_means, ctrl, target_ctx)
+        if ctx is not None:
+            ctx_means = _context_means(mat, enc, ctx[0], len(ctx[1]))
+            shift = _context_mean_response(enc, ctx_means, ctrl, ctx[2])
         else:
             shift = _mean_response(_group_means(mat, enc), enc, ctrl)
-        shifts = [shift] * len(targets)
-    if method in ("additive", "linear"):
-        vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
-        ctrl = int(ctrl_codes[0])
-        if context_key is not None:
-            ctx_means = _context_means(mat, enc, ctx_codes, len(ctx_names))
+        return [shift] * len(targets)
+    if method not in ("additive", "linear"):
+        return None
+    # unknown perturbations raise KeyError with the closest names
+    vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
+    if ctx is not None:
+        ctx_means = _context_means(mat, enc, ctx[0], len(ctx[1]))
 
-            def effect(tok, d):
-                return _context_single_effects(enc, ctx_means, ctrl, target_ctx, tok, d)
+        def effect(tok, d):
+            return _context_single_effects(enc, ctx_means, ctrl, ctx[2], tok, d)
 
-            def linear_beta():
-                return _context_linear_beta(enc, ctx_means, target_ctx)
-        else:
-            means = _group_means(mat, enc)
+        def linear_beta():
+            return _context_linear_beta(enc, ctx_means, ctx[2])
+    else:
+        means = _group_means(mat, enc)
 
-            def effect(tok, d):
-                return _single_effects(enc, means, ctrl, tok, d)
+        def effect(tok, d):
+            return _single_effects(enc, means, ctrl, tok, d)
 
-            def linear_beta():
-                keep = enc.labels.any(axis=1)
-                return np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
+        def linear_beta():
+            keep = enc.labels.any(axis=1)
+            return np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
 
-        if method == "additive":
-            shifts = [
-                sum((effect(tok, d) for tok, d in p.items()), np.zeros(adata.n_vars))
-                for p in parsed
-            ]
-        else:
-            shifts = list(vectors @ linear_beta())
-            span = extrapolation_table(enc.labels, vectors, names=targets)
-            outside = [t for t, ok in zip(targets, span["in_span"], strict=True) if not ok]
-            if outside:
-                warnings.warn(
-                    f"Targets {outside} are outside the span of the training labels; the "
-                    "linear baseline sets their unidentified shift component to zero.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-
-    blocks, obs_rows, reference = [], [], []
-    if method == "oracle_half":
-        if adata_true is None:
-            raise ValueError("method='oracle_half' needs the held-out cells as adata_true.")
-        if not adata_true.var_names.equals(adata.var_names):
-            raise ValueError("adata_true must have the same var_names as adata, in order.")
-        enc_true = _encode(
-            adata_true, perturbation_key, control_group, delimiter, dosage_key, "adata_true"
+    if method == "additive":
+        return [
+            sum((effect(tok, d) for tok, d in p.items()), np.zeros(mat.shape[1])) for p in parsed
+        ]
+    shifts = list(vectors @ linear_beta())
+    span = extrapolation_table(enc.labels, vectors, names=targets)
+    outside = [t for t, ok in zip(targets, span["in_span"], strict=True) if not ok]
+    if outside:
+        warnings.warn(
+            f"Targets {outside} are outside the span of the training labels; the "
+            "linear baseline sets their unidentified shift component to zero.",
+            UserWarning,
+            stacklevel=3,
         )
-        mat_true = _matrix(adata_true, layer, "adata_true")
-        true_names = np.asarray(adata_true.obs_names, dtype=object)
-        keys = {
-            tuple(sorted((enc_true.vocabulary[k], v) for k, v in enumerate(lab) if v != 0)): c
-            for c, lab in enumerate(enc_true.labels)
-        }
-    for i, (target, lab) in enumerate(zip(targets, parsed, strict=True)):
-        if method == "oracle_half":
-            c = keys.get(tuple(sorted(lab.items())))
-            if c is None:
-                close = closest_names(target, enc_true.conditions)
-                raise KeyError(f"{target!r} is not a condition of adata_true; closest: {close}.")
-            cells = rng.permutation(np.flatnonzero(enc_true.codes == c))
-            half = len(cells) // 2
-            if half == 0:
-                raise ValueError(f"oracle_half needs at least 2 true cells of {target!r}.")
-            reference.extend(true_names[cells[half:]])
-            idx = _resample(cells[:half], half if n_cells is None else n_cells, rng)
-            x, src, src_cell = _dense(mat_true, idx), target, true_names[idx]
-        else:
-            pool = np.flatnonzero(in_ctx) if method == "pooled" else ctrl_cells
-            n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
-            idx = _resample(pool, n_default if n_cells is None else n_cells, rng)
-            x, src, src_cell = _dense(mat, idx), source_names[idx], names[idx]
-            if shifts is not None:
-                x = x + shifts[i]
-        blocks.append(x.astype(np.float32))
-        obs_rows.append(
-            pd.DataFrame(
-                {
-                    perturbation_key: labels_out[i],
-                    "pdae_source": src,
-                    "pdae_source_cell": src_cell,
-                }
-            )
-        )
-        if dosage_key is not None:
-            obs_rows[-1][dosage_key] = "1" if doses[i] is None else str(doses[i])
+    return shifts
 
-    obs = pd.concat(obs_rows, ignore_index=True)
-    obs[perturbation_key] = pd.Categorical(
-        obs[perturbation_key], categories=list(dict.fromkeys(labels_out))
+
+def _oracle_half(
+    adata, adata_true, targets, parsed, labels_out, n_cells, rng, layer, ctrl, delim, label_kw
+) -> AnnData:
+    """The noise floor: the first half of each target's true cells (see ``predict_baseline``)."""
+    if adata_true is None:
+        raise ValueError("method='oracle_half' needs the held-out cells as adata_true.")
+    if not adata_true.var_names.equals(adata.var_names):
+        raise ValueError("adata_true must have the same var_names as adata, in order.")
+    key, dosage_key = label_kw["perturbation_key"], label_kw["dosage_key"]
+    enc_true = _encode(adata_true, key, ctrl, delim, dosage_key, "adata_true")
+    mat_true = _matrix(adata_true, layer, "adata_true")
+    true_names = np.asarray(adata_true.obs_names, dtype=object)
+    keys = {
+        tuple(sorted((enc_true.vocabulary[k], v) for k, v in enumerate(lab) if v != 0)): c
+        for c, lab in enumerate(enc_true.labels)
+    }
+    blocks, picks, reference = [], [], []
+    for target, lab in zip(targets, parsed, strict=True):
+        c = keys.get(tuple(sorted(lab.items())))
+        if c is None:
+            close = closest_names(target, enc_true.conditions)
+            raise KeyError(f"{target!r} is not a condition of adata_true; closest: {close}.")
+        cells = rng.permutation(np.flatnonzero(enc_true.codes == c))
+        half = len(cells) // 2
+        if half == 0:
+            raise ValueError(f"oracle_half needs at least 2 true cells of {target!r}.")
+        reference.extend(true_names[cells[half:]])
+        idx = _resample(cells[:half], half if n_cells is None else n_cells, rng)
+        blocks.append(_dense(mat_true, idx).astype(np.float32))
+        picks.append(idx)
+    sizes = [len(i) for i in picks]
+    rows = np.concatenate(picks)
+    uns = {UNS_METHOD: "oracle_half", UNS_ORACLE_REFERENCE: [str(r) for r in reference]}
+    sources = np.repeat(np.asarray(targets, dtype=object), sizes)
+    return _output(adata, blocks, labels_out, sizes, sources, true_names[rows], uns, label_kw)
+
+
+def _output(adata, blocks, labels_out, sizes, sources, source_cells, uns, label_kw, columns=None):
+    """The predicted cells in the format of :meth:`pdae_sc.model.PDAE.predict`."""
+    x = np.vstack(blocks) if blocks else np.zeros((0, adata.n_vars), np.float32)
+    method = uns[UNS_METHOD]
+    return prediction_adata(
+        x,
+        adata.var,
+        perturbation_key=label_kw["perturbation_key"],
+        targets=labels_out,
+        sizes=sizes,
+        source_conditions=sources,
+        source_cells=source_cells,
+        obs_names=[f"{method}_{i}" for i in range(len(x))],
+        uns=uns,
+        dosage_key=label_kw["dosage_key"],
+        dosages=label_kw["doses"],
+        label_columns=columns,
     )
-    obs["pdae_source"] = obs["pdae_source"].astype(str).astype("category")  # as in predict
-    obs["pdae_source_cell"] = obs["pdae_source_cell"].astype(str)
-    obs.index = [f"{method}_{i}" for i in range(len(obs))]
-    n_genes = adata.n_vars
-    x_all = np.vstack(blocks) if blocks else np.zeros((0, n_genes), np.float32)
-    uns = {"pdae": {"method": method}}
-    if method == "oracle_half":
-        uns["pdae"]["oracle_reference_cells"] = [str(r) for r in reference]
-    return AnnData(x_all, obs=obs, var=adata.var.copy(), uns=uns)

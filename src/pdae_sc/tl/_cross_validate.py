@@ -14,6 +14,7 @@ from pdae_sc.data._effects import mean_shifts, rank_by_effect, spread_over_effec
 from pdae_sc.data._fields import context_codes
 from pdae_sc.data._labels import encode_conditions
 from pdae_sc.data._span import extrapolation_table
+from pdae_sc.data._validation import check_positive_int
 
 from ._baselines import predict_baseline
 from ._metrics import evaluate
@@ -268,29 +269,26 @@ def cross_validate(
     """
     import scvi
 
-    if not isinstance(n_folds, int | np.integer) or n_folds < 1:
-        raise ValueError(f"n_folds={n_folds!r}; use a positive integer.")
-    if not isinstance(n_holdout, int | np.integer) or n_holdout < 1:
-        raise ValueError(f"n_holdout={n_holdout!r}; use a positive integer.")
+    check_positive_int(n_folds, "n_folds")
+    check_positive_int(n_holdout, "n_holdout")
     unknown = sorted(set(baselines) - set(_BASELINES))
     if unknown:
         raise ValueError(f"baselines={list(baselines)!r}: unknown {unknown}; use {_BASELINES}.")
-    manager = getattr(model, "adata_manager", None)
-    if manager is None:
+    registration = getattr(model, "registration", None)
+    if registration is None:
         raise TypeError(
             f"model must be a PDAE set up on its data, got {type(model).__name__}; call "
             "PDAE.setup_anndata(adata, ...) and pass PDAE(adata)."
         )
-    setup = dict(manager.registry["setup_args"])
     adata: AnnData = model.adata
-    key, ctrl_label = setup["perturbation_key"], setup["control_group"]
-    dosage_key, layer = setup.get("dosage_key"), setup.get("layer")
-    ctx_keys = setup.get("context_keys") or []
+    key, ctrl_label = registration.perturbation_key, registration.control_group
+    dosage_key, layer = registration.dosage_key, registration.layer
+    ctx_keys = registration.context_keys
     obs = adata.obs
     enc = encode_conditions(
         obs[key],
         control_group=ctrl_label,
-        delimiter=setup["delimiter"],
+        delimiter=registration.delimiter,
         dosages=None if dosage_key is None else obs[dosage_key],
         name=key,
     )
@@ -324,7 +322,7 @@ def cross_validate(
         old_seed = scvi.settings.seed
         scvi.settings.seed = seed + f
         try:
-            cls.setup_anndata(train, **setup)
+            cls.setup_anndata(train, **registration.setup_kwargs)
             refit = cls(train, **init_kwargs)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -340,7 +338,7 @@ def cross_validate(
             ctx_codes[~held],
             ctx_codes[held],
             ctx_names,
-            setup,
+            registration,
             baselines,
             n_cells,
             seed,
@@ -359,19 +357,19 @@ def _score_fold(
     train_ctx,
     test_ctx,
     ctx_names,
-    setup,
+    registration,
     baselines,
     n_cells,
     seed,
     fold,
 ) -> list[pd.DataFrame]:
-    key, ctrl_label = setup["perturbation_key"], setup["control_group"]
-    dosage_key, layer = setup.get("dosage_key"), setup.get("layer")
-    has_ctx = bool(setup.get("context_keys"))
+    key, ctrl_label = registration.perturbation_key, registration.control_group
+    dosage_key, layer = registration.dosage_key, registration.layer
+    has_ctx = bool(registration.context_keys)
     label_kw = {
         "perturbation_key": key,
         "control_group": ctrl_label,
-        "delimiter": setup["delimiter"],
+        "delimiter": registration.delimiter,
         "dosage_key": dosage_key,
     }
     # AnnData views for the baselines, with one context column (the user's data stay as is)

@@ -14,6 +14,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions, parse_condition
+from pdae_sc.data._validation import BLOCK_VALUES, check_positive_int
 
 from ._common import dense_rows as _dense
 from ._common import layer_matrix as _matrix
@@ -70,7 +71,7 @@ def _distance_covariance(x: np.ndarray, y: np.ndarray, rx, ry) -> float:
     """V-statistic ``dCov²``: ``mean(a_ij b_ij) - 2 mean(ā_i b̄_i) + ā b̄`` (blocked)."""
     n = len(x)
     cross = 0.0
-    step = max(1, 2**22 // max(n, 1))
+    step = max(1, BLOCK_VALUES // max(n, 1))
     for start in range(0, n, step):
         a = np.abs(x[start : start + step, None] - x[None, :])
         b = np.abs(y[start : start + step, None] - y[None, :])
@@ -416,14 +417,12 @@ def _table(rows: list[dict], extra: Sequence[str] = ()) -> pd.DataFrame:
 
 
 def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r}; use an integer >= {minimum}.")
-    return int(value)
+    return check_positive_int(value, name, minimum=minimum)
 
 
 def _default_pairs(model, context) -> list[tuple[str, str]]:
     """Unmeasured pairs of the model's perturbations whose double and singles are in span."""
-    setup = model.adata_manager.registry["setup_args"]
+    delimiter = model.registration.delimiter
     vocab = list(model.perturbations)
     singles = model.check_extrapolation(vocab, context=context)
     ok = set(np.asarray(vocab, dtype=object)[singles["in_span"].to_numpy()])
@@ -433,7 +432,7 @@ def _default_pairs(model, context) -> list[tuple[str, str]]:
             "The model knows fewer than two perturbations whose single effect is in the span "
             "of its training labels; there is no pair to predict."
         )
-    labels = [f"{a}{setup['delimiter']}{b}" for a, b in candidates]
+    labels = [f"{a}{delimiter}{b}" for a, b in candidates]
     table = model.check_extrapolation(labels, context=context)
     keep = (table["in_span"] & ~table["seen"]).to_numpy()
     if not keep.any():
@@ -519,8 +518,8 @@ def predicted_interaction_scores(
     >>> scores["status"].unique().tolist()
     ['in span, in range']
     """
-    manager = getattr(model, "adata_manager", None)
-    if manager is None or not hasattr(model, "predict"):
+    registration = getattr(model, "registration", None)
+    if registration is None or not hasattr(model, "predict"):
         raise TypeError(
             f"model must be a trained pdae_sc.model.PDAE, got {type(model).__name__}; for "
             "measured cells use interaction_scores(adata, ...)."
@@ -528,8 +527,7 @@ def predicted_interaction_scores(
     n_cells = _check_count(n_cells, "n_cells", 4)
     n_ref = _check_count(n_cells_reference, "n_cells_reference", 2)
     chunk_size = _check_count(chunk_size, "chunk_size", 1)
-    setup = manager.registry["setup_args"]
-    ctrl, delimiter = setup["control_group"], setup["delimiter"]
+    ctrl, delimiter = registration.control_group, registration.delimiter
     if pairs is None:
         pairs = _default_pairs(model, context)
     else:

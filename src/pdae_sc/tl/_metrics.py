@@ -12,6 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from pdae_sc.data._labels import encode_conditions
+from pdae_sc.data._validation import BLOCK_VALUES
 
 from ._common import check_genes as _check_genes
 from ._common import control_rows
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 METRICS = ("energy_distance", "mmd", "mean_l2", "r2_mean", "pearson_delta", "pearson_delta_top")
-_BLOCK = 2**22  # pairwise entries per chunk (32 MiB in float64)
+_BLOCK = BLOCK_VALUES  # pairwise entries per chunk (32 MiB in float64)
 
 
 def _as_2d(x: object, name: str) -> np.ndarray:
