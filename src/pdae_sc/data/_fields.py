@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import rich.pretty  # scvi-tools 1.4 view_registry uses rich.pretty without importing it
 import rich.table
 from anndata import AnnData
-from scipy import sparse
 from scvi.data.fields import BaseAnnDataField
 
-from ._labels import EncodedConditions, as_label_rows, encode_conditions
+from ._labels import EncodedConditions, encode_conditions
 from ._validation import MatrixStats
 
 __all__ = [
     "FORMAT_VERSION",
     "PERTURBATION_REGISTRY_KEY",
     "PerturbationField",
-    "RegisteredLabels",
     "context_codes",
     "context_labels",
 ]
@@ -81,67 +78,6 @@ def context_codes(
     if len(merged) < len(names):
         codes = name_codes[codes]
     return codes, [str(n) for n in merged]
-
-
-@dataclass(frozen=True)
-class RegisteredLabels:
-    """The state registry of a :class:`PerturbationField`, as named, typed attributes.
-
-    Parameters
-    ----------
-    vocabulary
-        The elementary perturbations (columns of the label matrix).
-    conditions, dosages
-        Name and dosage string (``None`` for dose 1) of each training condition.
-    label_matrix
-        Label vector of each training condition, shape ``(n_conditions, K)`` (sparse CSR).
-    condition_counts
-        Cells of each training condition, shape ``(n_conditions,)``.
-    control_group, delimiter, dosage_key, context_keys
-        As given to ``setup_anndata``.
-    contexts
-        Context names.
-    context_condition_counts
-        Cells of each condition in each context, shape ``(n_contexts, n_conditions)``.
-    counts_layer
-        Layer with the raw counts, or ``None``.
-    matrix_stats
-        Range of the registered expression (``min``, ``max``, ``all_integer``), or ``None``
-        for a format-1 registry.
-    """
-
-    vocabulary: list[str]
-    conditions: list[str]
-    dosages: list[str | None]
-    label_matrix: sparse.csr_matrix
-    condition_counts: np.ndarray
-    control_group: str
-    delimiter: str
-    dosage_key: str | None
-    context_keys: list[str]
-    contexts: list[str]
-    context_condition_counts: np.ndarray
-    counts_layer: str | None
-    matrix_stats: dict | None
-
-    @classmethod
-    def from_state(cls, state: Mapping) -> RegisteredLabels:
-        """Read a (current-format) state registry."""
-        return cls(
-            vocabulary=list(state["vocabulary"]),
-            conditions=list(state["conditions"]),
-            dosages=list(state["dosages"]),
-            label_matrix=as_label_rows(state["label_matrix"]),
-            condition_counts=np.asarray(state["condition_counts"]),
-            control_group=state["control_group"],
-            delimiter=state["delimiter"],
-            dosage_key=state["dosage_key"],
-            context_keys=list(state["context_keys"] or []),
-            contexts=list(state["contexts"]),
-            context_condition_counts=np.asarray(state["context_condition_counts"]),
-            counts_layer=state["counts_layer"],
-            matrix_stats=state["matrix_stats"],
-        )
 
 
 class PerturbationField(BaseAnnDataField):

@@ -76,7 +76,15 @@ class DiagnosticsMixin:
         self._check_trained()
         check_positive_int(n_conditions, "n_conditions")
         check_positive_int(n_cells, "n_cells", minimum=2)
-        return fit_check(self, n_conditions, n_cells, seed, self._batch_size(None))
+        return fit_check(
+            self.module,
+            self.device,
+            self.registration,
+            n_conditions=n_conditions,
+            n_cells=n_cells,
+            seed=seed,
+            batch_size=self._batch_size(None),
+        )
 
 
 def check_after_training(model) -> None:

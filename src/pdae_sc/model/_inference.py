@@ -382,11 +382,31 @@ class InferenceMixin:
             method = "pdae"
         if method != "pdae":
             return predict_with_baseline(
-                self, method, targets, n_cells, seed, scale, sparse, self._batch_size(None)
+                registration,
+                method,
+                targets,
+                n_cells=n_cells,
+                seed=seed,
+                scale=scale,
+                sparse=sparse,
+                batch_size=self._batch_size(None),
+                chosen_method=getattr(self, "prediction_method_", None),
             )
         if sparse is None:
             sparse = bool(sp.issparse(registration.matrix))
-        return predict_cells(self, targets, src_idx, n_cells, seed, batch_size, scale, sparse)
+        return predict_cells(
+            self.module,
+            self.device,
+            registration,
+            targets,
+            src_idx,
+            n_cells=n_cells,
+            seed=seed,
+            batch_size=batch_size,
+            scale=scale,
+            sparse=sparse,
+            max_bytes=self.max_prediction_bytes,
+        )
 
     def get_counterfactual(
         self,

@@ -226,26 +226,37 @@ def _match(vec, rows) -> np.ndarray:
 
 
 def predict_cells(
-    model, targets: Targets, src_idx, n_cells, seed, batch_size, scale, sparse
+    module,
+    device,
+    registration: Registration,
+    targets: Targets,
+    src_idx,
+    *,
+    n_cells,
+    seed,
+    batch_size,
+    scale,
+    sparse,
+    max_bytes,
 ) -> AnnData:
-    """``n_cells`` cells per target, moved from the registered cells ``src_idx`` by the model.
+    """``n_cells`` cells per target, moved by ``module`` from the registered cells ``src_idx``.
 
     The decoder noise and the source draws come from ``seed``; with ``scale="counts"`` the
-    moved cells also get their source cells' count scale (``layers["counts"]``).
+    moved cells also get their source cells' count scale (``layers["counts"]``). A
+    prediction larger than ``max_bytes`` raises ``ValueError`` with the estimate.
     """
-    registration: Registration = model.registration
     cells = registration.cells
     n_genes = len(registration.genes)
     n = len(src_idx) if n_cells is None else int(n_cells)
-    check_prediction_memory(n, len(targets.names), n_genes, model.max_prediction_bytes)
+    check_prediction_memory(n, len(targets.names), n_genes, max_bytes)
     rng = np.random.default_rng(seed)
-    gen = make_generator(rng, model.device)
+    gen = make_generator(rng, device)
     gather = RowGatherer(registration.matrix)
     x_out = np.empty((n * len(targets.names), n_genes), dtype=np.float32)
     rows = [
         move_sources(
-            model.module,
-            model.device,
+            module,
+            device,
             target,
             src_idx,
             cells,
@@ -319,10 +330,22 @@ def baseline_applies(registration: Registration, method: str, context: str | Non
 
 
 def predict_with_baseline(
-    model, method, targets: Targets, n_cells, seed, scale, sparse, batch_size
+    registration: Registration,
+    method,
+    targets: Targets,
+    *,
+    n_cells,
+    seed,
+    scale,
+    sparse,
+    batch_size,
+    chosen_method,
 ) -> AnnData:
-    """``predict`` by a simple baseline fitted on the registered cells, in predict's format."""
-    registration: Registration = model.registration
+    """``predict`` by a simple baseline fitted on the registered cells, in predict's format.
+
+    ``chosen_method``: the method the model chose on its held-out conditions (recorded in
+    ``uns["pdae"]``).
+    """
     if registration.dosage_key is not None or len(registration.context_keys) > 1:
         raise ValueError(
             f"method={method!r}: a baseline prediction is not available for a model with "
@@ -341,7 +364,7 @@ def predict_with_baseline(
     pred.obs_names = names
     pred.uns["pdae"].update(
         {
-            UNS_CHOSEN: method == getattr(model, "prediction_method_", None),
+            UNS_CHOSEN: method == chosen_method,
             UNS_EXTRAPOLATION: targets.table,
         }
     )
@@ -360,15 +383,16 @@ def predict_with_baseline(
     return pred
 
 
-def fit_check(model, n_conditions: int, n_cells: int, seed: int, batch_size: int) -> pd.DataFrame:
+def fit_check(
+    module, device, registration: Registration, *, n_conditions, n_cells, seed, batch_size
+) -> pd.DataFrame:
     """The table of :meth:`pdae_sc.model.PDAE.check_fit` (see there)."""
-    registration: Registration = model.registration
     cells = registration.cells
     enc, ctx_codes = cells.encoded, cells.context_codes
     pairs = _largest_perturbed_groups(cells, n_conditions)
     rng = np.random.default_rng(seed)
     rows = RowGatherer(registration.matrix)
-    gen = make_generator(rng, model.device)
+    gen = make_generator(rng, device)
     out = []
     for c, k in pairs:
         in_ctx = ctx_codes == k
@@ -383,7 +407,6 @@ def fit_check(model, n_conditions: int, n_cells: int, seed: int, batch_size: int
         for name, src in (("pdae", ctrl_idx), ("pdae_all", other_idx)):
             pred = np.empty((n_src, x_obs.shape[1]), dtype=np.float32)
             target = cells.float_label_rows[c].toarray().ravel()
-            module, device = model.module, model.device
             move_sources(module, device, target, src, cells, rows, rng, gen, batch_size, out=pred)
             moved[name] = energy_distance(pred, x_obs)
         ctrl_idx = np.sort(rng.choice(ctrl_idx, n_src, replace=False))

@@ -99,6 +99,8 @@ class Targets:
         Row names of the extrapolation table (the targets as asked, ``"A @ 0.5"`` with doses).
     context
         The context predicted in (``None``: every context).
+    context_index
+        Its index in :attr:`Registration.contexts` (``None``: every context).
     table
         :func:`~pdae_sc.data._span.extrapolation_table` of the targets.
     """
@@ -108,6 +110,7 @@ class Targets:
     dosages: list[str | None]
     display: list[str]
     context: str | None
+    context_index: int | None
     table: pd.DataFrame = field(repr=False)
 
 
@@ -371,6 +374,7 @@ class Registration:
             dosages=doses,
             display=display,
             context=context,
+            context_index=None if context is None else self._context_index(context),
             table=table,
         )
 
