@@ -20,6 +20,7 @@ Tasks:
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+import scvi
 
 import pdae_sc as pdae
 
@@ -157,6 +159,22 @@ TASKS = {
     "datlinger_context": lambda seed=0: datlinger_context(),
     "papalexi_context": lambda seed=0: papalexi_context(),
 }
+
+
+def fit_pdae(
+    task: Task, seed: int, model_kwargs: dict | None = None, train_kwargs: dict | None = None
+) -> tuple[pdae.model.PDAE, float]:
+    """A PDAE set up on a copy of the task's training cells and trained with seed ``seed``.
+
+    Returns the model and the seconds ``train`` took (a speed figure on an idle machine).
+    """
+    scvi.settings.seed = seed
+    train = task.train.copy()
+    pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
+    model = pdae.model.PDAE(train, **(model_kwargs or {}))
+    t0 = time.perf_counter()
+    model.train(enable_progress_bar=False, **(train_kwargs or {}))
+    return model, time.perf_counter() - t0
 
 
 def protocol_cells(task: Task) -> int:

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scvi
-from _tasks import TASKS, protocol_cells, score
+from _tasks import TASKS, fit_pdae, protocol_cells, score
 
-import pdae_sc as pdae
 from pdae_sc.model._selection import SIMPLE_METHODS
 
 warnings.filterwarnings("ignore")
@@ -44,13 +41,7 @@ SETTINGS = {
 
 def run(setting: str, seed: int, task) -> dict:
     model_kwargs, train_kwargs = SETTINGS[setting]
-    scvi.settings.seed = seed
-    train = task.train.copy()
-    pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
-    model = pdae.model.PDAE(train, **model_kwargs)
-    t0 = time.perf_counter()
-    model.train(enable_progress_bar=False, **train_kwargs)
-    fit_s = time.perf_counter() - t0
+    model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
     n = protocol_cells(task)
 
     def scored(method):

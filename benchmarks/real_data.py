@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
-import scvi
 import torch
-from _tasks import TASKS, baselines, protocol_cells, score
-
-import pdae_sc as pdae
+from _tasks import TASKS, baselines, fit_pdae, protocol_cells, score
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -60,13 +56,7 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
             s = score(task, pred, seed=seed)
             s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
             rows.append(s)
-        scvi.settings.seed = seed
-        train = task.train.copy()
-        pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
-        model = pdae.model.PDAE(train, **model_kwargs)
-        t0 = time.perf_counter()
-        model.train(enable_progress_bar=False, **train_kwargs)
-        fit_s = time.perf_counter() - t0
+        model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
         pred = model.predict(
             task.targets, n_cells=protocol_cells(task), context=task.context, seed=seed
         )

@@ -365,14 +365,10 @@ class InferenceMixin:
         registration = self.registration
         targets = registration.targets(perturbations, dosages, context, warn_zero_doses=True)
         warn_outside_span(targets.table)
-        src_idx = source_cells(
-            registration, source, targets.context, getattr(self, "default_source_", None)
-        )
-        if (
-            method != "pdae"
-            and chosen
-            and not baseline_applies(registration, method, targets.context)
-        ):
+        cells = registration.cells  # checked and read once per call
+        default_source = getattr(self, "default_source_", None)
+        src_idx = source_cells(registration, cells, source, targets.context, default_source)
+        if method != "pdae" and chosen and not baseline_applies(cells, method, targets.context):
             warnings.warn(
                 f"The held-out conditions chose the {method!r} baseline, but it needs control "
                 f"cells in context {targets.context!r} and there are none; predicting with PDAE.",
@@ -398,6 +394,7 @@ class InferenceMixin:
             self.module,
             self.device,
             registration,
+            cells,
             targets,
             src_idx,
             n_cells=n_cells,

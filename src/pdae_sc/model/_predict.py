@@ -156,15 +156,18 @@ def counterfactual(module, device, matrix, cells: RegisteredCells, target, seed,
 
 
 def source_cells(
-    registration: Registration, source: str | None, context: str | None, default_source
+    registration: Registration,
+    cells: RegisteredCells,
+    source: str | None,
+    context: str | None,
+    default_source,
 ) -> np.ndarray:
-    """Rows of the registered cells a prediction moves (``source`` and ``context``).
+    """Rows of the registered cells (``cells``) a prediction moves (``source``, ``context``).
 
     ``None``: the model's ``default_source`` (every cell when that is ``None``, as for models
     saved before it existed), with every cell of the context when the chosen source has none
     there. ``"all"`` is every cell, unless a perturbation is called ``"all"``.
     """
-    cells = registration.cells
     enc = cells.encoded
     if source is not None and not isinstance(source, str):
         raise TypeError(
@@ -180,11 +183,13 @@ def source_cells(
     mask = np.ones(len(enc.codes), dtype=bool)
     if not every_cell:
         mask &= np.isin(enc.codes, _source_conditions(registration, enc, source))
+    in_context = None
     if context is not None:
-        mask &= cells.context_codes == _context_code(cells, context)
+        in_context = cells.context_codes == _context_code(cells, context)
+        mask &= in_context
     idx = np.flatnonzero(mask)
-    if len(idx) == 0 and chosen and context is not None:
-        idx = np.flatnonzero(cells.context_codes == cells.context_names.index(context))
+    if len(idx) == 0 and chosen and in_context is not None:
+        idx = np.flatnonzero(in_context)
     if len(idx) == 0:
         raise ValueError(f"No source cells for source={source!r} in context={context!r}.")
     return idx
@@ -198,9 +203,9 @@ def _context_code(cells: RegisteredCells, context: str) -> int:
 
 def _source_conditions(registration: Registration, enc, source: str) -> np.ndarray:
     """Condition codes of the registered cells whose label is that of ``source``."""
-    vec = label_rows_of(registration, source)
-    hits = _match(vec, enc.label_rows)
-    if len(hits) == 0 and len(_match(vec, registration.label_matrix)):
+    vec = label_vector(registration._parse(source), registration.vocabulary)
+    hits = match_labels(vec, enc.label_rows).indices
+    if len(hits) == 0 and match_labels(vec, registration.label_matrix).nnz:
         present = sorted(set(enc.conditions))[:10]
         raise ValueError(
             f"source={source!r} is a training condition, but the AnnData the model "
@@ -216,19 +221,11 @@ def _source_conditions(registration: Registration, enc, source: str) -> np.ndarr
     return hits
 
 
-def label_rows_of(registration: Registration, condition: str) -> np.ndarray:
-    """Label vector of one condition over the registered vocabulary."""
-    return label_vector(registration._parse(condition), registration.vocabulary)
-
-
-def _match(vec, rows) -> np.ndarray:
-    return match_labels(vec, rows).indices
-
-
 def predict_cells(
     module,
     device,
     registration: Registration,
+    cells: RegisteredCells,
     targets: Targets,
     src_idx,
     *,
@@ -241,11 +238,11 @@ def predict_cells(
 ) -> AnnData:
     """``n_cells`` cells per target, moved by ``module`` from the registered cells ``src_idx``.
 
-    The decoder noise and the source draws come from ``seed``; with ``scale="counts"`` the
-    moved cells also get their source cells' count scale (``layers["counts"]``). A
-    prediction larger than ``max_bytes`` raises ``ValueError`` with the estimate.
+    ``cells``: the registered cells' conditions (``registration.cells``). The decoder noise
+    and the source draws come from ``seed``; with ``scale="counts"`` the moved cells also get
+    their source cells' count scale (``layers["counts"]``). A prediction larger than
+    ``max_bytes`` raises ``ValueError`` with the estimate.
     """
-    cells = registration.cells
     n_genes = len(registration.genes)
     n = len(src_idx) if n_cells is None else int(n_cells)
     check_prediction_memory(n, len(targets.names), n_genes, max_bytes)
@@ -321,11 +318,10 @@ def registered_baseline(
     )
 
 
-def baseline_applies(registration: Registration, method: str, context: str | None) -> bool:
+def baseline_applies(cells: RegisteredCells, method: str, context: str | None) -> bool:
     """Whether ``method`` can predict in ``context`` (the shifting ones need its controls)."""
     if method == "pooled" or context is None:
         return True
-    cells = registration.cells
     return bool((cells.is_control & (cells.context_codes == _context_code(cells, context))).any())
 
 

@@ -220,9 +220,7 @@ class Registration:
 
     @cached_property
     def _cells(self) -> RegisteredCells:
-        enc = self._field(self._manager).encode(self.adata, vocabulary=self.vocabulary)
-        codes, names = context_codes(self.adata.obs, self.context_keys)
-        return RegisteredCells(enc, codes, names)
+        return self._encode_unchecked(self.adata, self._manager)
 
     @property
     def cells(self) -> RegisteredCells:
@@ -238,6 +236,9 @@ class Registration:
         if manager is self._manager:
             return self.cells
         self._check_unchanged(manager)
+        return self._encode_unchecked(adata, manager)
+
+    def _encode_unchecked(self, adata: AnnData, manager) -> RegisteredCells:
         enc = self._field(manager).encode(adata, vocabulary=self.vocabulary)
         codes, names = context_codes(adata.obs, self.context_keys)
         return RegisteredCells(enc, codes, names)

@@ -12,13 +12,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pdae_sc.tl import pearson_delta
+from pdae_sc.tl._common import check_genes
 from pdae_sc.tl._metrics import control_mean
 
 from ._utils import (
     COLORS,
     as_list,
     check_return_fig,
-    check_same_genes,
     condition_mask,
     control_rows,
     dense_rows,
@@ -85,9 +85,9 @@ def mean_change(
     >>> ax = pdae.pl.mean_change(pred, adata, condition="P0+P1", top_genes=5)
     """
     check_return_fig(return_fig)
-    check_same_genes(adata_pred, adata_true, "adata_true")
+    check_genes(adata_pred, adata_true, "adata_true")
     if adata_control is not None:
-        check_same_genes(adata_pred, adata_control, "adata_control")
+        check_genes(adata_pred, adata_control, "adata_control")
     if top_genes is not None and (not isinstance(top_genes, int | np.integer) or top_genes < 0):
         raise ValueError(f"top_genes={top_genes!r}; use a non-negative integer or None.")
     kw = {
@@ -193,7 +193,7 @@ def distributions(
     if kind not in ("violin", "box"):
         raise ValueError(f"kind={kind!r}; use 'violin' or 'box'.")
     genes = as_list(genes, "genes")
-    check_same_genes(adata_pred, adata_true, "adata_true")
+    check_genes(adata_pred, adata_true, "adata_true")
     missing = [g for g in genes if g not in adata_true.var_names]
     if missing:
         raise KeyError(
@@ -207,7 +207,7 @@ def distributions(
     cols = adata_true.var_names.get_indexer(genes)
     groups: dict[str, np.ndarray] = {}
     if adata_control is not None:
-        check_same_genes(adata_pred, adata_control, "adata_control")
+        check_genes(adata_pred, adata_control, "adata_control")
         groups["control"] = control_rows(adata_control, **kw)[:, cols]
     for name, adata in (("observed", adata_true), ("predicted", adata_pred)):
         side = "adata_true" if name == "observed" else "adata_pred"

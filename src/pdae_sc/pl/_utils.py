@@ -10,7 +10,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pdae_sc.data import parse_condition
-from pdae_sc.tl._common import check_genes as _check_genes
 from pdae_sc.tl._common import control_rows as _control_rows
 from pdae_sc.tl._common import dense_rows as _dense_rows
 
@@ -81,11 +80,6 @@ def control_rows(
     """Control cells of ``adata_control`` (all of them without ``perturbation_key``), dense."""
     rows = _control_rows(adata_control, perturbation_key, control_group, delimiter)
     return _dense_rows(adata_control.X, rows)
-
-
-def check_same_genes(reference: AnnData, other: AnnData, name: str) -> None:
-    """Raise ``ValueError`` unless ``other`` has the genes of ``reference`` in the same order."""
-    _check_genes(reference, other, name)
 
 
 def as_list(value: str | Sequence[str], name: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from anndata import AnnData
@@ -80,7 +81,13 @@ def _group_means(mat, enc: EncodedConditions) -> np.ndarray:
     )
 
 
-def _contexts(adata: AnnData, context_key: str | None, context: object):
+class _Contexts(NamedTuple):
+    codes: np.ndarray  # context code of each cell
+    names: list[str]
+    target: int  # code of the context predicted in
+
+
+def _contexts(adata: AnnData, context_key: str | None, context: object) -> _Contexts:
     """Context code of each cell, the context names and the code of ``context``."""
     if context_key is None or context is None:
         raise ValueError(
@@ -94,7 +101,7 @@ def _contexts(adata: AnnData, context_key: str | None, context: object):
     if str(context) not in names:
         raise ValueError(f"context={context!r} is not in adata.obs[{context_key!r}]: {names}.")
     codes = np.searchsorted(np.asarray(names, dtype=object), values)
-    return codes, names, names.index(str(context))
+    return _Contexts(codes, names, names.index(str(context)))
 
 
 def _resample(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -383,7 +390,7 @@ def _control_cells(adata, enc, ctrl_codes, method, key, control_group, context_k
     in_ctx, ctx = np.ones(adata.n_obs, dtype=bool), None
     if context_key is not None or context is not None:
         ctx = _contexts(adata, context_key, context)
-        in_ctx = ctx[0] == ctx[2]
+        in_ctx = ctx.codes == ctx.target
         ctrl_cells = ctrl_cells[in_ctx[ctrl_cells]]
         if len(ctrl_cells) == 0 and method in _SHIFTING:
             raise ValueError(
@@ -416,8 +423,8 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
     """The mean shift each target adds to the control cells (``None``: no shift)."""
     if method == "mean_response":
         if ctx is not None:
-            ctx_means = _context_means(mat, enc, ctx[0], len(ctx[1]))
-            shift = _context_mean_response(enc, ctx_means, ctrl, ctx[2])
+            ctx_means = _context_means(mat, enc, ctx.codes, len(ctx.names))
+            shift = _context_mean_response(enc, ctx_means, ctrl, ctx.target)
         else:
             shift = _mean_response(_group_means(mat, enc), enc, ctrl)
         return [shift] * len(targets)
@@ -426,13 +433,13 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
     # unknown perturbations raise KeyError with the closest names
     vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
     if ctx is not None:
-        ctx_means = _context_means(mat, enc, ctx[0], len(ctx[1]))
+        ctx_means = _context_means(mat, enc, ctx.codes, len(ctx.names))
 
         def effect(tok, d):
-            return _context_single_effects(enc, ctx_means, ctrl, ctx[2], tok, d)
+            return _context_single_effects(enc, ctx_means, ctrl, ctx.target, tok, d)
 
         def linear_beta():
-            return _context_linear_beta(enc, ctx_means, ctx[2])
+            return _context_linear_beta(enc, ctx_means, ctx.target)
     else:
         means = _group_means(mat, enc)
 
