@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +48,38 @@ def test_residual_decoder_has_a_gene_shift_at_the_linear_effects():
     # least squares over singles and doubles: close to the single mean changes
     delta_p0 = x[lab == "P0"].mean(0) - x[lab == "ctrl"].mean(0)
     assert np.corrcoef(beta[0], delta_p0)[0, 1] > 0.9
+
+
+def _two_context_cells(means: dict, n: int = 30) -> ad.AnnData:
+    """One-gene means per condition in context L0, +1 in L1, spread over 6 genes, noisy."""
+    rng = np.random.default_rng(0)
+    labels = [c for c in means for _ in range(n)]
+    base = np.array([means[c] for c in labels])
+    x = np.r_[base, base + 1.0] + 0.3 * rng.normal(size=2 * len(labels))
+    obs = pd.DataFrame(
+        {"perturbation": labels * 2, "line": ["L0"] * len(labels) + ["L1"] * len(labels)},
+        index=[f"c{i}" for i in range(2 * len(labels))],
+    )
+    return ad.AnnData(np.outer(x, np.linspace(0.5, 1.5, 6)).astype(np.float32), obs=obs)
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_linear_baseline_and_residual_decoder_start_share_one_fit(with_context):
+    """The untrained gene shift moves control cells exactly as the ``linear`` baseline does."""
+    # A+B and A+C are not the sums of their singles: a free intercept would fit differently
+    means = {"ctrl": 0.0, "A": 2.0, "B": -1.0, "A+B": 3.0, "C": 0.5, "A+C": 1.0}
+    adata = _two_context_cells(means)
+    PDAE.setup_anndata(
+        adata, "perturbation", control_group="ctrl", context_keys="line" if with_context else None
+    )
+    model = PDAE(adata, decoder="residual", **TINY)
+    shift = model.module.gene_shift.weight.detach().numpy().T  # (K, genes)
+    kw = {"context_key": "line", "context": "L1"} if with_context else {}
+    pred = pdae.tl.predict_baseline(adata, ["B+C"], method="linear", n_cells=20, seed=0, **kw)
+    source = adata[pred.obs["pdae_source_cell"].to_numpy()].X
+    vocab = list(model.registration.vocabulary)
+    expected = shift[vocab.index("B")] + shift[vocab.index("C")]
+    np.testing.assert_allclose(pred.X - source, np.tile(expected, (20, 1)), atol=1e-5)
 
 
 def test_untrained_residual_model_moves_a_condition_to_itself_unchanged():

@@ -159,7 +159,7 @@ def test_encoded_conditions_keep_labels_sparse_and_dense_on_demand():
 def test_sparse_least_squares_start_agrees_with_the_dense_fit(log_fold):
     """The genome-wide path of ``linear_effects`` (sparse normal equations) and lstsq agree."""
     from pdae_sc.data._labels import encode_conditions
-    from pdae_sc.model._linear import linear_effects
+    from pdae_sc.data._least_squares import linear_effects
 
     adata = singles_adata(30, doubles=6, cells=4, contexts=2)
     adata.X = np.abs(adata.X)  # counts-like for the log-fold fit
@@ -174,7 +174,7 @@ def test_sparse_least_squares_start_agrees_with_the_dense_fit(log_fold):
 
 def test_sparse_least_squares_tends_to_the_minimum_norm_fit():
     """A perturbation only ever measured with another: its split is not identified."""
-    from pdae_sc.model._linear import linear_effects
+    from pdae_sc.data._least_squares import linear_effects
 
     labels = sp.csr_matrix(np.array([[0, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=float))
     codes = np.repeat([0, 1, 2], 5)

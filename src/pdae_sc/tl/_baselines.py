@@ -18,6 +18,7 @@ from pdae_sc.data._labels import (
     match_labels,
     parse_condition,
 )
+from pdae_sc.data._least_squares import linear_effects
 from pdae_sc.data._prediction_adata import (
     UNS_METHOD,
     UNS_ORACLE_REFERENCE,
@@ -141,21 +142,6 @@ def _context_single_effects(enc, ctx_means, ctrl: int, target_ctx: int, token: s
     return np.mean(found, axis=0)
 
 
-def _context_linear_beta(enc, ctx_means, target_ctx: int) -> np.ndarray:
-    """``beta`` of ``mean[c, ctx] = mu + l_c beta + gamma_ctx`` (``gamma_target = 0``)."""
-    n_ctx = len(ctx_means)
-    rows, ys = [], []
-    for c in range(n_ctx):
-        onehot = np.zeros(n_ctx)
-        if c != target_ctx:
-            onehot[c] = 1.0
-        for k in np.flatnonzero(~np.isnan(ctx_means[c, :, 0])):
-            rows.append(np.concatenate([[1.0], enc.labels[k], np.delete(onehot, target_ctx)]))
-            ys.append(ctx_means[c, k])
-    coef = np.linalg.lstsq(np.vstack(rows), np.vstack(ys), rcond=None)[0]
-    return coef[1 : 1 + enc.labels.shape[1]]
-
-
 def _mean_response(means: np.ndarray, enc: EncodedConditions, ctrl: int) -> np.ndarray:
     """Mean over the perturbed conditions (equal weights) of their mean change vs control."""
     perturbed = np.flatnonzero(enc.labels.any(axis=1) & ~np.isnan(means[:, 0]))
@@ -243,9 +229,11 @@ def predict_baseline(
       their single-perturbation mean change versus control. A single trained at the target
       dose is used as is; otherwise its per-unit effect (least squares through the origin
       over its trained doses, i.e. change / dose for one dose) is scaled by the target dose.
-    - ``linear``: least squares ``mean_c - mean_ctrl = l_c β`` over the training conditions
-      (minimum-norm solution), control cells shifted by ``l* β``. Warns when ``l*`` is outside
-      the span of the training labels (the unidentified part of the shift is then zero).
+    - ``linear``: least squares ``mean_c - mean_ctrl = l_c β`` over the training conditions,
+      each with equal weight (minimum-norm solution), control cells shifted by ``l* β``. The
+      fit is anchored at the measured control mean, not a fitted intercept, and is the start
+      of PDAE's residual gene shift. Warns when ``l*`` is outside the span of the training
+      labels (the unidentified part of the shift is then zero).
     - ``mean_response``: control cells shifted by the mean response of the training
       perturbations, the average over the perturbed training conditions (each with equal
       weight) of their mean change versus control; the same shift for every target. This
@@ -261,9 +249,10 @@ def predict_baseline(
     shift its control cells. ``additive`` takes each single effect in the target context
     when it was measured there, else the mean of its effects in the other contexts
     (control + the mean shift from the other contexts); ``linear`` fits
-    ``mean = mu + l beta + gamma_context`` over all (condition, context) groups and shifts by
-    ``l* beta``; ``mean_response`` averages the responses measured in the target context
-    (against its control cells), else those of every other context.
+    ``mean = control_context + l beta`` over all (condition, context) groups (each context
+    anchored at its own control mean; a free intercept for a context without control cells)
+    and shifts by ``l* beta``; ``mean_response`` averages the responses measured in the
+    target context (against its control cells), else those of every other context.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
@@ -432,29 +421,27 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
         return None
     # unknown perturbations raise KeyError with the closest names
     vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
+    if method == "linear":
+        return _linear_shifts(mat, enc, vectors, targets, ctx)
     if ctx is not None:
         ctx_means = _context_means(mat, enc, ctx.codes, len(ctx.names))
 
         def effect(tok, d):
             return _context_single_effects(enc, ctx_means, ctrl, ctx.target, tok, d)
 
-        def linear_beta():
-            return _context_linear_beta(enc, ctx_means, ctx.target)
     else:
         means = _group_means(mat, enc)
 
         def effect(tok, d):
             return _single_effects(enc, means, ctrl, tok, d)
 
-        def linear_beta():
-            keep = enc.labels.any(axis=1)
-            return np.linalg.lstsq(enc.labels[keep], means[keep] - means[ctrl], rcond=None)[0]
+    return [sum((effect(tok, d) for tok, d in p.items()), np.zeros(mat.shape[1])) for p in parsed]
 
-    if method == "additive":
-        return [
-            sum((effect(tok, d) for tok, d in p.items()), np.zeros(mat.shape[1])) for p in parsed
-        ]
-    shifts = list(vectors @ linear_beta())
+
+def _linear_shifts(mat, enc, vectors, targets, ctx) -> list:
+    """``l* beta`` for each target, ``beta`` the control-anchored fit of :func:`linear_effects`."""
+    ctx_codes = np.zeros(len(enc.codes), dtype=np.int64) if ctx is None else ctx.codes
+    beta = linear_effects(mat, enc.codes, ctx_codes, enc.label_rows)
     span = extrapolation_table(enc.labels, vectors, names=targets)
     outside = [t for t, ok in zip(targets, span["in_span"], strict=True) if not ok]
     if outside:
@@ -462,9 +449,9 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
             f"Targets {outside} are outside the span of the training labels; the "
             "linear baseline sets their unidentified shift component to zero.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return shifts
+    return list(vectors @ beta)
 
 
 def _oracle_half(

@@ -1,0 +1,47 @@
+"""The linear model's effects: least squares anchored at the measured control means."""
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+import pdae_sc as pdae
+from pdae_sc.data._least_squares import linear_effects
+
+
+def _cells(means: dict, n: int = 4, context: str = "L0", noise: float = 0.0, seed: int = 0):
+    """``n`` cells per condition around the given one-gene means."""
+    rng = np.random.default_rng(seed)
+    labels = [c for c in means for _ in range(n)]
+    x = np.array([[means[c]] for c in labels]) + noise * rng.normal(size=(len(labels), 1))
+    obs = pd.DataFrame({"perturbation": labels, "line": context})
+    return x, obs
+
+
+def test_the_intercept_is_the_measured_control_mean_not_a_fitted_one():
+    # inconsistent with any additive model: ctrl 1, A 5 (+4), B 3 (+2), A+B 9 (+8)
+    x = np.array([[0.0], [2.0], [5.0], [3.0], [9.0]])
+    codes = np.array([0, 0, 1, 2, 3])
+    labels = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])
+    beta = linear_effects(x, codes, np.zeros(5, dtype=int), labels).ravel()
+    # anchored: least squares of [4, 2, 8] on [[1, 0], [0, 1], [1, 1]]
+    expected = np.linalg.lstsq(labels[1:], np.array([4.0, 2.0, 8.0]), rcond=None)[0]
+    np.testing.assert_allclose(beta, expected)
+    # a free intercept would fit the control row too, and give another answer
+    free = np.linalg.lstsq(np.c_[np.ones(4), labels], np.array([1.0, 5, 3, 9]), rcond=None)[0]
+    assert not np.allclose(free[1:], expected)
+
+
+def test_each_context_is_anchored_at_its_own_controls_and_one_without_gets_a_free_intercept():
+    x0, obs0 = _cells({"ctrl": 0.0, "A": 2.0, "A+B": 5.0}, context="L0")
+    x1, obs1 = _cells({"ctrl": 10.0, "B": 13.0}, context="L1")
+    x2, obs2 = _cells({"A": 102.0, "B": 103.0}, context="L2")  # no control cells
+    x = np.vstack([x0, x1, x2])
+    obs = pd.concat([obs0, obs1, obs2], ignore_index=True)
+    enc = pdae.data.encode_conditions(obs["perturbation"], control_group="ctrl")
+    ctx = pd.Categorical(obs["line"]).codes.astype(np.int64)
+    beta = linear_effects(x, enc.codes, ctx, enc.labels)
+    a, b = enc.vocabulary.index("A"), enc.vocabulary.index("B")
+    # A = 2 and B = 3 fit L0 and L1 exactly (A+B = 5); L2 fits with an intercept of 100
+    np.testing.assert_allclose(beta[[a, b], 0], [2.0, 3.0], atol=1e-9)
+    sparse_beta = linear_effects(x, enc.codes, ctx, sparse.csr_matrix(enc.labels), dense_limit=0)
+    np.testing.assert_allclose(sparse_beta, beta, atol=1e-6)
