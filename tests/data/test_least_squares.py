@@ -31,17 +31,34 @@ def test_the_intercept_is_the_measured_control_mean_not_a_fitted_one():
     assert not np.allclose(free[1:], expected)
 
 
-def test_each_context_is_anchored_at_its_own_controls_and_one_without_gets_a_free_intercept():
-    x0, obs0 = _cells({"ctrl": 0.0, "A": 2.0, "A+B": 5.0}, context="L0")
-    x1, obs1 = _cells({"ctrl": 10.0, "B": 13.0}, context="L1")
-    x2, obs2 = _cells({"A": 102.0, "B": 103.0}, context="L2")  # no control cells
+def test_with_several_contexts_each_gets_a_fitted_intercept():
+    # L0 is not additive (A+B = 9, not 2 + 3); L1 has control cells and A; L2 has none
+    x0, obs0 = _cells({"ctrl": 0.0, "A": 2.0, "B": 3.0, "A+B": 9.0}, context="L0")
+    x1, obs1 = _cells({"ctrl": 10.0, "A": 12.0}, context="L1")
+    x2, obs2 = _cells({"A": 102.0, "B": 104.0}, context="L2")
     x = np.vstack([x0, x1, x2])
     obs = pd.concat([obs0, obs1, obs2], ignore_index=True)
     enc = pdae.data.encode_conditions(obs["perturbation"], control_group="ctrl")
+    assert enc.vocabulary == ["A", "B"]
     ctx = pd.Categorical(obs["line"]).codes.astype(np.int64)
-    beta = linear_effects(x, enc.codes, ctx, enc.labels)
-    a, b = enc.vocabulary.index("A"), enc.vocabulary.index("B")
-    # A = 2 and B = 3 fit L0 and L1 exactly (A+B = 5); L2 fits with an intercept of 100
-    np.testing.assert_allclose(beta[[a, b], 0], [2.0, 3.0], atol=1e-9)
+    beta = linear_effects(x, enc.codes, ctx, enc.labels)[:, 0]
+    # groups: (intercepts L0 L1 L2, A, B) -> mean
+    design = np.array(
+        [
+            [1, 0, 0, 0, 0],
+            [1, 0, 0, 1, 0],
+            [1, 0, 0, 0, 1],
+            [1, 0, 0, 1, 1],
+            [0, 1, 0, 0, 0],
+            [0, 1, 0, 1, 0],
+            [0, 0, 1, 1, 0],
+            [0, 0, 1, 0, 1],
+        ]
+    )
+    means = np.array([0.0, 2, 3, 9, 10, 12, 102, 104])
+    np.testing.assert_allclose(beta, np.linalg.lstsq(design, means, rcond=None)[0][3:])
+    # anchoring each context at its control mean would fit another beta
+    anchored = np.linalg.lstsq(design[[1, 2, 3, 5], 3:], np.array([2.0, 3, 9, 2]), rcond=None)
+    assert not np.allclose(beta, anchored[0], atol=0.05)
     sparse_beta = linear_effects(x, enc.codes, ctx, sparse.csr_matrix(enc.labels), dense_limit=0)
-    np.testing.assert_allclose(sparse_beta, beta, atol=1e-6)
+    np.testing.assert_allclose(sparse_beta[:, 0], beta, atol=1e-6)

@@ -1,9 +1,9 @@
-"""The linear model of the perturbations: least-squares mean effects, anchored at the controls.
+"""The linear model of the perturbations: least-squares mean effects of each perturbation.
 
 One fit serves two places: the ``linear`` baseline of :func:`pdae_sc.tl.predict_baseline`
 shifts the control cells by ``l* beta``, and the residual decoder of
-:class:`pdae_sc.model.PDAE` starts its gene shift at ``beta``. So an untrained residual
-decoder that moves control cells reproduces the ``linear`` baseline's mean.
+:class:`pdae_sc.model.PDAE` starts its gene shift at ``beta``. So the untrained decoder's
+gene-shift term moves control cells exactly as the ``linear`` baseline does.
 """
 
 from __future__ import annotations
@@ -26,14 +26,24 @@ def linear_effects(
     log_fold: bool = False,
     dense_limit: int = 2000,
 ) -> np.ndarray:
-    """Per-gene effects ``beta`` of ``mean[c, ctx] = control[ctx] + l_c beta``, least squares.
+    """Per-gene effects ``beta`` of ``mean[c, ctx] = a[ctx] + l_c beta``, by least squares.
 
-    Every (condition, context) group mean is fitted by least squares (the minimum-norm
-    solution where ``beta`` is not identified), each group with equal weight, the effects
-    shared by the contexts. The intercept of a context is its control cells' mean (the cells
-    of every condition whose label row is zero), as measured, not fitted: the control cells
-    are the cells a linear prediction shifts, so the model fitted is the model used. A
-    context without control cells gets a free intercept instead.
+    Every (condition, context) group mean is fitted with equal weight (the control cells of
+    a context, every condition whose label row is zero, form one group), the effects
+    shared by the contexts; where ``beta`` is not identified, the minimum-norm solution.
+    The intercepts ``a``:
+
+    - one context: ``a`` is the control cells' mean as measured, not fitted. Those are the
+      cells a linear prediction shifts, so the model fitted is the model used; a fitted
+      intercept drifts from them wherever the effects are not additive, and every
+      prediction would carry that drift.
+    - several contexts: one intercept per context, fitted with ``beta`` over all of its
+      groups. A context's control cells alone then make a poor reference for the effects
+      measured there (e.g. a stimulation that most knockouts block): the fitted intercepts
+      compare each context's perturbed cells with one another.
+
+    ``benchmarks/results/real_data.md`` shows both choices on the development screens
+    (the other intercept is worse in both cases).
 
     Parameters
     ----------
@@ -78,21 +88,25 @@ def linear_effects(
     if log_fold:
         eps = 0.1 * sums.sum(0) / max(1, len(codes)) + 1e-8
         means = np.log(means + eps)
-    rows = present >= n_ctx
-    anchor, anchored = np.zeros((n_ctx, means.shape[1])), np.zeros(n_ctx, dtype=bool)
-    anchor[present[~rows]], anchored[present[~rows]] = means[~rows], True
-    cond, ctx = np.divmod(present[rows] - n_ctx, n_ctx)
-    free = np.flatnonzero(~anchored & np.isin(np.arange(n_ctx), ctx))
-    rhs = means[rows] - anchor[ctx]
-    intercepts = sparse.csr_matrix((ctx[:, None] == free[None, :]).astype(np.float64))
-    design = sparse.hstack([intercepts, labels[cond]], format="csc")
+    rows = present >= n_ctx  # the perturbed groups; the rest are the contexts' control cells
+    cond, ctx = np.divmod(present - n_ctx, n_ctx)
+    ctx[~rows] = present[~rows]
+    group_labels = sparse.diags(rows.astype(np.float64)) @ labels[np.where(rows, cond, 0)]
+    if n_ctx == 1 and not rows.all():  # one context: anchored at its control cells
+        n_free, design, rhs = 0, group_labels[rows], means[rows] - means[~rows][0]
+    else:  # several contexts: one fitted intercept each
+        contexts = np.unique(ctx)
+        n_free, rhs = len(contexts), means
+        intercepts = sparse.csr_matrix((ctx[:, None] == contexts[None, :]).astype(np.float64))
+        design = sparse.hstack([intercepts, group_labels])
+    design = sparse.csc_matrix(design)
     if design.shape[0] == 0:
         return np.zeros((labels.shape[1], means.shape[1]))
     if design.shape[1] <= dense_limit:
         coef = np.linalg.lstsq(design.toarray(), rhs, rcond=None)[0]
     else:
         coef = _sparse_least_squares(design, rhs)
-    return coef[len(free) :]
+    return coef[n_free:]
 
 
 def _sparse_least_squares(design: sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray:

@@ -150,9 +150,8 @@ class PDAE(
           noise, generates every cell from scratch.
     gene_shift
         With a residual decoder, add a per-gene linear effect of each perturbation that
-        starts at the ``linear`` baseline's effects (least squares anchored at each
-        context's control mean), so training starts from that baseline and learns the
-        corrections. Default: ``True`` for the residual decoders, ``False`` for the
+        starts at the ``linear`` baseline's effects (the same least-squares fit), so
+        training starts from that baseline and learns the corrections. Default: ``True`` for the residual decoders, ``False`` for the
         generative one.
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,

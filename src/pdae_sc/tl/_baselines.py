@@ -231,8 +231,8 @@ def predict_baseline(
       over its trained doses, i.e. change / dose for one dose) is scaled by the target dose.
     - ``linear``: least squares ``mean_c - mean_ctrl = l_c β`` over the training conditions,
       each with equal weight (minimum-norm solution), control cells shifted by ``l* β``. The
-      fit is anchored at the measured control mean, not a fitted intercept, and is the start
-      of PDAE's residual gene shift. Warns when ``l*`` is outside the span of the training
+      fit is anchored at the measured control mean, not a fitted intercept; it is also the
+      start of PDAE's residual gene shift. Warns when ``l*`` is outside the span of the training
       labels (the unidentified part of the shift is then zero).
     - ``mean_response``: control cells shifted by the mean response of the training
       perturbations, the average over the perturbed training conditions (each with equal
@@ -249,9 +249,8 @@ def predict_baseline(
     shift its control cells. ``additive`` takes each single effect in the target context
     when it was measured there, else the mean of its effects in the other contexts
     (control + the mean shift from the other contexts); ``linear`` fits
-    ``mean = control_context + l beta`` over all (condition, context) groups (each context
-    anchored at its own control mean; a free intercept for a context without control cells)
-    and shifts by ``l* beta``; ``mean_response`` averages the responses measured in the
+    ``mean = a_context + l beta`` over all (condition, context) groups (a fitted intercept
+    per context) and shifts by ``l* beta``; ``mean_response`` averages the responses measured in the
     target context (against its control cells), else those of every other context.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
@@ -439,7 +438,7 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
 
 
 def _linear_shifts(mat, enc, vectors, targets, ctx) -> list:
-    """``l* beta`` for each target, ``beta`` the control-anchored fit of :func:`linear_effects`."""
+    """``l* beta`` for each target, ``beta`` the fit of :func:`linear_effects`."""
     ctx_codes = np.zeros(len(enc.codes), dtype=np.int64) if ctx is None else ctx.codes
     beta = linear_effects(mat, enc.codes, ctx_codes, enc.label_rows)
     span = extrapolation_table(enc.labels, vectors, names=targets)
