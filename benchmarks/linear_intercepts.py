@@ -30,7 +30,7 @@ from pdae_sc.tl import _baselines
 warnings.filterwarnings("ignore")
 
 
-def _measured(matrix, codes, ctx_codes, labels, **kwargs):
+def _measured(matrix, codes, ctx_codes, labels):
     """``mean[c, ctx] - control[ctx] = l_c beta``: each context anchored at its control cells."""
     labels = np.asarray(labels.toarray() if hasattr(labels, "toarray") else labels)
     is_ctrl = ~labels.any(axis=1)
@@ -48,7 +48,7 @@ def _measured(matrix, codes, ctx_codes, labels, **kwargs):
     return np.linalg.lstsq(np.vstack(rows), np.vstack(rhs), rcond=None)[0]
 
 
-def _fitted(matrix, codes, ctx_codes, labels, **kwargs):
+def _fitted(matrix, codes, ctx_codes, labels):
     """One fitted intercept per context, one context included."""
     ctx_codes = np.asarray(ctx_codes)
     labels = np.asarray(labels.toarray() if hasattr(labels, "toarray") else labels)

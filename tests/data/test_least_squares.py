@@ -1,4 +1,4 @@
-"""The linear model's effects: least squares anchored at the measured control means."""
+"""The linear model's effects: the control mean as intercept, or fitted ones with contexts."""
 
 import numpy as np
 import pandas as pd
@@ -8,11 +8,10 @@ import pdae_sc as pdae
 from pdae_sc.data._least_squares import linear_effects
 
 
-def _cells(means: dict, n: int = 4, context: str = "L0", noise: float = 0.0, seed: int = 0):
-    """``n`` cells per condition around the given one-gene means."""
-    rng = np.random.default_rng(seed)
+def _cells(means: dict, context: str, n: int = 4):
+    """``n`` identical one-gene cells per condition at the given means."""
     labels = [c for c in means for _ in range(n)]
-    x = np.array([[means[c]] for c in labels]) + noise * rng.normal(size=(len(labels), 1))
+    x = np.array([[means[c]] for c in labels])
     obs = pd.DataFrame({"perturbation": labels, "line": context})
     return x, obs
 

@@ -89,9 +89,9 @@ def linear_effects(
         eps = 0.1 * sums.sum(0) / max(1, len(codes)) + 1e-8
         means = np.log(means + eps)
     rows = present >= n_ctx  # the perturbed groups; the rest are the contexts' control cells
-    cond, ctx = np.divmod(present - n_ctx, n_ctx)
-    ctx[~rows] = present[~rows]
-    group_labels = sparse.diags(rows.astype(np.float64)) @ labels[np.where(rows, cond, 0)]
+    cond = np.where(rows, (present - n_ctx) // n_ctx, 0)
+    ctx = np.where(rows, (present - n_ctx) % n_ctx, present)
+    group_labels = sparse.diags(rows.astype(np.float64)) @ labels[cond]
     if n_ctx == 1 and not rows.all():  # one context: anchored at its control cells
         n_free, design, rhs = 0, group_labels[rows], means[rows] - means[~rows][0]
     else:  # several contexts: one fitted intercept each

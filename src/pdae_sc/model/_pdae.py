@@ -151,8 +151,8 @@ class PDAE(
     gene_shift
         With a residual decoder, add a per-gene linear effect of each perturbation that
         starts at the ``linear`` baseline's effects (the same least-squares fit), so
-        training starts from that baseline and learns the corrections. Default: ``True`` for the residual decoders, ``False`` for the
-        generative one.
+        training starts from that baseline and learns the corrections. Default: ``True``
+        for the residual decoders, ``False`` for the generative one.
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
         ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,

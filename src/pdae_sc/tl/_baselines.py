@@ -250,8 +250,9 @@ def predict_baseline(
     when it was measured there, else the mean of its effects in the other contexts
     (control + the mean shift from the other contexts); ``linear`` fits
     ``mean = a_context + l beta`` over all (condition, context) groups (a fitted intercept
-    per context) and shifts by ``l* beta``; ``mean_response`` averages the responses measured in the
-    target context (against its control cells), else those of every other context.
+    per context) and shifts by ``l* beta``; ``mean_response`` averages the responses
+    measured in the target context (against its control cells), else those of every other
+    context.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
