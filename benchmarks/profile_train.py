@@ -2,7 +2,7 @@
 
     python benchmarks/profile_train.py [--genes 100] [--steps 400] [--threads N]
 
-Trains the default model (grouped estimator, 16 conditions x 16 cells + 128 sources per
+Trains the default model (grouped estimator, 16 conditions x 16 cells + 64 sources per
 step) on ``simulate(n_perturbations=10, n_genes=..., n_cells_per_condition=100)`` for about
 ``--steps`` steps with the progress bar off, and groups the profile into the loss forward
 pass, backward, the optimiser, minibatch gathering, logging and the rest (Lightning and

@@ -309,7 +309,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         validation_size: float = 0.0,
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
-        n_sources: int = 128,
+        n_sources: int = 64,
         batch_size: int = 128,
         seed: int = 0,
         data_device: str | torch.device = "auto",

@@ -1,0 +1,52 @@
+"""The default training: 64 source cells per grouped step, about 3,000 steps."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+
+import pdae_sc as pdae
+from pdae_sc.model import PDAE
+from pdae_sc.module._batch_keys import BATCH_KEYS
+
+TINY = {"n_latent": 4, "n_hidden": (16,), "n_noise": 4}
+
+
+class _SourceCount(pl.Callback):
+    """Records how many source cells each training batch holds."""
+
+    def __init__(self):
+        self.sources: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.sources.append(int(batch[BATCH_KEYS.X_SOURCE].shape[0]))
+
+
+@pytest.fixture
+def adata():
+    """ctrl, 3 singles, 3 doubles; 300 cells each: 9 steps per epoch, under 400 epochs."""
+    adata = pdae.data.simulate(
+        n_perturbations=3, n_latent=4, n_genes=10, n_cells_per_condition=300, seed=0
+    )
+    PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    return adata
+
+
+def test_default_layout_draws_64_sources_and_runs_about_3000_steps(adata):
+    model = PDAE(adata, **TINY)
+    counter = _SourceCount()
+    # max_steps ends the run early; max_epochs is still set by the default length rule
+    model.train(
+        enable_progress_bar=False,
+        accelerator="cpu",
+        check_fit=False,
+        held_out_conditions=0,
+        callbacks=[counter],
+        max_steps=3,
+    )
+    assert counter.sources == [64, 64, 64]
+    steps_per_epoch = math.ceil(adata.n_obs / (16 * 16))
+    assert steps_per_epoch == 9
+    assert model.trainer.max_epochs == math.ceil(3000 / steps_per_epoch)
