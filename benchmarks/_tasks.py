@@ -192,6 +192,22 @@ def protocol_cells(task: Task) -> int:
     return int(n)
 
 
+def predict_under_protocol(
+    task: Task, model: pdae.model.PDAE, seed: int, **predict_kwargs
+) -> ad.AnnData:
+    """``model.predict`` of the task's targets in its context, :func:`protocol_cells` each.
+
+    ``predict_kwargs``: more arguments of ``predict`` (``method``, ``source``).
+    """
+    return model.predict(
+        task.targets,
+        n_cells=protocol_cells(task),
+        context=task.context,
+        seed=seed,
+        **predict_kwargs,
+    )
+
+
 def baselines(task: Task, seed: int = 0, n_cells: int | None = None) -> dict[str, ad.AnnData]:
     """Predictions of every baseline (and the oracle half) for the task's targets.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _tasks import TASKS, fit_pdae, protocol_cells, score
+from _tasks import TASKS, fit_pdae, predict_under_protocol, score
 
 from pdae_sc.model._selection import SIMPLE_METHODS
 
@@ -42,12 +42,9 @@ SETTINGS = {
 def run(setting: str, seed: int, task) -> dict:
     model_kwargs, train_kwargs = SETTINGS[setting]
     model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
-    n = protocol_cells(task)
 
     def scored(method):
-        pred = model.predict(
-            task.targets, n_cells=n, context=task.context, seed=seed, method=method
-        )
+        pred = predict_under_protocol(task, model, seed, method=method)
         return float(score(task, pred, seed=seed)["energy_distance"].mean())
 
     held = model.held_out_scores_

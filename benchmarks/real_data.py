@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _tasks import TASKS, baselines, fit_pdae, protocol_cells, score
+from _tasks import TASKS, baselines, fit_pdae, predict_under_protocol, protocol_cells, score
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -57,9 +57,7 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
             s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
             rows.append(s)
         model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
-        pred = model.predict(
-            task.targets, n_cells=protocol_cells(task), context=task.context, seed=seed
-        )
+        pred = predict_under_protocol(task, model, seed)
         s = score(task, pred, seed=seed)
         s["method"], s["seed"], s["fit_s"] = "pdae", seed, fit_s
         s["epochs"] = len(model.history["train_loss"])
@@ -69,27 +67,14 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         s["chosen"] = getattr(model, "prediction_method_", "pdae")
         rows.append(s)
         # the network's own cells, whatever the held-out conditions chose
-        net = model.predict(
-            task.targets,
-            n_cells=protocol_cells(task),
-            context=task.context,
-            seed=seed,
-            method="pdae",
-        )
+        net = predict_under_protocol(task, model, seed, method="pdae")
         net.uns["pdae"]["method"] = "pdae_network"
         net_s = score(task, net, seed=seed)
         net_s["method"], net_s["seed"], net_s["fit_s"] = "pdae_network", seed, float("nan")
         rows.append(net_s)
         # the same model with each source set, for the default's choice (not in the headline)
         for source in ("all", "ctrl"):
-            other = model.predict(
-                task.targets,
-                n_cells=protocol_cells(task),
-                source=source,
-                context=task.context,
-                seed=seed,
-                method="pdae",
-            )
+            other = predict_under_protocol(task, model, seed, source=source, method="pdae")
             o = score(task, other, seed=seed)
             o["method"], o["seed"], o["fit_s"] = f"pdae_source_{source}", seed, float("nan")
             rows.append(o)

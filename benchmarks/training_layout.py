@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from _tasks import TASKS, fit_pdae, protocol_cells, score
+from _tasks import TASKS, fit_pdae, predict_under_protocol, score
 
 import pdae_sc.model._training as training
 
@@ -39,7 +39,7 @@ LAYOUTS = {
 }
 
 
-def run(task_name: str, layout: str, seed: int, task) -> dict:
+def run(task, layout: str, seed: int) -> dict:
     n_sources, steps = LAYOUTS[layout]
     default_steps = training.FIXED_STEPS
     training.FIXED_STEPS = steps
@@ -47,15 +47,9 @@ def run(task_name: str, layout: str, seed: int, task) -> dict:
         model, fit_s = fit_pdae(task, seed, {}, {"n_sources": n_sources})
     finally:
         training.FIXED_STEPS = default_steps
-    pred = model.predict(
-        task.targets,
-        n_cells=protocol_cells(task),
-        context=task.context,
-        seed=seed,
-        method="pdae",
-    )
+    pred = predict_under_protocol(task, model, seed, method="pdae")
     return {
-        "task": task_name,
+        "task": task.name,
         "layout": layout,
         "n_sources": n_sources,
         "steps": int(model.trainer.global_step),
@@ -95,7 +89,7 @@ def main() -> None:
         task = TASKS[task_name]()
         for layout in args.layouts:
             for seed in args.seeds:
-                rows.append(run(task_name, layout, seed, task))
+                rows.append(run(task, layout, seed))
                 r = rows[-1]
                 print(
                     f"{task_name} {layout} seed {seed}: network {r['network']:.4f} after "
