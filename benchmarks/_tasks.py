@@ -121,7 +121,8 @@ def datlinger_context(n_top: int = 500) -> Task:
     )
 
 
-def papalexi_context(context: str = "rep_3") -> Task:
+def papalexi() -> ad.AnnData:
+    """Papalexi 2021 singles (non-targeting as ``"ctrl"``, replicate in ``obs["rep"]``)."""
     raw = ad.read_h5ad(SHARED / "papalexi2021_eccite_subset.h5ad")
     adata = ad.AnnData(
         raw.X.astype(np.float32),
@@ -135,6 +136,11 @@ def papalexi_context(context: str = "rep_3") -> Task:
         var=pd.DataFrame(index=raw.var_names),
     )
     pdae.pp.normalize_counts(adata)
+    return adata
+
+
+def papalexi_context(context: str = "rep_3") -> Task:
+    adata = papalexi()
     in_ctx = (adata.obs["rep"] == context).to_numpy()
     # targets with enough cells in the held-out replicate for a stable energy distance
     n_in_ctx = adata.obs["perturbation"][in_ctx].value_counts()

@@ -12,7 +12,7 @@ from pdae_sc.model import PDAE
 from pdae_sc.model._diagnostics import DiagnosticsMixin
 from pdae_sc.model._inference import InferenceMixin
 from pdae_sc.model._persistence import PersistenceMixin
-from pdae_sc.model._registration import RegistrationMixin
+from pdae_sc.model._registration_mixin import RegistrationMixin
 from pdae_sc.model._training import TrainingMixin
 
 MODEL = Path(__file__).resolve().parents[2] / "src" / "pdae_sc" / "model"

@@ -13,7 +13,8 @@ from anndata import AnnData
 from scvi.data.fields import BaseAnnDataField
 
 from ._labels import EncodedConditions, encode_conditions
-from ._validation import MatrixStats
+from ._perturbation_embedding import EMBEDDING_FROM_EXPRESSION, expression_embedding
+from ._validation import MatrixStats, get_matrix
 
 __all__ = [
     "FORMAT_VERSION",
@@ -101,6 +102,7 @@ class PerturbationField(BaseAnnDataField):
         min_cells_per_condition: int,
         counts_layer: str | None = None,
         matrix_stats: MatrixStats | None = None,
+        expression_embedding_layer: str | bool | None = False,
     ):
         super().__init__()
         if not isinstance(delimiter, str) or delimiter.strip() == "":
@@ -126,6 +128,8 @@ class PerturbationField(BaseAnnDataField):
         self.min_cells_per_condition = min_cells_per_condition
         self.counts_layer = counts_layer
         self.matrix_stats = matrix_stats
+        # the layer whose PCA embeds the target genes (None: X); False: no such embedding
+        self.expression_embedding_layer = expression_embedding_layer
 
     registry_key = PERTURBATION_REGISTRY_KEY
     attr_name = "obs"
@@ -257,6 +261,20 @@ class PerturbationField(BaseAnnDataField):
             "matrix_stats": None
             if stats is None
             else {"min": stats.min, "max": stats.max, "all_integer": stats.all_integer},
+            "expression_embedding": self._expression_embedding(adata),
+        }
+
+    def _expression_embedding(self, adata: AnnData) -> dict | None:
+        """Gene loadings of a PCA of the cells, for ``perturbation_embedding="expression"``."""
+        if self.expression_embedding_layer is False:
+            return None
+        table = expression_embedding(
+            get_matrix(adata, self.expression_embedding_layer), list(map(str, adata.var_names))
+        )
+        return {
+            "source": EMBEDDING_FROM_EXPRESSION,
+            "names": table.index.tolist(),
+            "vectors": table.to_numpy(dtype=np.float32),
         }
 
     def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:

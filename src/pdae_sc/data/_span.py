@@ -19,6 +19,7 @@ from scipy.sparse import csgraph
 from ._labels import as_label_rows, match_labels
 
 __all__ = [
+    "STATUS_EMBEDDING",
     "STATUS_EXTRAPOLATION",
     "STATUS_INTERPOLATION",
     "STATUS_OTHER_CONTEXT",
@@ -152,6 +153,8 @@ STATUS_OTHER_CONTEXT = "seen in another context"
 STATUS_INTERPOLATION = "in span, in range"
 STATUS_EXTRAPOLATION = "in span, out of range"
 STATUS_OUTSIDE = "outside span (not identifiable)"
+#: A target with a perturbation that was never measured, estimated from a prior embedding.
+STATUS_EMBEDDING = "from the embedding (outside the guarantee)"
 
 
 def extrapolation_table(

@@ -8,11 +8,10 @@ they fit together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from numbers import Integral
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-import numpy as np
+import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from scvi import REGISTRY_KEYS
@@ -21,10 +20,10 @@ from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 
 from pdae_sc.data._fields import PerturbationField
+from pdae_sc.data._perturbation_embedding import EMBEDDING_FROM_EXPRESSION, check_embedding_table
 from pdae_sc.data._sampler import PerturbationDataSplitter
 from pdae_sc.data._validation import (
     check_matrix,
-    check_positive_int,
     check_unique_names,
     get_matrix,
 )
@@ -32,67 +31,19 @@ from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
 from pdae_sc.pp._mudata import mudata_training_data
 
+from ._arguments import check_against_data, check_architecture
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
 from ._linear import init_gene_shift
 from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import PersistenceMixin
-from ._registration import RegistrationMixin
+from ._registration_mixin import RegistrationMixin
 from ._trainer import PDAETrainRunner
 from ._training import TrainingMixin
 from ._training_plan import PDAETrainingPlan
 from ._warnings import ExtrapolationWarning
 
 __all__ = ["PDAE", "ExtrapolationWarning"]
-
-
-def _check_architecture(decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale):
-    """Refuse bad architecture arguments of :class:`PDAE`; ``(n_latent, n_noise, n_hidden)``."""
-    if decoder not in (None, "auto", "residual", "multiplicative", "generative"):
-        raise ValueError(
-            f"decoder={decoder!r}; use 'auto', 'residual', 'multiplicative' or 'generative'."
-        )
-    if gene_shift and decoder == "generative":
-        raise ValueError("gene_shift=True needs decoder='residual' or 'multiplicative'.")
-    n_latent = check_positive_int(n_latent, "n_latent")
-    n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
-    if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
-        raise TypeError(
-            f"n_hidden={n_hidden!r}; give the hidden widths as a sequence, e.g. (256, 256)."
-        )
-    bad = [h for h in n_hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
-    if bad:
-        raise ValueError(
-            f"n_hidden={n_hidden!r} has widths {bad}; every hidden width must be a positive "
-            "integer, e.g. n_hidden=(256, 256)."
-        )
-    if not (
-        isinstance(noise_scale, int | float | np.integer | np.floating)
-        and np.isfinite(noise_scale)
-        and noise_scale >= 0
-    ):
-        raise ValueError(f"noise_scale={noise_scale!r}; use a finite number >= 0.")
-    return n_latent, n_noise, tuple(int(h) for h in n_hidden)
-
-
-def _check_against_data(decoder, gene_shift, output_activation, data_min) -> None:
-    """Refuse a decoder or output activation that cannot produce the registered values."""
-    if gene_shift and decoder == "generative":
-        raise ValueError(
-            "gene_shift=True needs decoder='residual' or 'multiplicative'; decoder='auto' "
-            "chose 'generative' because the registered data have negative values."
-        )
-    if decoder == "multiplicative" and data_min < 0:
-        raise ValueError(
-            f"decoder='multiplicative' reads the data as log1p-normalised counts, but the "
-            f"registered data have minimum {data_min:g}; use decoder='residual'."
-        )
-    if output_activation in ("relu", "softplus") and data_min < 0:
-        raise ValueError(
-            f"output_activation={output_activation!r} can only produce non-negative "
-            f"values, but the registered data have minimum {data_min:g}; use "
-            "output_activation='none' (or 'auto')."
-        )
 
 
 class PDAE(
@@ -190,7 +141,7 @@ class PDAE(
         gene_shift: bool | None = None,
         **module_kwargs,
     ):
-        n_latent, n_noise, n_hidden = _check_architecture(
+        n_latent, n_noise, n_hidden = check_architecture(
             decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale
         )
         decoder = "auto" if decoder is None else decoder
@@ -215,7 +166,7 @@ class PDAE(
             decoder = "residual" if data_min >= 0 else "generative"
         if gene_shift is None:
             gene_shift = decoder != "generative"
-        _check_against_data(decoder, gene_shift, output_activation, data_min)
+        check_against_data(decoder, gene_shift, output_activation, data_min)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_perturbations=self.summary_stats.n_perturbations,
@@ -254,6 +205,7 @@ class PDAE(
         context_keys: Sequence[str] | None = None,
         min_cells_per_condition: int = 2,
         counts_layer: str | None = None,
+        perturbation_embedding: pd.DataFrame | Mapping | str | None = None,
         **kwargs,
     ) -> None:
         """Register perturbation labels (and doses, contexts) of ``adata`` for the PDAE.
@@ -288,6 +240,18 @@ class PDAE(
             Optional layer with the raw counts behind the log-normalised expression (as kept
             by :func:`pdae_sc.pp.normalize_counts`); lets :meth:`predict` return counts
             (``scale="counts"``).
+        perturbation_embedding
+            A prior embedding of the perturbations, to estimate perturbations that were never
+            measured: a :class:`pandas.DataFrame` (index: perturbation names, one numeric
+            column per dimension) or a mapping ``{name: vector}``; or ``"expression"``, the
+            built-in, which needs no download: a genetic perturbation named like a measured
+            gene (a ``var_name``) is embedded by that gene's loadings in a PCA of these cells
+            (10 components). The model learns, on the measured perturbations with an
+            embedding, which of them a new perturbation resembles (ridge regression of their
+            effects on their embeddings, the penalty chosen by leave-one-out error); such
+            targets are outside the guarantee, and :meth:`check_extrapolation`, the
+            prediction's ``uns["pdae"]["extrapolation"]`` and a warning say so. ``None``
+            (default): unknown perturbations raise ``KeyError``, as before.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
 
@@ -326,6 +290,15 @@ class PDAE(
         if isinstance(context_keys, str):
             context_keys = [context_keys]
         check_unique_names(adata)
+        if isinstance(perturbation_embedding, str):
+            if perturbation_embedding != EMBEDDING_FROM_EXPRESSION:
+                raise ValueError(
+                    f"perturbation_embedding={perturbation_embedding!r}; use "
+                    f"{EMBEDDING_FROM_EXPRESSION!r} (gene loadings of a PCA of these cells), a "
+                    "pandas.DataFrame (index: perturbation names) or None."
+                )
+        elif perturbation_embedding is not None:
+            perturbation_embedding = check_embedding_table(perturbation_embedding)
         setup_method_args = cls._get_setup_method_args(**locals())
         stats = check_matrix(
             get_matrix(adata, layer),
@@ -358,6 +331,9 @@ class PDAE(
                 min_cells_per_condition=min_cells_per_condition,
                 counts_layer=counts_layer,
                 matrix_stats=stats,
+                expression_embedding_layer=layer
+                if isinstance(perturbation_embedding, str)
+                else False,
             ),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
@@ -384,6 +360,7 @@ class PDAE(
         counts_layer: str | None = None,
         context_keys: Sequence[str] | None = None,
         min_cells_per_condition: int = 2,
+        perturbation_embedding: pd.DataFrame | Mapping | str | None = None,
     ) -> AnnData:
         """Register a MuData (e.g. from ``muon.read_h5mu``): expression of one modality, labels.
 
@@ -428,6 +405,8 @@ class PDAE(
             ``{"guide_to_perturbation": {...}, "control_guides": [...]}``.
         delimiter, dosage_key, layer, counts_layer, context_keys, min_cells_per_condition
             As in :meth:`setup_anndata`, for ``mdata[rna]``.
+        perturbation_embedding
+            As in :meth:`setup_anndata` (``"expression"``: a PCA of ``mdata[rna]``).
 
         Returns
         -------
@@ -483,6 +462,7 @@ class PDAE(
             context_keys=context_keys,
             min_cells_per_condition=min_cells_per_condition,
             counts_layer=counts_layer,
+            perturbation_embedding=perturbation_embedding,
         )
         record_mudata_setup(mdata, adata, rna=rna, perturbation_key=perturbation_key)
         return adata

@@ -304,6 +304,9 @@ def registered_baseline(
     ctx = {}
     if context is not None:
         ctx = {"context_key": registration.context_keys[0], "context": context}
+    embedding = registration.perturbation_embedding
+    if embedding is not None and method == "linear":  # the linear model with embeddings
+        ctx["perturbation_embedding"] = pd.DataFrame(embedding.vectors, index=embedding.names)
     return predict_baseline(
         adata,
         list(targets),

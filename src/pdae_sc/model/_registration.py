@@ -29,18 +29,26 @@ from pdae_sc.data._labels import (
     match_labels,
     parse_condition,
 )
-from pdae_sc.data._span import LabelSpan, extrapolation_table, training_span
+from pdae_sc.data._least_squares import linear_effects
+from pdae_sc.data._perturbation_embedding import (
+    EmbeddingMap,
+    PerturbationEmbedding,
+    check_embedding_table,
+    embedding_label_rows,
+    fit_embedding_map,
+)
+from pdae_sc.data._span import (
+    STATUS_EMBEDDING,
+    LabelSpan,
+    extrapolation_table,
+    training_span,
+)
 from pdae_sc.data._validation import (
-    check_positive_int,
-    check_var_names_match,
     dosage_list,
-    get_matrix,
     target_list,
 )
 
-from ._noise import default_batch_size
-
-__all__ = ["RegisteredCells", "Registration", "RegistrationMixin", "Targets", "setup_arguments"]
+__all__ = ["RegisteredCells", "Registration", "Targets", "setup_arguments"]
 
 
 def setup_arguments(registry: Mapping) -> dict:
@@ -103,6 +111,9 @@ class Targets:
         Its index in :attr:`Registration.contexts` (``None``: every context).
     table
         :func:`~pdae_sc.data._span.extrapolation_table` of the targets.
+    from_embedding
+        Per target, the never-measured perturbations placed by the perturbation embedding
+        (empty lists without such perturbations).
     """
 
     labels: np.ndarray
@@ -112,6 +123,7 @@ class Targets:
     context: str | None
     context_index: int | None
     table: pd.DataFrame = field(repr=False)
+    from_embedding: list[list[str]] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class Registration:
         The registered genes (``var_names``), in order.
     setup_kwargs
         The arguments ``setup_anndata`` was called with (to register other data alike).
+    expression_embedding
+        The built-in embedding computed at setup (``perturbation_embedding="expression"``):
+        ``{"source", "names", "vectors"}``, else ``None``.
 
     Examples
     --------
@@ -177,6 +192,7 @@ class Registration:
     matrix_stats: dict | None = field(repr=False)
     genes: list[str] = field(repr=False)
     setup_kwargs: dict = field(repr=False)
+    expression_embedding: dict | None = field(default=None, repr=False)
     _manager: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -203,6 +219,7 @@ class Registration:
             matrix_stats=state["matrix_stats"],
             genes=list(genes),
             setup_kwargs=setup,
+            expression_embedding=state.get("expression_embedding"),
         )
         object.__setattr__(registration, "_manager", manager)
         return registration
@@ -256,6 +273,47 @@ class Registration:
     def span(self) -> LabelSpan:
         """Span of the training labels (factorised once per model)."""
         return training_span(self.label_matrix)
+
+    @cached_property
+    def perturbation_embedding(self) -> PerturbationEmbedding | None:
+        """The prior embedding of perturbations given to ``setup_anndata`` (``None`` if none)."""
+        given = self.setup_kwargs.get("perturbation_embedding")
+        if given is None:
+            return None
+        if isinstance(given, str):
+            saved = self.expression_embedding
+            return PerturbationEmbedding(
+                list(saved["names"]), np.asarray(saved["vectors"]), saved["source"]
+            )
+        table = check_embedding_table(given)
+        return PerturbationEmbedding(
+            table.index.tolist(), table.to_numpy(dtype=np.float32), "table"
+        )
+
+    @cached_property
+    def embedding_map(self) -> EmbeddingMap:
+        """Which measured perturbations a never-measured one resembles (fitted once).
+
+        Ridge regression of the measured perturbations' effects (the linear least-squares
+        fit on the registered cells, :func:`~pdae_sc.data._least_squares.linear_effects`) on
+        their embeddings; see :mod:`pdae_sc.data._perturbation_embedding`.
+        """
+        embedding = self.perturbation_embedding
+        if embedding is None:
+            raise ValueError("The model has no perturbation_embedding (see setup_anndata).")
+        cells = self.cells
+        effects = linear_effects(
+            self.matrix, cells.codes, cells.context_codes, cells.encoded.label_rows
+        )
+        return fit_embedding_map(embedding, self.vocabulary, effects)
+
+    def _label_rows(self, parsed: list[dict[str, float]]) -> tuple[np.ndarray, list[list[str]]]:
+        """Label vectors of parsed targets; never-measured ones placed by the embedding."""
+        known = set(self.vocabulary)
+        embedding = self.perturbation_embedding
+        if embedding is None or all(t in known for lab in parsed for t in lab):
+            return label_rows(parsed, self.vocabulary).toarray(), [[] for _ in parsed]
+        return embedding_label_rows(parsed, self.vocabulary, embedding, self.embedding_map)
 
     def _parse(self, condition: str, dosage: object = None, **kwargs) -> dict[str, float]:
         """``{perturbation: dose}`` of one condition, in this registration's spelling."""
@@ -353,8 +411,8 @@ class Registration:
             if len(lab) < len(with_zeros):
                 dropped.append((p, d, t))
             parsed.append(lab)
-        labels = label_rows(parsed, self.vocabulary).toarray()
-        names, doses = self._canonical(parsed, labels)
+        labels, placed = self._label_rows(parsed)
+        names, doses = self._canonical(parsed, labels, placed)
         if warn_zero_doses and dropped:
             warnings.warn(
                 "Targets with a dose of 0 are predicted without those perturbations: "
@@ -368,7 +426,7 @@ class Registration:
             pairs = zip(perturbations, dosages, strict=True)
             display = [p if d is None else f"{p} @ {d}" for p, d in pairs]
         context = self._context_name(context)
-        table = self._extrapolation(labels, display, context)
+        table = self._extrapolation(labels, display, context, placed)
         return Targets(
             labels=labels,
             names=names,
@@ -377,25 +435,28 @@ class Registration:
             context=context,
             context_index=None if context is None else self._context_index(context),
             table=table,
+            from_embedding=placed,
         )
 
-    def _canonical(self, parsed, labels) -> tuple[list[str], list[str | None]]:
+    def _canonical(self, parsed, labels, placed) -> tuple[list[str], list[str | None]]:
         """Names and dose strings of the targets as the predicted cells carry them.
 
         A target with the label vector of a training condition gets that condition's name
         and doses as the registered data spell them (``"P1+P0"`` and ``"P0+ctrl"`` come back
         as ``"P0+P1"`` and ``"P0"`` if those are the training labels); any other target is
-        written with its perturbations in the order of the vocabulary, control tokens dropped.
+        written with its perturbations in the order of the vocabulary, control tokens dropped,
+        and those placed by the embedding after them in the order given.
         """
         hits = match_labels(labels, self.label_matrix)
         names, doses = [], []
         for t, lab in enumerate(parsed):
             row = hits[t].indices
-            if len(row):
+            if len(row) and not placed[t]:
                 names.append(self.conditions[row[0]])
                 doses.append(self.dosages[row[0]])
                 continue
             ordered = {k: lab[k] for k in self.vocabulary if k in lab}
+            ordered.update({k: lab[k] for k in placed[t]})
             name, dose = format_condition(
                 ordered, control_group=self.control_group, delimiter=self.delimiter
             )
@@ -403,96 +464,27 @@ class Registration:
             doses.append(dose)
         return names, doses
 
-    def _extrapolation(self, labels, display, context) -> pd.DataFrame:
+    def _extrapolation(self, labels, display, context, placed) -> pd.DataFrame:
         span = self.span
         if context is None:
-            return extrapolation_table(span, labels, names=display)
-        counts = self.context_condition_counts[self._context_index(context)]
-        table = extrapolation_table(
-            span, labels, names=display, context_train_labels=span.rows[counts > 0]
-        )
-        match = match_labels(labels, span.rows)
-        table.insert(0, "context", context)
-        table["n_cells_in_context"] = (match @ counts).astype(np.int64)
-        table["n_source_cells"] = int(counts.sum())
+            table = extrapolation_table(span, labels, names=display)
+        else:
+            counts = self.context_condition_counts[self._context_index(context)]
+            table = extrapolation_table(
+                span, labels, names=display, context_train_labels=span.rows[counts > 0]
+            )
+            match = match_labels(labels, span.rows)
+            table.insert(0, "context", context)
+            table["n_cells_in_context"] = (match @ counts).astype(np.int64)
+            table["n_source_cells"] = int(counts.sum())
+        if self.perturbation_embedding is not None:
+            # a never-measured perturbation adds a direction no training label has: outside
+            # the span, whatever label vector the embedding gives it
+            new = np.array([bool(p) for p in placed])
+            for column in ("in_span", "in_range", "seen", "seen_in_context"):
+                if column in table:
+                    table.loc[new, column] = False
+            table.loc[new, "span_distance"] = np.nan
+            table.loc[new, "status"] = STATUS_EMBEDDING
+            table["from_embedding"] = [self.delimiter.join(p) for p in placed]
         return table
-
-
-class RegistrationMixin:
-    """The registration of :class:`~pdae_sc.model.PDAE` and the checks every query shares.
-
-    scvi-tools' ``BaseModelClass`` provides ``adata``, ``adata_manager``,
-    ``get_anndata_manager``, ``_validate_anndata``, ``device`` and ``is_trained_``.
-    """
-
-    @property
-    def registration(self) -> Registration:
-        """What :meth:`setup_anndata` recorded for this model (a read-only :class:`Registration`).
-
-        Examples
-        --------
-        >>> import pdae_sc as pdae
-        >>> adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
-        >>> pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
-        >>> model = pdae.model.PDAE(adata)
-        >>> model.registration.perturbation_key, model.registration.vocabulary
-        ('perturbation', ['P0', 'P1', 'P2'])
-        """
-        manager = self.adata_manager
-        cached = self.__dict__.get("_registration_cache")
-        if cached is None or cached._manager is not manager:
-            cached = Registration._from_manager(manager)
-            self.__dict__["_registration_cache"] = cached
-        return cached
-
-    @property
-    def perturbations(self) -> list[str]:
-        """The elementary perturbations the model knows (columns of ``W``)."""
-        return self.registration.vocabulary
-
-    def _cells_of(self, adata: AnnData) -> RegisteredCells:
-        """Condition and context codes of ``adata`` (registered), over the model's vocabulary.
-
-        Raises ``ValueError`` if the label columns of ``adata`` changed since registration.
-        """
-        return self.registration._encode(adata, self.get_anndata_manager(adata, required=True))
-
-    def _matrix(self, adata: AnnData):
-        """The registered expression matrix of ``adata`` (``X`` or the registered layer)."""
-        return self.get_anndata_manager(adata, required=True).get_from_registry(
-            REGISTRY_KEYS.X_KEY
-        )
-
-    def _validate(self, adata: AnnData | None) -> AnnData:
-        """``adata`` (default the registered one) checked and registered for a query."""
-        if adata is None:
-            return self._validate_anndata(self.adata)
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        check_var_names_match(self.registration.genes, adata)
-        return self._validate_anndata(adata)
-
-    def _query_data(self, adata: AnnData | None, *, labels: bool) -> tuple[AnnData, object]:
-        """The AnnData of a query and its registered expression matrix.
-
-        ``labels=False`` (the query reads only expression): an AnnData other than the
-        registered one is checked for the training genes only and read from the registered
-        layer; its labels (if any) are not read, so it needs no perturbation column.
-        """
-        if labels or adata is None or adata is self.adata:
-            adata = self._validate(adata)
-            return adata, self._matrix(adata)
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}.")
-        check_var_names_match(self.registration.genes, adata)
-        return adata, get_matrix(adata, self.registration.layer)
-
-    def _check_trained(self) -> None:
-        if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call model.train() first.")
-
-    def _batch_size(self, batch_size: int | None) -> int:
-        """Cells per forward pass: ``batch_size``, or the default for this device and data."""
-        if batch_size is not None:
-            return check_positive_int(batch_size, "batch_size")
-        return default_batch_size(len(self.registration.genes), self.device.type)

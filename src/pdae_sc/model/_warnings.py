@@ -6,7 +6,7 @@ import warnings
 
 import pandas as pd
 
-from pdae_sc.data._span import STATUS_EXTRAPOLATION, STATUS_OUTSIDE
+from pdae_sc.data._span import STATUS_EMBEDDING, STATUS_EXTRAPOLATION, STATUS_OUTSIDE
 
 __all__ = [
     "BaselineFavouredWarning",
@@ -60,6 +60,17 @@ def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:
             f"Targets {outside} lie outside the linear span of the training labels: the PDAE "
             "cannot identify their effect, and their predictions are not supported by the "
             "model's guarantee. See model.check_extrapolation().",
+            ExtrapolationWarning,
+            stacklevel=stacklevel,
+        )
+    placed = table.index[table["status"] == STATUS_EMBEDDING].tolist()
+    if placed:
+        new = sorted(set(table.loc[placed, "from_embedding"]))
+        warnings.warn(
+            f"Targets {placed} hold perturbations that were never measured ({new}): they are "
+            "estimated from the perturbation embedding, as a weighted sum of the measured "
+            "perturbations they resemble, outside the model's guarantee. See "
+            "model.check_extrapolation().",
             ExtrapolationWarning,
             stacklevel=stacklevel,
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from pdae_sc.data._labels import (
@@ -19,6 +20,14 @@ from pdae_sc.data._labels import (
     parse_condition,
 )
 from pdae_sc.data._least_squares import linear_effects
+from pdae_sc.data._perturbation_embedding import (
+    EMBEDDING_FROM_EXPRESSION,
+    PerturbationEmbedding,
+    check_embedding_table,
+    embedding_label_rows,
+    expression_embedding,
+    fit_embedding_map,
+)
 from pdae_sc.data._prediction_adata import (
     UNS_METHOD,
     UNS_ORACLE_REFERENCE,
@@ -218,6 +227,7 @@ def predict_baseline(
     context_key: str | None = None,
     context: str | None = None,
     seed: int = 0,
+    perturbation_embedding: pd.DataFrame | Mapping | str | None = None,
 ) -> AnnData:
     """Predict cells of target conditions with a simple baseline.
 
@@ -253,6 +263,16 @@ def predict_baseline(
     per context) and shifts by ``l* beta``; ``mean_response`` averages the responses
     measured in the target context (against its control cells), else those of every other
     context.
+
+    With ``perturbation_embedding``, ``linear`` also predicts perturbations that were never
+    measured (the linear model with embeddings): the effects ``beta`` of the measured
+    perturbations that have an embedding are regressed on their embeddings (ridge, with an
+    unpenalised intercept, the penalty chosen by leave-one-perturbation-out error), and a
+    new perturbation's effect is that regression at its embedding: ``b + M (e - e_mean)``,
+    a linear map from the perturbation embedding to the mean change, written as a weighted
+    sum of the measured effects (weights summing to one; the mean effect when the embedding
+    does not predict the measured ones better). The same map places new perturbations in
+    :meth:`pdae_sc.model.PDAE.predict` (``setup_anndata(perturbation_embedding=...)``).
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
@@ -290,6 +310,11 @@ def predict_baseline(
         Context to predict in (a value of ``obs[context_key]``); needed with ``context_key``.
     seed
         Seed of the resampling.
+    perturbation_embedding
+        For ``linear``: a prior embedding of the perturbations (a DataFrame indexed by
+        perturbation name, or a mapping ``{name: vector}``), or ``"expression"``: each
+        perturbation named like a gene of ``adata`` is embedded by that gene's loadings in a
+        PCA of ``adata`` (10 components). Other methods ignore it.
 
     Returns
     -------
@@ -337,8 +362,16 @@ def predict_baseline(
             delimiter,
             label_kw,
         )
+    embedding = _embedding(perturbation_embedding, mat, adata) if method == "linear" else None
     shifts = _shifts(
-        method, mat, enc, parsed, targets, int(ctrl_codes[0]) if len(ctrl_codes) else 0, ctx
+        method,
+        mat,
+        enc,
+        parsed,
+        targets,
+        int(ctrl_codes[0]) if len(ctrl_codes) else 0,
+        ctx,
+        embedding,
     )
     pool = np.flatnonzero(in_ctx) if method == "pooled" else ctrl_cells
     n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
@@ -408,7 +441,24 @@ def _check_request(method, perturbations, n_cells, dosages) -> tuple[list[str], 
     return targets, [None] * len(targets) if dosages is None else list(dosages)
 
 
-def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
+def _embedding(given, mat, adata: AnnData) -> PerturbationEmbedding | None:
+    """``perturbation_embedding`` of :func:`predict_baseline` as a checked embedding."""
+    if given is None:
+        return None
+    if isinstance(given, str):
+        if given != EMBEDDING_FROM_EXPRESSION:
+            raise ValueError(
+                f"perturbation_embedding={given!r}; use {EMBEDDING_FROM_EXPRESSION!r}, a "
+                "pandas.DataFrame indexed by perturbation name, or None."
+            )
+        table = expression_embedding(mat, list(map(str, adata.var_names)))
+        source = EMBEDDING_FROM_EXPRESSION
+    else:
+        table, source = check_embedding_table(given), "table"
+    return PerturbationEmbedding(table.index.tolist(), table.to_numpy(), source)
+
+
+def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx, embedding=None) -> list | None:
     """The mean shift each target adds to the control cells (``None``: no shift)."""
     if method == "mean_response":
         if ctx is not None:
@@ -419,6 +469,8 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx) -> list | None:
         return [shift] * len(targets)
     if method not in ("additive", "linear"):
         return None
+    if method == "linear" and embedding is not None:
+        return _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding)
     # unknown perturbations raise KeyError with the closest names
     vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
     if method == "linear":
@@ -451,6 +503,26 @@ def _linear_shifts(mat, enc, vectors, targets, ctx) -> list:
             UserWarning,
             stacklevel=4,
         )
+    return list(vectors @ beta)
+
+
+def _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding) -> list:
+    """``l* beta`` with never-measured perturbations placed by the embedding."""
+    known = set(enc.vocabulary)
+    if all(t in known for lab in parsed for t in lab):
+        vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
+        return _linear_shifts(mat, enc, vectors, targets, ctx)
+    ctx_codes = np.zeros(len(enc.codes), dtype=np.int64) if ctx is None else ctx.codes
+    beta = linear_effects(mat, enc.codes, ctx_codes, enc.label_rows)
+    emap = fit_embedding_map(embedding, enc.vocabulary, beta)
+    vectors, placed = embedding_label_rows(parsed, enc.vocabulary, embedding, emap)
+    new = [t for t, p in zip(targets, placed, strict=True) if p]
+    warnings.warn(
+        f"Targets {new} hold perturbations that were never measured; the linear baseline "
+        "estimates them from the perturbation embedding (outside what the data identify).",
+        UserWarning,
+        stacklevel=4,
+    )
     return list(vectors @ beta)
 
 

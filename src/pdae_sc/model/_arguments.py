@@ -1,0 +1,61 @@
+"""Checks of the arguments of :class:`~pdae_sc.model.PDAE` (architecture, decoder vs data)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+
+import numpy as np
+
+from pdae_sc.data._validation import check_positive_int
+
+__all__ = ["check_against_data", "check_architecture"]
+
+
+def check_architecture(decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale):
+    """Refuse bad architecture arguments of :class:`PDAE`; ``(n_latent, n_noise, n_hidden)``."""
+    if decoder not in (None, "auto", "residual", "multiplicative", "generative"):
+        raise ValueError(
+            f"decoder={decoder!r}; use 'auto', 'residual', 'multiplicative' or 'generative'."
+        )
+    if gene_shift and decoder == "generative":
+        raise ValueError("gene_shift=True needs decoder='residual' or 'multiplicative'.")
+    n_latent = check_positive_int(n_latent, "n_latent")
+    n_noise = check_positive_int(n_noise, "n_noise", minimum=0)
+    if isinstance(n_hidden, int | str) or not isinstance(n_hidden, Sequence):
+        raise TypeError(
+            f"n_hidden={n_hidden!r}; give the hidden widths as a sequence, e.g. (256, 256)."
+        )
+    bad = [h for h in n_hidden if isinstance(h, bool) or not isinstance(h, Integral) or h < 1]
+    if bad:
+        raise ValueError(
+            f"n_hidden={n_hidden!r} has widths {bad}; every hidden width must be a positive "
+            "integer, e.g. n_hidden=(256, 256)."
+        )
+    if not (
+        isinstance(noise_scale, int | float | np.integer | np.floating)
+        and np.isfinite(noise_scale)
+        and noise_scale >= 0
+    ):
+        raise ValueError(f"noise_scale={noise_scale!r}; use a finite number >= 0.")
+    return n_latent, n_noise, tuple(int(h) for h in n_hidden)
+
+
+def check_against_data(decoder, gene_shift, output_activation, data_min) -> None:
+    """Refuse a decoder or output activation that cannot produce the registered values."""
+    if gene_shift and decoder == "generative":
+        raise ValueError(
+            "gene_shift=True needs decoder='residual' or 'multiplicative'; decoder='auto' "
+            "chose 'generative' because the registered data have negative values."
+        )
+    if decoder == "multiplicative" and data_min < 0:
+        raise ValueError(
+            f"decoder='multiplicative' reads the data as log1p-normalised counts, but the "
+            f"registered data have minimum {data_min:g}; use decoder='residual'."
+        )
+    if output_activation in ("relu", "softplus") and data_min < 0:
+        raise ValueError(
+            f"output_activation={output_activation!r} can only produce non-negative "
+            f"values, but the registered data have minimum {data_min:g}; use "
+            "output_activation='none' (or 'auto')."
+        )

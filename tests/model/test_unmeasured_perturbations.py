@@ -1,0 +1,148 @@
+"""Perturbations never measured, predicted through a perturbation embedding."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pdae_sc as pdae
+from pdae_sc.data._span import STATUS_EMBEDDING
+
+N_PERT = 12
+HELD = ["P10", "P11"]
+
+
+@pytest.fixture(scope="module")
+def screen():
+    """Singles of 12 perturbations; the simulator's latent shifts are a faithful embedding."""
+    conditions = ["ctrl", *[f"P{i}" for i in range(N_PERT)]]
+    adata = pdae.data.simulate(
+        n_perturbations=N_PERT, n_cells_per_condition=60, conditions=conditions, seed=0
+    )
+    shifts = pd.DataFrame(
+        adata.uns["simulation"]["W"].T, index=adata.uns["simulation"]["perturbations"]
+    )
+    held = adata.obs["perturbation"].isin(HELD).to_numpy()
+    return adata[~held].copy(), adata[held].copy(), shifts
+
+
+@pytest.fixture(scope="module")
+def model(screen):
+    train, _, shifts = screen
+    train = train.copy()
+    pdae.model.PDAE.setup_anndata(
+        train, "perturbation", control_group="ctrl", perturbation_embedding=shifts
+    )
+    model = pdae.model.PDAE(train, n_latent=8, n_hidden=(64,), n_noise=4)
+    model.train(max_epochs=60, enable_progress_bar=False, held_out_conditions=0)
+    return model
+
+
+def test_new_perturbations_are_flagged_outside_the_guarantee(model):
+    table = model.check_extrapolation(["P10", "P0+P11", "P0"])
+    assert table["status"].tolist()[:2] == [STATUS_EMBEDDING] * 2
+    assert table["in_span"].tolist() == [False, False, True]
+    assert table["from_embedding"].tolist() == ["P10", "P11", ""]
+    with pytest.warns(pdae.model.ExtrapolationWarning, match="never measured"):
+        pred = model.predict(["P11+P0", "P10"], n_cells=30, seed=0, method="pdae")
+    assert pred.obs["perturbation"].cat.categories.tolist() == ["P0+P11", "P10"]
+    status = pred.uns["pdae"]["extrapolation"]["status"].tolist()
+    assert status == [STATUS_EMBEDDING] * 2
+
+
+def test_an_unknown_name_without_an_embedding_row_still_raises(model):
+    with pytest.raises(KeyError, match="no row in the perturbation embedding"):
+        model.check_extrapolation(["NOPE"])
+
+
+def test_model_places_new_perturbations_closer_than_the_mean_response(model, screen):
+    train, test, _ = screen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = model.predict(HELD, n_cells=60, seed=0, method="pdae")
+        mean = pdae.tl.predict_baseline(train, HELD, method="mean_response", n_cells=60)
+    ours = pdae.tl.evaluate(pred, test, adata_control=train)["energy_distance"]
+    reference = pdae.tl.evaluate(mean, test, adata_control=train)["energy_distance"]
+    assert ours.mean() < 0.7 * reference.mean()
+
+
+def test_linear_baseline_with_embedding_beats_the_mean_response(screen):
+    train, test, shifts = screen
+    with pytest.warns(UserWarning, match="never measured"):
+        linear = pdae.tl.predict_baseline(
+            train, HELD, method="linear", n_cells=60, perturbation_embedding=shifts
+        )
+    mean = pdae.tl.predict_baseline(train, HELD, method="mean_response", n_cells=60)
+    ours = pdae.tl.evaluate(linear, test, adata_control=train)["energy_distance"]
+    reference = pdae.tl.evaluate(mean, test, adata_control=train)["energy_distance"]
+    assert ours.mean() < 0.7 * reference.mean()
+    with pytest.raises(KeyError):  # without the embedding the new gene is unknown
+        pdae.tl.predict_baseline(train, HELD, method="linear", n_cells=60)
+
+
+def test_default_prediction_uses_the_linear_model_with_embeddings_when_chosen(model):
+    model.prediction_method_, before = "linear", model.prediction_method_
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = model.predict(["P10"], n_cells=20, seed=0)
+    finally:
+        model.prediction_method_ = before
+    assert pred.uns["pdae"]["method"] == "linear"
+    assert pred.uns["pdae"]["extrapolation"]["status"].tolist() == [STATUS_EMBEDDING]
+
+
+def test_expression_embedding_places_a_knockout_named_like_a_gene(tmp_path):
+    adata = pdae.data.simulate(
+        n_perturbations=5,
+        n_cells_per_condition=20,
+        conditions=["ctrl", "P0", "P1", "P2", "P3", "P4"],
+        seed=1,
+    )
+    names = {f"P{i}": f"gene_{i}" for i in range(5)}
+    adata.obs["perturbation"] = adata.obs["perturbation"].astype(str).replace(names)
+    train = adata[adata.obs["perturbation"] != "gene_4"].copy()
+    pdae.model.PDAE.setup_anndata(
+        train, "perturbation", control_group="ctrl", perturbation_embedding="expression"
+    )
+    model = pdae.model.PDAE(train, n_latent=4, n_hidden=(16,), n_noise=2)
+    model.train(max_epochs=2, enable_progress_bar=False, held_out_conditions=0)
+    embedding = model.registration.perturbation_embedding
+    assert embedding.source == "expression"
+    assert len(embedding.names) == train.n_vars
+    assert model.check_extrapolation(["gene_4"])["status"].tolist() == [STATUS_EMBEDDING]
+    with pytest.raises(KeyError, match="no row"):
+        model.check_extrapolation(["not_a_gene"])
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = pdae.model.PDAE.load(tmp_path / "m")
+    np.testing.assert_array_equal(
+        loaded.registration.perturbation_embedding.vectors, embedding.vectors
+    )
+    assert loaded.check_extrapolation(["gene_4"])["status"].tolist() == [STATUS_EMBEDDING]
+
+
+def test_without_an_embedding_nothing_changes():
+    adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
+    pdae.model.PDAE.setup_anndata(adata, "perturbation", control_group="ctrl")
+    model = pdae.model.PDAE(adata, n_latent=4, n_hidden=(16,), n_noise=2)
+    assert model.registration.perturbation_embedding is None
+    assert "from_embedding" not in model.check_extrapolation(["P0+P1"]).columns
+    with pytest.raises(KeyError):
+        model.check_extrapolation(["P7"])
+
+
+def test_bad_embedding_arguments_are_refused_before_registration():
+    adata = pdae.data.simulate(n_perturbations=3, n_cells_per_condition=10, seed=0)
+    with pytest.raises(ValueError, match="'expression'"):
+        pdae.model.PDAE.setup_anndata(
+            adata, "perturbation", control_group="ctrl", perturbation_embedding="pca"
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        pdae.model.PDAE.setup_anndata(
+            adata,
+            "perturbation",
+            control_group="ctrl",
+            perturbation_embedding=pd.DataFrame({"d": [np.nan]}, index=["P9"]),
+        )
+    assert "_scvi_uuid" not in adata.uns
