@@ -19,10 +19,11 @@ def test_table_checks_name_the_problem_and_leave_the_input_alone():
     before = table.copy()
     out = check_embedding_table(table)
     pd.testing.assert_frame_equal(table, before)
-    assert out.index.tolist() == ["A", "B"] and out.shape == (2, 2)
+    assert out.index.tolist() == ["A", "B"]
+    assert out.shape == (2, 2)
     mapped = check_embedding_table({"A": [1.0, 0.0], "B": [2.0, 1.0]})
     np.testing.assert_array_equal(mapped.to_numpy(), [[1.0, 0.0], [2.0, 1.0]])
-    with pytest.raises(TypeError, match="pandas.DataFrame"):
+    with pytest.raises(TypeError, match=r"pandas\.DataFrame"):
         check_embedding_table(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="more than once"):
         check_embedding_table(pd.DataFrame({"d": [1.0, 2.0]}, index=["A", "A"]))
@@ -48,7 +49,8 @@ def test_expression_embedding_is_the_pca_loadings_dense_or_sparse():
     centred = x - x.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     expected = vt[:3].T * s[:3] / np.sqrt(299)
-    assert dense.shape == (20, 3) and dense.index.tolist() == genes
+    assert dense.shape == (20, 3)
+    assert dense.index.tolist() == genes
     np.testing.assert_allclose(np.abs(dense.to_numpy()), np.abs(expected), atol=1e-6)
     sparse_x = sparse.csr_matrix(np.where(x > 5.5, x, 0.0))
     from_sparse = expression_embedding(sparse_x, genes, n_components=3)
@@ -66,7 +68,8 @@ def test_map_learns_effects_that_follow_the_embedding():
     e = rng.normal(size=(13, 4))
     y = 1.0 + e @ rng.normal(size=(4, 30))  # effects linear in the embedding
     fitted = EmbeddingMap.fit([f"P{i}" for i in range(12)], e[:12], y[:12])
-    assert np.isfinite(fitted.penalty) and fitted.penalty <= 0.1
+    assert np.isfinite(fitted.penalty)
+    assert fitted.penalty <= 0.1
     w = fitted.weights(e[12:])
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     predicted = w @ y[:12]
