@@ -86,6 +86,38 @@ def test_map_falls_back_to_the_mean_effect_when_the_embedding_says_nothing():
     np.testing.assert_allclose(fitted.weights(rng.normal(size=(3, 4))), 0.1)
 
 
+def test_map_uses_the_mean_of_every_measured_perturbation_unless_the_embedding_is_clearly_better():
+    rng = np.random.default_rng(4)
+    e = rng.normal(size=(6, 4))
+    y = rng.normal(size=(6, 30)) + 2.0  # unrelated to the embedding
+    others = rng.normal(size=(9, 30)) + 2.0  # measured, without an embedding
+    names = [f"O{i}" for i in range(9)]
+    measured = [f"P{i}" for i in range(6)]
+    fitted = EmbeddingMap.fit(measured, e, y, other_names=names, other_effects=others)
+    assert fitted.penalty is None
+    assert fitted.names[6:] == names
+    np.testing.assert_allclose(fitted.weights(rng.normal(size=(2, 4))), 1.0 / 15)
+    # the same perturbations with effects that follow the embedding: the ridge fit is used
+    y = 2.0 + e @ rng.normal(size=(4, 30))
+    fitted = EmbeddingMap.fit(measured, e, y, other_names=names, other_effects=others)
+    assert fitted.penalty is not None
+    assert np.isfinite(fitted.penalty)
+    np.testing.assert_allclose(fitted.weights(e[:1])[0, 6:], 0.0)
+
+
+def test_map_takes_the_simplest_candidate_within_one_standard_error_of_the_best():
+    rng = np.random.default_rng(5)
+    e = rng.normal(size=(5, 3))
+    y = _effects(e, rng, noise=3.0)  # a weak signal under noise, five perturbations
+    fitted = EmbeddingMap.fit([f"P{i}" for i in range(5)], e, y)
+    errors, se = fitted.loo_errors, fitted.loo_standard_error
+    best = min(errors.values())
+    assert se > 0
+    assert errors[fitted.penalty] <= best + se
+    simpler = [c for c in errors if c > fitted.penalty]  # larger penalties are simpler
+    assert all(errors[c] > best + se for c in simpler)
+
+
 def test_leave_one_out_error_equals_refitting_without_each_perturbation():
     rng = np.random.default_rng(3)
     e = rng.normal(size=(8, 3))

@@ -9,13 +9,13 @@ like the measured perturbations whose embeddings it resembles.
 :class:`EmbeddingMap` learns that resemblance on the measured perturbations. It regresses
 their effects (the per-gene mean changes of the linear least-squares fit, one row per
 measured perturbation with an embedding) on their embeddings by ridge regression with an
-unpenalised intercept, the penalty chosen by leave-one-perturbation-out error. A new
-perturbation's predicted effect is then a weighted sum of the measured effects, with
-weights that sum to one (the intercept is their mean), so it is written as a label vector
-over the measured perturbations: the PDAE moves cells with ``W a`` and the linear baseline
-shifts them by ``a beta``. At the largest penalty every measured perturbation weighs the
-same (the mean effect); the leave-one-out error picks that when the embedding does not
-predict the effects of measured perturbations better than their mean.
+unpenalised intercept. A new perturbation's predicted effect is then a weighted sum of the
+measured effects, with weights that sum to one, so it is written as a label vector over the
+measured perturbations: the PDAE moves cells with ``W a`` and the linear baseline shifts
+them by ``a beta``. The simplest estimate, the mean effect of every measured perturbation
+(those without an embedding too), competes with the ridge fits on leave-one-perturbation-out
+error, and the simplest candidate within one standard error of the best is used: the
+embedding is used only where it predicts the measured effects clearly better than their mean.
 """
 
 from __future__ import annotations
@@ -211,24 +211,36 @@ class EmbeddingMap:
     Parameters
     ----------
     names
-        The measured perturbations used (those with an embedding), in order.
+        The measured perturbations the weights run over: those with an embedding, then
+        those without one.
     centre
-        Mean embedding of the measured perturbations, ``(n_dims,)``.
+        Mean embedding of the measured perturbations with one, ``(n_dims,)``.
+    base
+        Weights of a perturbation at the centre, ``(n_names,)``, summing to one: the mean
+        effect of every measured perturbation (``penalty=None``) or of those with an
+        embedding (a ridge fit).
     solve
-        ``(E_c^T E_c + lambda I)^-1 E_c^T``, ``(n_dims, n_measured)`` (zero at
-        ``lambda = inf``), with ``E_c`` the centred embeddings.
+        ``(E_c^T E_c + lambda I)^-1 E_c^T`` padded with zero columns for the perturbations
+        without an embedding, ``(n_dims, n_names)``; zero at ``lambda = inf`` and for
+        ``penalty=None``.
     penalty
-        The relative penalty chosen (``inf``: the mean effect).
+        The relative penalty chosen; ``inf``: the mean effect of the perturbations with an
+        embedding; ``None``: the mean effect of every measured perturbation (the embedding
+        is not used).
     loo_errors
-        Leave-one-perturbation-out squared error (summed over genes, mean over
-        perturbations) of every penalty tried, ``{penalty: error}``.
+        Leave-one-perturbation-out squared error (summed over genes, mean over the
+        perturbations with an embedding) of every candidate tried, ``{penalty: error}``.
+    loo_standard_error
+        Standard error of the lowest of those errors (over the perturbations).
     """
 
     names: list[str]
     centre: np.ndarray = field(repr=False)
+    base: np.ndarray = field(repr=False)
     solve: np.ndarray = field(repr=False)
-    penalty: float
+    penalty: float | None
     loo_errors: dict = field(repr=False)
+    loo_standard_error: float = field(repr=False)
 
     @classmethod
     def fit(
@@ -237,14 +249,27 @@ class EmbeddingMap:
         embeddings: np.ndarray,
         effects: np.ndarray,
         penalties: tuple[float, ...] = RELATIVE_PENALTIES,
+        *,
+        other_names: list[str] = (),
+        other_effects: np.ndarray | None = None,
     ) -> EmbeddingMap:
         """Fit on measured perturbations: ``embeddings`` ``(m, d)``, ``effects`` ``(m, g)``.
 
-        Each penalty ``lambda = c * trace(E_c^T E_c) / d`` (``c`` in ``penalties``) is scored
-        by its exact leave-one-out error (the hat matrix ``1 1^T / m + E_c (E_c^T E_c +
-        lambda I)^-1 E_c^T`` of a ridge fit with an unpenalised intercept); the lowest wins,
-        the larger penalty on ties. Needs at least one measured perturbation; with fewer
-        than three the mean effect is used.
+        ``other_names`` / ``other_effects`` ``(o, g)``: measured perturbations without an
+        embedding; they enter only the mean of every measured perturbation.
+
+        The candidates, from the simplest: the mean effect of every measured perturbation
+        (only with ``other_names``), then a ridge fit with an unpenalised intercept for each
+        penalty ``lambda = c * trace(E_c^T E_c) / d`` (``c`` in ``penalties``, largest
+        first; ``inf`` is the mean effect of the perturbations with an embedding). Each is
+        scored by its exact leave-one-out error over the perturbations with an embedding
+        (for the ridge fits from the hat matrix ``1 1^T / m + E_c (E_c^T E_c + lambda I)^-1
+        E_c^T``). The simplest candidate within one standard error of the lowest error wins
+        (the one-standard-error rule of Hastie, Tibshirani & Friedman, *The Elements of
+        Statistical Learning*, 7.10): with a few measured perturbations the leave-one-out
+        error is noisy, and a map that is not clearly better than the mean would add that
+        noise to every new perturbation. Needs at least one measured perturbation with an
+        embedding; with fewer than three the ridge fits are skipped.
         """
         e = np.asarray(embeddings, dtype=np.float64)
         y = np.asarray(effects, dtype=np.float64)
@@ -255,14 +280,22 @@ class EmbeddingMap:
                 "measured cannot be placed; the embedding's names must include perturbations "
                 "of the training data."
             )
+        others = np.zeros((0, y.shape[1])) if other_effects is None else other_effects
+        others = np.asarray(others, dtype=np.float64).reshape(len(other_names), y.shape[1])
+        n_all = m + len(others)
         centre = e.mean(axis=0)
         ec = e - centre
         gram = ec.T @ ec
         scale = float(np.trace(gram)) / d
-        errors: dict[float, float] = {}
-        best, best_error, best_solve = np.inf, np.inf, np.zeros((d, m))
+        # candidate -> (per-perturbation leave-one-out errors, base weights, solve)
+        candidates: dict = {}
+        if len(others) and m > 1:
+            total = y.sum(axis=0) + others.sum(axis=0)
+            resid = y - (total - y) / (n_all - 1)
+            base = np.full(n_all, 1.0 / n_all)
+            candidates[None] = ((resid**2).sum(axis=1), base, np.zeros((d, n_all)))
         usable = m >= 3 and scale > 0
-        for c in sorted(penalties, reverse=True):  # ties go to the larger penalty
+        for c in sorted(penalties, reverse=True):
             if np.isinf(c):
                 solve = np.zeros((d, m))
             elif not usable:
@@ -270,32 +303,46 @@ class EmbeddingMap:
             else:
                 solve = np.linalg.solve(gram + c * scale * np.eye(d), ec.T)
             hat = np.full((m, m), 1.0 / m) + ec @ solve
-            resid = y - hat @ y
             leverage = np.clip(1.0 - np.diag(hat), 1e-12, None)
-            error = float(((resid / leverage[:, None]) ** 2).sum(axis=1).mean()) if m > 1 else 0.0
-            errors[float(c)] = error
-            if error < best_error * (1 - 1e-9):
-                best, best_error, best_solve = float(c), error, solve
-        return cls(list(names), centre, best_solve, best, errors)
+            resid = (y - hat @ y) / leverage[:, None]
+            errors = (resid**2).sum(axis=1) if m > 1 else np.zeros(m)
+            base = np.r_[np.full(m, 1.0 / m), np.zeros(len(others))]
+            padded = np.hstack([solve, np.zeros((d, len(others)))])
+            candidates[float(c)] = (errors, base, padded)
+        means = {c: float(err.mean()) for c, (err, _, _) in candidates.items()}
+        lowest = min(means, key=means.get)
+        spread = candidates[lowest][0]
+        se = float(spread.std(ddof=1) / np.sqrt(m)) if m > 1 else 0.0
+        chosen = next(c for c in candidates if means[c] <= means[lowest] + se)
+        _, base, solve = candidates[chosen]
+        return cls(list(names) + list(other_names), centre, base, solve, chosen, means, se)
 
     def weights(self, vectors: np.ndarray) -> np.ndarray:
-        """Weights over :attr:`names` of new perturbations ``(t, d)``: ``(t, m)``, rows sum 1."""
+        """Weights over :attr:`names` of new perturbations ``(t, d)``: ``(t, n)``, rows sum 1."""
         v = np.atleast_2d(np.asarray(vectors, dtype=np.float64)) - self.centre
-        m = len(self.names)
-        return np.full((v.shape[0], m), 1.0 / m) + v @ self.solve
+        return self.base[None, :] + v @ self.solve
 
 
 def fit_embedding_map(
     embedding: PerturbationEmbedding, vocabulary: list[str], effects: np.ndarray
 ) -> EmbeddingMap:
-    """:meth:`EmbeddingMap.fit` on the perturbations of ``vocabulary`` that ``embedding`` has.
+    """:meth:`EmbeddingMap.fit` on the perturbations of ``vocabulary``.
 
     ``effects``: the per-gene effect of every perturbation of ``vocabulary``, ``(K, g)``
-    (e.g. :func:`pdae_sc.data._least_squares.linear_effects`).
+    (e.g. :func:`pdae_sc.data._least_squares.linear_effects`). Those that ``embedding``
+    has are regressed on their vectors; the others enter the mean of every measured
+    perturbation.
     """
+    effects = np.asarray(effects)
     measured = [p for p in vocabulary if p in embedding]
-    rows = [vocabulary.index(p) for p in measured]
-    return EmbeddingMap.fit(measured, embedding.rows(measured), np.asarray(effects)[rows])
+    others = [p for p in vocabulary if p not in embedding]
+    return EmbeddingMap.fit(
+        measured,
+        embedding.rows(measured),
+        effects[[vocabulary.index(p) for p in measured]],
+        other_names=others,
+        other_effects=effects[[vocabulary.index(p) for p in others]],
+    )
 
 
 def embedding_label_rows(

@@ -6,7 +6,6 @@ The methods check their arguments and hand over to the prediction path,
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -15,39 +14,22 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from pdae_sc.data._validation import check_indices, check_positive_int, check_seed
+from pdae_sc.data._validation import check_indices, check_seed
 
 from ._mudata import is_subset_copy
+from ._new_cells import predict_new_cells
 from ._noise import resolve_seed
 from ._predict import (
-    baseline_applies,
     counterfactual,
     latents,
     predict_cells,
     predict_with_baseline,
     source_cells,
 )
-from ._selection import SIMPLE_METHODS
+from ._request import applicable_method, check_n_cells, check_output, prediction_method
 from ._warnings import warn_outside_span
 
 __all__ = ["InferenceMixin"]
-
-
-def _check_n_cells(n_cells):
-    return None if n_cells is None else check_positive_int(n_cells, "n_cells")
-
-
-def _check_output(sparse, scale, counts_layer) -> None:
-    if sparse is not None and not isinstance(sparse, bool | np.bool_):
-        raise TypeError(f"sparse={sparse!r}; use True (CSR), False (dense) or None.")
-    if scale not in ("log1p", "counts"):
-        raise ValueError(f"scale={scale!r}; use 'log1p' (as registered) or 'counts'.")
-    if scale == "counts" and counts_layer is None:
-        raise ValueError(
-            "scale='counts' needs the raw counts of the source cells: register them with "
-            "setup_anndata(..., counts_layer='counts') (pdae.pp.normalize_counts keeps "
-            "the counts in adata.layers['counts'])."
-        )
 
 
 class InferenceMixin:
@@ -242,6 +224,7 @@ class InferenceMixin:
         self,
         perturbations: Sequence[str],
         *,
+        adata: AnnData | None = None,
         dosages: Sequence[object] | None = None,
         n_cells: int | None = None,
         source: str | None = None,
@@ -262,6 +245,16 @@ class InferenceMixin:
         ----------
         perturbations
             Target conditions (any combination of known perturbations).
+        adata
+            New cells to move instead of the registered ones, without retraining, e.g. the
+            control cells of a cell line or donor the model never saw (covered when it differs
+            from the training contexts only in its basal state). Genes are matched by name
+            (reordered, unknown ones left out, a missing one raises ``ValueError``). Unlabelled
+            cells are controls; with the perturbation column, ``source`` picks among them
+            (default: their control cells). A baseline ``method`` adds its mean shift, fitted
+            on the registered cells, to them (not ``"pooled"``). ``"auto"``: each target's
+            measured shift, else its singles' sum or a baseline clearly closer on the
+            held-out conditions (``new_cells_shift`` says which). ``adata`` is not modified.
         dosages
             Optional doses, a list with one per target (same forms as in
             :meth:`setup_anndata`; ``None`` for dose 1). A target whose doses are all 0 is the
@@ -328,7 +321,8 @@ class InferenceMixin:
         context columns; the cells are named ``"{target}_{seed}_{i}"``, so predictions of
         several calls (with different seeds) can be joined with :func:`anndata.concat`;
         and ``uns["pdae"]`` with ``method="pdae"`` and
-        ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given).
+        ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given;
+        with ``adata`` for its context, and ``new_cells=True``).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
         outside the span of the training labels, and for targets whose doses lie outside
@@ -355,27 +349,48 @@ class InferenceMixin:
         >>> additive = pdae.tl.predict_baseline(train, ["P0+P1"], method="additive", seed=0)
         >>> scores = pdae.tl.evaluate(pred, adata, adata_control=train)
         >>> scores_additive = pdae.tl.evaluate(additive, adata, adata_control=train)
+
+        Cells the model never saw (here unlabelled cells with their genes in another order):
+
+        >>> new = adata[adata.obs["perturbation"] == "ctrl", adata.var_names[::-1]].copy()
+        >>> del new.obs["perturbation"]
+        >>> pred_new = model.predict(["P0+P1"], adata=new, seed=0)
+        >>> pred_new.n_obs, pred_new.uns["pdae"]["new_cells"]
+        (20, True)
         """
         self._check_trained()
-        method, chosen = self._prediction_method(method)
-        n_cells = _check_n_cells(n_cells)
+        method, chosen = prediction_method(method, getattr(self, "prediction_method_", None))
+        n_cells = check_n_cells(n_cells)
         batch_size = self._batch_size(batch_size)
         seed = resolve_seed(check_seed(seed))
-        _check_output(sparse, scale, self.registration.counts_layer)
+        check_output(sparse, scale, self.registration.counts_layer)
         registration = self.registration
+        if adata is not None and context is not None:
+            raise ValueError(
+                f"context={context!r} picks registered cells; with adata= the new cells are "
+                "the sources and their context is read from adata.obs. Pass one or the other."
+            )
         targets = registration.targets(perturbations, dosages, context, warn_zero_doses=True)
+        if adata is not None:
+            return predict_new_cells(
+                self,
+                adata,
+                targets,
+                method=method,
+                chosen=chosen,
+                source=source,
+                n_cells=n_cells,
+                seed=seed,
+                batch_size=batch_size,
+                scale=scale,
+                sparse=sparse,
+            )
         warn_outside_span(targets.table)
         cells = registration.cells  # checked and read once per call
         default_source = getattr(self, "default_source_", None)
         src_idx = source_cells(registration, cells, source, targets.context, default_source)
-        if method != "pdae" and chosen and not baseline_applies(cells, method, targets.context):
-            warnings.warn(
-                f"The held-out conditions chose the {method!r} baseline, but it needs control "
-                f"cells in context {targets.context!r} and there are none; predicting with PDAE.",
-                UserWarning,
-                stacklevel=2,
-            )
-            method = "pdae"
+        if chosen:
+            method = applicable_method(cells, method, targets.context)
         if method != "pdae":
             return predict_with_baseline(
                 registration,
@@ -482,15 +497,3 @@ class InferenceMixin:
         if layer_added is not None:
             adata.layers[layer_added] = out
         return out
-
-    def _prediction_method(self, method: str) -> tuple[str, bool]:
-        """The method a ``predict`` uses, and whether it was the model's own choice."""
-        chosen = method == "auto"
-        if chosen:
-            method = getattr(self, "prediction_method_", None) or "pdae"
-        if method not in ("pdae", *SIMPLE_METHODS):
-            raise ValueError(
-                f"method={method!r}; use 'auto' (model.prediction_method_), 'pdae' or a "
-                f"simple baseline {list(SIMPLE_METHODS)}."
-            )
-        return method, chosen

@@ -248,7 +248,8 @@ class PDAE(
             gene (a ``var_name``) is embedded by that gene's loadings in a PCA of these cells
             (10 components). The model learns, on the measured perturbations with an
             embedding, which of them a new perturbation resembles (ridge regression of their
-            effects on their embeddings, the penalty chosen by leave-one-out error); such
+            effects on their embeddings, used only where its leave-one-out error is clearly
+            below that of the mean effect of every measured perturbation); such
             targets are outside the guarantee, and :meth:`check_extrapolation`, the
             prediction's ``uns["pdae"]["extrapolation"]`` and a warning say so. ``None``
             (default): unknown perturbations raise ``KeyError``, as before.

@@ -36,13 +36,16 @@ from ._noise import BlockNoise, draw_sources, make_generator
 from ._registration import RegisteredCells, Registration, Targets
 
 __all__ = [
+    "baseline_applies",
     "check_prediction_memory",
+    "count_scale",
     "counterfactual",
     "fit_check",
     "label_batch",
     "latents",
     "map_rows",
     "move_sources",
+    "move_to_targets",
     "predict_cells",
     "predict_with_baseline",
     "registered_baseline",
@@ -243,37 +246,24 @@ def predict_cells(
     their source cells' count scale (``layers["counts"]``). A prediction larger than
     ``max_bytes`` raises ``ValueError`` with the estimate.
     """
-    n_genes = len(registration.genes)
-    n = len(src_idx) if n_cells is None else int(n_cells)
-    check_prediction_memory(n, len(targets.names), n_genes, max_bytes)
-    rng = np.random.default_rng(seed)
-    gen = make_generator(rng, device)
     gather = RowGatherer(registration.matrix)
-    x_out = np.empty((n * len(targets.names), n_genes), dtype=np.float32)
-    rows = [
-        move_sources(
-            module,
-            device,
-            target,
-            src_idx,
-            cells,
-            gather,
-            rng,
-            gen,
-            batch_size,
-            out=x_out[t * n : (t + 1) * n],
-        )
-        for t, target in enumerate(targets.labels)
-    ]
-    picks = np.concatenate(rows)
+    x_out, picks, sizes = move_to_targets(
+        module,
+        device,
+        cells,
+        gather,
+        targets.labels,
+        src_idx,
+        n_cells,
+        seed,
+        batch_size,
+        max_bytes,
+    )
     layers, values = None, None
     if scale == "counts":
         count_rows = RowGatherer(get_matrix(registration.adata, registration.counts_layer))
-        factors = source_size_factors(gather, count_rows, picks, batch_size)
-        layers = {"counts": counts_matrix(x_out, factors, batch_size)}
-        values = {SIZE_FACTOR_KEY: factors.astype(np.float32)}
+        layers, values = count_scale(x_out, gather, count_rows, picks, batch_size)
     adata = registration.adata
-    sizes = [len(r) for r in rows]
     return prediction_adata(
         x_out,
         adata.var,
@@ -291,6 +281,60 @@ def predict_cells(
         layers=layers,
         sparse=sparse,
     )
+
+
+def move_to_targets(
+    module,
+    device,
+    cells: RegisteredCells,
+    gather,
+    labels,
+    src_idx,
+    n_cells,
+    seed,
+    batch_size,
+    max_bytes,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Move ``n_cells`` of the cells ``src_idx`` to each target label vector of ``labels``.
+
+    ``cells``: the conditions of the rows ``gather`` reads (registered or new cells). Returns
+    the moved cells ``(n_targets * n, n_genes)`` (float32, target by target), the source row
+    of each and the number of cells per target; ``n`` is ``n_cells``, or ``len(src_idx)``
+    for ``None``. Refuses a prediction above ``max_bytes`` (:func:`check_prediction_memory`).
+    """
+    n_genes = module.n_input
+    n = len(src_idx) if n_cells is None else int(n_cells)
+    check_prediction_memory(n, len(labels), n_genes, max_bytes)
+    rng = np.random.default_rng(seed)
+    gen = make_generator(rng, device)
+    x_out = np.empty((n * len(labels), n_genes), dtype=np.float32)
+    rows = [
+        move_sources(
+            module,
+            device,
+            target,
+            src_idx,
+            cells,
+            gather,
+            rng,
+            gen,
+            batch_size,
+            out=x_out[t * n : (t + 1) * n],
+        )
+        for t, target in enumerate(labels)
+    ]
+    return x_out, np.concatenate(rows), [len(r) for r in rows]
+
+
+def count_scale(x_out, gather, count_rows, picks, batch_size) -> tuple[dict, dict]:
+    """``layers`` and ``obs`` values of a ``scale="counts"`` prediction.
+
+    Each predicted cell (row of ``x_out``) is put on the count scale of its source cell
+    (``picks``; ``gather`` and ``count_rows`` read the sources' expression and counts).
+    """
+    factors = source_size_factors(gather, count_rows, picks, batch_size)
+    layers = {"counts": counts_matrix(x_out, factors, batch_size)}
+    return layers, {SIZE_FACTOR_KEY: factors.astype(np.float32)}
 
 
 def registered_baseline(
@@ -369,14 +413,11 @@ def predict_with_baseline(
     )
     if scale == "counts":  # on the count scale of each source cell, as predict does
         rows = adata.obs_names.get_indexer(pred.obs[SOURCE_CELL_KEY])
-        factors = source_size_factors(
-            RowGatherer(registration.matrix),
-            RowGatherer(get_matrix(adata, registration.counts_layer)),
-            rows,
-            batch_size,
-        )
-        pred.layers["counts"] = counts_matrix(np.asarray(pred.X), factors, batch_size)
-        pred.obs[SIZE_FACTOR_KEY] = factors.astype(np.float32)
+        count_rows = RowGatherer(get_matrix(adata, registration.counts_layer))
+        gather = RowGatherer(registration.matrix)
+        layers, values = count_scale(np.asarray(pred.X), gather, count_rows, rows, batch_size)
+        pred.layers["counts"] = layers["counts"]
+        pred.obs[SIZE_FACTOR_KEY] = values[SIZE_FACTOR_KEY]
     if sparse:
         pred.X = sp.csr_matrix(pred.X)
     return pred

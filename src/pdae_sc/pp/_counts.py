@@ -154,6 +154,11 @@ def size_factors(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def to_counts(x: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Counts ``rint(max(expm1(x), 0) * s)`` of log-normalised cells with size factors ``s``.
 
+    Rounded, not drawn: for a cell moved from a measured source cell (with that cell's
+    ``s``), the counts keep the source cell's count noise, so their per-gene
+    variance-to-mean ratio is that of measured cells. Drawing counts around ``x`` would add
+    a second layer of count noise.
+
     Parameters
     ----------
     x

@@ -270,8 +270,9 @@ def predict_baseline(
     unpenalised intercept, the penalty chosen by leave-one-perturbation-out error), and a
     new perturbation's effect is that regression at its embedding: ``b + M (e - e_mean)``,
     a linear map from the perturbation embedding to the mean change, written as a weighted
-    sum of the measured effects (weights summing to one; the mean effect when the embedding
-    does not predict the measured ones better). The same map places new perturbations in
+    sum of the measured effects (weights summing to one). The mean effect of every
+    measured perturbation is used instead unless the regression's leave-one-out error is
+    more than one standard error below it. The same map places new perturbations in
     :meth:`pdae_sc.model.PDAE.predict` (``setup_anndata(perturbation_embedding=...)``).
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with

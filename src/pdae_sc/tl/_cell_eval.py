@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -30,9 +31,16 @@ _WRITER = "pdae_sc.tl.to_cell_eval"
 #: cell-eval refuses fractional data outside ``0 <= x < 15`` (its log1p range check).
 _LOG1P_MAX = 15.0
 
+#: Layer with the raw counts that ``predict(scale="counts")`` and ``pp.normalize_counts`` write.
+_COUNTS_LAYER = "counts"
+
+
+def _values(mat) -> np.ndarray:
+    return mat.data if sparse.issparse(mat) else np.asarray(mat)
+
 
 def _range(mat) -> tuple[float, float]:
-    values = mat.data if sparse.issparse(mat) else np.asarray(mat)
+    values = _values(mat)
     if values.size == 0:
         return 0.0, 0.0
     return float(np.nanmin(values)), float(np.nanmax(values))
@@ -43,6 +51,71 @@ def _rows(mat, idx: np.ndarray):
     if sparse.issparse(rows):
         return sparse.csr_matrix(rows, dtype=np.float32)
     return np.asarray(rows, dtype=np.float32)
+
+
+def _counts_matrix(adata: AnnData, layer: str, name: str):
+    """``adata.layers[layer]`` (raw counts), or a ``KeyError`` saying where they come from."""
+    if layer in adata.layers:
+        return adata.layers[layer]
+    where = (
+        "model.predict(..., scale='counts') writes them (with setup_anndata(..., "
+        "counts_layer=...))"
+        if name == "adata_pred"
+        else "pdae.pp.normalize_counts keeps them there"
+    )
+    raise KeyError(
+        f"scale='counts' writes raw counts, and {name} has no layers[{layer!r}] "
+        f"(layers: {list(adata.layers)}); {where}. Pass layer= to name another layer."
+    )
+
+
+def _check_counts(x, name: str) -> None:
+    """Raise unless ``x`` holds non-negative integers (what cell-eval reads as counts)."""
+    values = _values(x)
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.rint(values))
+    if bad.any():
+        raise ValueError(
+            f"{name} is not raw counts: {int(bad.sum())} values are negative, fractional or "
+            f"not finite (e.g. {values[bad][0]:g}); scale='counts' writes non-negative "
+            "integers, as model.predict(..., scale='counts') and the counts layer of "
+            "pdae.pp.normalize_counts hold them."
+        )
+
+
+def _check_log1p(inputs, clip: bool):
+    """Check the log-normalised ``(name, x)`` of pred, true and control; the clipped pred."""
+    (_, x_pred), *observed = inputs
+    for name, x in observed:
+        lo, hi = _range(x)
+        if lo < 0 or hi >= _LOG1P_MAX:
+            raise ValueError(
+                f"{name} has values in [{lo:.3g}, {hi:.3g}]; cell-eval reads log-normalised "
+                f"expression in [0, {_LOG1P_MAX:g}). Normalise the counts with "
+                "pdae.pp.normalize_counts(adata) (for simulated data: "
+                "pdae.data.simulate(..., counts=True)) and predict from that, or write raw "
+                "counts with scale='counts'."
+            )
+    lo, hi = _range(x_pred)
+    if lo < 0:
+        if not clip:
+            raise ValueError(
+                f"adata_pred has negative values (minimum {lo:.3g}), which cell-eval refuses; "
+                "pass clip=True to set them to 0 (the observed data are non-negative)."
+            )
+        n_neg = int((x_pred.data < 0).sum() if sparse.issparse(x_pred) else (x_pred < 0).sum())
+        logger.info(f"to_cell_eval: {n_neg} negative predicted values set to 0 (clip=True).")
+        if sparse.issparse(x_pred):
+            x_pred.data = np.maximum(x_pred.data, 0)
+            x_pred.eliminate_zeros()
+        else:
+            x_pred = np.maximum(x_pred, 0)
+    if hi >= _LOG1P_MAX:
+        raise ValueError(
+            f"adata_pred has values up to {hi:.3g}; cell-eval reads log-normalised expression "
+            f"below {_LOG1P_MAX:g}. Predict on the log1p scale (scale='log1p'), or write "
+            "its counts with scale='counts'."
+        )
+    return x_pred
 
 
 def _stack(blocks: list):
@@ -64,6 +137,7 @@ def to_cell_eval(
     pert_col: str = "target_gene",
     control_pert: str = "non-targeting",
     layer: str | None = None,
+    scale: Literal["log1p", "counts"] = "log1p",
     overwrite: bool = False,
 ) -> dict[str, Path | str]:
     """Write ``pred.h5ad`` and ``real.h5ad`` for ``cell-eval run``, with the control cells.
@@ -85,13 +159,26 @@ def to_cell_eval(
     cells than the observed ones: the differences of the controls would be scored as
     prediction error.
 
+    Raw counts (``scale="counts"``), for scorers that read counts, such as the Virtual Cell
+    Challenge's: both files then hold integer counts in ``X`` (float32, no
+    ``uns["log1p"]``), the predicted cells' from ``adata_pred.layers["counts"]``
+    (``model.predict(..., scale="counts")``: each predicted cell on its source cell's count
+    scale, with its count noise) and the observed and control cells' measured counts from
+    their ``layers["counts"]`` (kept there by ``pdae.pp.normalize_counts``), unchanged.
+    cell-eval normalises integer data itself, each file to the median total of its cells
+    over the written genes, then ``log1p``; that is not exactly the registered ``X``
+    (normalised over every gene to 10,000), so scores on counts and on ``log1p`` files can
+    differ a little.
+
     Parameters
     ----------
     adata_pred
-        Predicted cells (``model.predict``, :func:`predict_baseline`), log-normalised.
+        Predicted cells (``model.predict``, :func:`predict_baseline`), log-normalised, and
+        with ``scale="counts"`` their counts in ``layers["counts"]``.
     adata_true
         Observed cells with the same genes in the same order, log-normalised
-        (``pdae.pp.normalize_counts``); only the predicted conditions are written.
+        (``pdae.pp.normalize_counts``), with ``scale="counts"`` their raw counts in
+        ``layers["counts"]``; only the predicted conditions are written.
     out_dir
         Directory to write into (created if needed). Only ``pred.h5ad`` and ``real.h5ad``
         are written there, never through a symbolic link.
@@ -109,13 +196,19 @@ def to_cell_eval(
         Set negative predicted values to 0. Baselines such as ``"additive"`` shift
         log-normalised cells below 0, which cell-eval refuses; with ``clip=False`` a
         negative prediction raises instead. (Observed or control cells with negative values
-        always raise: they are not log-normalised.)
+        always raise: they are not log-normalised.) Counts are never clipped: a negative
+        count raises.
     pert_col
         Perturbation column to write (cell-eval's ``--pert-col``, default ``target_gene``).
     control_pert
         Control label to write (cell-eval's ``--control-pert``, default ``non-targeting``).
     layer
-        Write this layer of every input instead of ``X``.
+        Write this layer of every input instead of ``X`` (with ``scale="counts"``: instead
+        of ``layers["counts"]``).
+    scale
+        ``"log1p"``: log-normalised expression, checked to lie in cell-eval's range
+        ``[0, 15)``. ``"counts"``: raw counts from ``layers["counts"]``, checked to be
+        non-negative integers.
     overwrite
         Replace ``pred.h5ad`` / ``real.h5ad`` that an earlier ``to_cell_eval`` wrote. Without
         it an existing file raises ``FileExistsError``; a file written by anything else (or a
@@ -125,24 +218,66 @@ def to_cell_eval(
     -------
     ``{"pred": path, "real": path, "command": str}``: the two ``.h5ad`` files and the
     ``cell-eval run`` command line for them (with ``--pert-col``/``--control-pert`` only
-    when they differ from cell-eval's defaults). The inputs are not modified.
+    when they differ from cell-eval's defaults). Each file has ``X`` (predicted or observed
+    cells, then the control cells), ``obs[pert_col]`` (categorical: the condition,
+    ``control_pert`` for the control cells) and the genes as ``var_names``. The inputs are
+    not modified.
 
     Examples
     --------
     >>> import tempfile
+    >>> import anndata
+    >>> import numpy as np
     >>> import pdae_sc as pdae
     >>> adata = pdae.data.simulate(n_perturbations=3, n_genes=20, counts=True, seed=0)
     >>> adata.X = adata.layers.pop("counts")
-    >>> pdae.pp.normalize_counts(adata)
+    >>> pdae.pp.normalize_counts(adata)  # X: log1p; the counts stay in layers["counts"]
     >>> pred = pdae.tl.predict_baseline(adata, ["P0+P1"], method="additive")
     >>> files = pdae.tl.to_cell_eval(pred, adata, tempfile.mkdtemp())
     >>> files["command"].split()[:2]
     ['cell-eval', 'run']
+
+    The round trip on the count scale: register the counts, predict a held-out
+    combination as counts and write raw counts, the ``target_gene`` column and the control
+    cells, as a Virtual Cell Challenge scorer reads them.
+
+    >>> train = adata[adata.obs["perturbation"] != "P0+P1"].copy()
+    >>> pdae.model.PDAE.setup_anndata(
+    ...     train, "perturbation", control_group="ctrl", counts_layer="counts"
+    ... )
+    >>> model = pdae.model.PDAE(train, n_latent=4)
+    >>> model.train(max_epochs=1, enable_progress_bar=False, held_out_conditions=0)
+    >>> pred = model.predict(["P0+P1"], n_cells=100, seed=0, scale="counts")
+    >>> files = pdae.tl.to_cell_eval(
+    ...     pred, adata, tempfile.mkdtemp(), adata_control=train, scale="counts"
+    ... )
+    >>> real, fake = anndata.read_h5ad(files["real"]), anndata.read_h5ad(files["pred"])
+    >>> real.obs["target_gene"].value_counts().sort_index().to_dict()
+    {'non-targeting': 100, 'P0+P1': 100}
+    >>> measured = adata[adata.obs["perturbation"] == "P0+P1"].layers["counts"]
+    >>> np.array_equal(real[real.obs["target_gene"] == "P0+P1"].X, measured)  # unchanged
+    True
+    >>> import scipy.sparse
+    >>> scipy.sparse.issparse(fake.X)  # sparse, as the predicted counts are
+    True
+    >>> predicted = fake[fake.obs["target_gene"] == "P0+P1"].X.toarray()
+    >>> np.array_equal(predicted, pred.layers["counts"].toarray())  # integer counts
+    True
+    >>> np.array_equal(  # the same control cells in both files
+    ...     fake[fake.obs["target_gene"] == "non-targeting"].X.toarray(),
+    ...     real[real.obs["target_gene"] == "non-targeting"].X,
+    ... )
+    True
     """
     if not isinstance(clip, bool):
         raise TypeError(f"clip={clip!r}; use True (set negative predictions to 0) or False.")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite={overwrite!r}; use True or False.")
+    if scale not in ("log1p", "counts"):
+        raise ValueError(
+            f"scale={scale!r}; use 'log1p' (log-normalised expression) or 'counts' (raw "
+            "integer counts, which cell-eval normalises itself)."
+        )
     out_dir = Path(out_dir)
     paths = {"pred": out_dir / "pred.h5ad", "real": out_dir / "real.h5ad"}
     for path in paths.values():  # refuse before any work, and before writing either file
@@ -189,12 +324,18 @@ def to_cell_eval(
             f"control_pert={control_pert!r} is also a perturbation label; choose another."
         )
 
-    pred_mat = _matrix(adata_pred, layer, "adata_pred")
-    true_mat = _matrix(adata_true, layer, "adata_true")
+    counts = scale == "counts"
+    if counts:
+        layer = _COUNTS_LAYER if layer is None else layer
+        read = _counts_matrix
+    else:
+        read = _matrix
+    pred_mat = read(adata_pred, layer, "adata_pred")
+    true_mat = read(adata_true, layer, "adata_true")
     if adata_control is None:
         ctrl_mat, ctrl_idx, ctrl_name = true_mat, np.flatnonzero(is_ctrl[true_codes]), "adata_true"
     else:
-        ctrl_mat, ctrl_name = _matrix(adata_control, layer, "adata_control"), "adata_control"
+        ctrl_mat, ctrl_name = read(adata_control, layer, "adata_control"), "adata_control"
         ctrl_idx = control_rows(adata_control, perturbation_key, control_group, delimiter)
     if len(ctrl_idx) == 0:
         raise ValueError(
@@ -209,34 +350,12 @@ def to_cell_eval(
         _rows(true_mat, true_rows),
         _rows(ctrl_mat, ctrl_idx),
     )
-    for name, x in (("adata_true", x_true), (ctrl_name, x_ctrl)):
-        lo, hi = _range(x)
-        if lo < 0 or hi >= _LOG1P_MAX:
-            raise ValueError(
-                f"{name} has values in [{lo:.3g}, {hi:.3g}]; cell-eval reads log-normalised "
-                f"expression in [0, {_LOG1P_MAX:g}). Normalise the counts with "
-                "pdae.pp.normalize_counts(adata) (for simulated data: "
-                "pdae.data.simulate(..., counts=True)) and predict from that."
-            )
-    lo, hi = _range(x_pred)
-    if lo < 0:
-        if not clip:
-            raise ValueError(
-                f"adata_pred has negative values (minimum {lo:.3g}), which cell-eval refuses; "
-                "pass clip=True to set them to 0 (the observed data are non-negative)."
-            )
-        n_neg = int((x_pred.data < 0).sum() if sparse.issparse(x_pred) else (x_pred < 0).sum())
-        logger.info(f"to_cell_eval: {n_neg} negative predicted values set to 0 (clip=True).")
-        if sparse.issparse(x_pred):
-            x_pred.data = np.maximum(x_pred.data, 0)
-            x_pred.eliminate_zeros()
-        else:
-            x_pred = np.maximum(x_pred, 0)
-    if hi >= _LOG1P_MAX:
-        raise ValueError(
-            f"adata_pred has values up to {hi:.3g}; cell-eval reads log-normalised expression "
-            f"below {_LOG1P_MAX:g}. Predict on the log1p scale (scale='log1p')."
-        )
+    inputs = (("adata_pred", x_pred), ("adata_true", x_true), (ctrl_name, x_ctrl))
+    if counts:
+        for name, x in inputs:
+            _check_counts(x, name)
+    else:
+        x_pred = _check_log1p(inputs, clip)
 
     ctrl_names = [f"control-{n}" for n in range(len(ctrl_idx))]
 
@@ -249,7 +368,8 @@ def to_cell_eval(
         out = ad.AnnData(
             X=_stack([x_cond, x_ctrl]), obs=obs, var=pd.DataFrame(index=adata_true.var_names)
         )
-        out.uns["log1p"] = {"base": None}
+        if not counts:  # integer counts: cell-eval normalises them itself
+            out.uns["log1p"] = {"base": None}
         write_h5ad(out, path, overwrite=overwrite, writer=_WRITER, arg=f"out_dir/{path.name}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +382,8 @@ def to_cell_eval(
         cmd += ["--control-pert", control_pert]
     cmd += ["-o", str(out_dir / "results")]
     logger.info(
-        f"to_cell_eval: {len(targets)} conditions, {len(pred_rows)} predicted and "
+        f"to_cell_eval: {'raw counts, ' if counts else ''}"
+        f"{len(targets)} conditions, {len(pred_rows)} predicted and "
         f"{len(true_rows)} observed cells, {len(ctrl_idx)} control cells from {ctrl_name} "
         f"in both files. Run: {shlex.join(cmd)}"
     )
