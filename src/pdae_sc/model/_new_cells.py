@@ -356,8 +356,7 @@ def predict_new_cells(
         shifts, measured = baseline_shifts(registration, method, targets, measured_first=chosen)
         x_out, picks = _shifted(new, shifts, n, seed, batch_size)
         sizes = [n] * len(targets.names)
-        chosen_method = getattr(model, "prediction_method_", None)
-        uns = {UNS_METHOD: method, UNS_CHOSEN: method == chosen_method}
+        uns = {UNS_METHOD: method, UNS_CHOSEN: method == _chosen_method(model)}
         table[SHIFT_COLUMN] = np.where(measured, SHIFT_MEASURED, method)
     uns.update({UNS_EXTRAPOLATION: table.reset_index(), UNS_NEW_CELLS: True})
     layers, values = None, None
@@ -408,6 +407,11 @@ def new_cells_method(model) -> str:
     diff = (scores["additive"] - scores[best]).to_numpy(dtype=float)
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
     return best if diff.mean() > se else "additive"
+
+
+def _chosen_method(model) -> str | None:
+    """The model's choice on its held-out conditions (``None`` for a model without one)."""
+    return getattr(model, "prediction_method_", None)
 
 
 def _shifted(new: NewCells, shifts: np.ndarray, n: int, seed: int, batch_size: int):
