@@ -54,6 +54,11 @@ class Task:
     reference: str | None = None  # a training condition whose cells are a baseline too
 
 
+def dense(x) -> np.ndarray:
+    """A dense float64 copy of a matrix (sparse or dense)."""
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+
+
 def _hvg(adata: ad.AnnData, n_top: int) -> ad.AnnData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -51,9 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
-from _tasks import TASKS, Task, fit_pdae
+from _tasks import TASKS, Task, dense, fit_pdae
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -62,10 +61,6 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
 SOURCES = (None, "all", "ctrl")
 TOLERANCE = 0.25
 N_SUBSETS = 20  # held-out subsets of the predicted size (vmr_ratio_matched)
-
-
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
 def _vmr(counts: np.ndarray) -> np.ndarray:
@@ -96,7 +91,7 @@ def figure(pred, obs, genes: np.ndarray, seed: int) -> dict:
     a prediction from a smaller pool of source cells is compared with measured cells at its
     own size.
     """
-    pred, obs = _dense(pred), _dense(obs)
+    pred, obs = dense(pred), dense(obs)
     out = {"n_cells": len(pred), "n_held_out": len(obs), "n_genes": int(genes.sum())}
     full = vmr_ratio(pred, obs, genes)
     if len(pred) >= len(obs):
@@ -146,14 +141,14 @@ def _predictions(task: Task, model, seed: int, cells: str, new, genes: np.ndarra
     extra = {"adata": new} if cells == "new" else {}
     rows = []
     for cond in task.targets:
-        obs = _dense(task.test[task.test.obs["perturbation"] == cond].layers["counts"])
+        obs = dense(task.test[task.test.obs["perturbation"] == cond].layers["counts"])
         n_held = len(obs)
         for source in SOURCES:
             n = min(n_held, _pool(sources, source, default))
             pred = model.predict(
                 [cond], n_cells=n, source=source, seed=seed, scale="counts", method="pdae", **extra
             )
-            counts = _dense(pred.layers["counts"])
+            counts = dense(pred.layers["counts"])
             label = f"None ({default})" if source is None else source
             rows.append(_row(task, seed, cells, label, "pdae", cond, counts, obs, genes))
             if source is None and cells == "registered":  # no cell-to-cell variation
@@ -167,7 +162,7 @@ def _predictions(task: Task, model, seed: int, cells: str, new, genes: np.ndarra
         pool = _pool(sources, "ctrl" if baseline else None, default)
         pred = model.predict([cond], n_cells=min(n_held, pool), seed=seed, scale="counts", **extra)
         method = pred.uns["pdae"]["method"]
-        counts = _dense(pred.layers["counts"])
+        counts = dense(pred.layers["counts"])
         rows.append(_row(task, seed, cells, "auto", method, cond, counts, obs, genes))
     return rows
 
@@ -182,7 +177,7 @@ def floors(task: Task, seed: int, genes: np.ndarray, sizes: list[int]) -> list:
     """
     rows = []
     for cond in task.targets:
-        obs = _dense(task.test[task.test.obs["perturbation"] == cond].layers["counts"])
+        obs = dense(task.test[task.test.obs["perturbation"] == cond].layers["counts"])
         n_held = len(obs)
         perm = np.random.default_rng(seed).permutation(n_held)
         small = (n for n in sizes if n < n_held and n != n_held // 2)

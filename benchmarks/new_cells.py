@@ -60,7 +60,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from _tasks import MIN_TEST_CELLS, Task, datlinger, fit_pdae, papalexi_context
+from _tasks import MIN_TEST_CELLS, Task, datlinger, dense, fit_pdae, papalexi_context
 
 import pdae_sc as pdae
 
@@ -185,10 +185,6 @@ TASKS = {
 }
 
 
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
-
-
 def _measured(train: ad.AnnData, key: str, target: str) -> np.ndarray | None:
     """Mean of ``target`` minus the control mean in each context, averaged (``None``: none)."""
     obs, deltas = train.obs, []
@@ -197,14 +193,14 @@ def _measured(train: ad.AnnData, key: str, target: str) -> np.ndarray | None:
         hit = in_ctx & (obs["perturbation"].astype(str) == target).to_numpy()
         ctrl = in_ctx & (obs["perturbation"].astype(str) == "ctrl").to_numpy()
         if hit.any() and ctrl.any():
-            deltas.append(_dense(train.X[hit]).mean(0) - _dense(train.X[ctrl]).mean(0))
+            deltas.append(dense(train.X[hit]).mean(0) - dense(train.X[ctrl]).mean(0))
     return np.mean(deltas, axis=0) if deltas else None
 
 
 def shifted_new_cells(nt: NewCellsTask, method: str) -> ad.AnnData:
     """The new cells, each once per target: unchanged, or + the mean shift measured elsewhere."""
     train, new = nt.task.train, nt.new
-    x_new = _dense(new.X)
+    x_new = dense(new.X)
     blocks = []
     for target in nt.task.targets:
         shift = np.zeros(new.n_vars)

@@ -37,6 +37,7 @@ from ._new_cells_baselines import baseline_shifts
 from ._noise import draw_sources, make_generator
 from ._predict import check_prediction_memory, count_scale, move_to_targets
 from ._registration import RegisteredCells, Registration, Targets
+from ._selection import clearly_closer
 from ._warnings import warn_outside_span
 
 __all__ = [
@@ -395,7 +396,7 @@ def new_cells_method(model) -> str:
     model's held-out conditions (``held_out_scores_``, targets never measured in their
     context too): its mean energy distance lower than ``additive``'s by more than one
     standard error of the per-condition differences, the rule by which the model prefers a
-    baseline to the network (:func:`~pdae_sc.model._selection.choose_method`). The network
+    baseline to the network (:func:`~pdae_sc.model._selection.clearly_closer`). The network
     is not used by default: the held-out conditions are measured in registered contexts,
     and moving cells of a basal state the network never saw asks more of its encoder and
     decoder than they test (``benchmarks/results/new_cells.md`` compares both).
@@ -404,9 +405,7 @@ def new_cells_method(model) -> str:
     if scores is None or scores.empty:
         return "additive"
     best = str(scores[list(_SHIFTING)].mean().idxmin())
-    diff = (scores["additive"] - scores[best]).to_numpy(dtype=float)
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    return best if diff.mean() > se else "additive"
+    return best if clearly_closer(scores, best, than="additive") else "additive"
 
 
 def _chosen_method(model) -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
     "SIMPLE_METHODS",
     "choose_method",
     "choose_prediction_method",
+    "clearly_closer",
     "pick_held_out",
     "score_held_out",
 ]
@@ -254,9 +255,19 @@ def choose_method(scores: pd.DataFrame) -> str:
         return "pdae"
     means = scores[["pdae", *SIMPLE_METHODS]].mean()
     best = min(SIMPLE_METHODS, key=lambda m: means[m])
-    diff = (scores["pdae"] - scores[best]).to_numpy(dtype=float)
+    return best if clearly_closer(scores, best, than="pdae") else "pdae"
+
+
+def clearly_closer(scores: pd.DataFrame, method: str, *, than: str) -> bool:
+    """Whether ``method``'s mean score is below ``than``'s by more than one standard error.
+
+    The standard error is that of the per-group differences (``than`` minus ``method``) of
+    the held-out ``scores``, so a win that one noisy group could give by chance does not
+    count.
+    """
+    diff = (scores[than] - scores[method]).to_numpy(dtype=float)
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    return best if diff.mean() > se else "pdae"
+    return bool(diff.mean() > se)
 
 
 def wanted_count(value) -> int | str:
