@@ -10,7 +10,10 @@ method from the same distinct control cells, none twice:
 - ``refit``: 2,000 steps with the held-out conditions out (the choice is made there), then
   1,000 more steps on every cell through the public API,
   ``model.train(held_out_conditions=0, lr=1e-3)`` (a second cosine from 1e-3), the same
-  3,000 steps as the default.
+  3,000 steps as the default;
+- ``continue``: the same two phases, but the second starts where the default's cosine
+  stands after 2,000 of 3,000 steps (lr about 2.6e-4) and decays from there: one schedule
+  split at the choice, not a second one.
 
     python benchmarks/refit_after_choice.py [--tasks clean ...] [--modes held_in refit]
         [--seeds 0 1 2] [--out benchmarks/results]
@@ -31,12 +34,15 @@ import pandas as pd
 from _tasks import TASKS, fit_pdae, predict_under_protocol, score
 
 import pdae_sc.model._training as training
+import pdae_sc.model._training_plan as plan
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 FIRST_STEPS, REFIT_STEPS, REFIT_LR = 2000, 1000, 1e-3
+#: ``continue``: the default cosine (1e-3 down to 1e-5 over 3,000 steps) at step 2,000.
+CONTINUE_LR = 1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * FIRST_STEPS / 3000)) / 2
 
 
 def _network(task, model, seed: int) -> float:
@@ -58,17 +64,23 @@ def run(task, mode: str, seed: int) -> dict:
         }
     default_steps = training.FIXED_STEPS
     training.FIXED_STEPS = FIRST_STEPS
+    cosine = plan.torch.optim.lr_scheduler.CosineAnnealingLR
+    if mode == "continue":  # the first 2,000 steps of a 3,000-step cosine
+        plan.torch.optim.lr_scheduler.CosineAnnealingLR = lambda opt, T_max, eta_min: cosine(
+            opt, T_max=round(T_max * 3000 / FIRST_STEPS), eta_min=eta_min
+        )
     try:
         model, fit_s = fit_pdae(task, seed)
     finally:
         training.FIXED_STEPS = default_steps
+        plan.torch.optim.lr_scheduler.CosineAnnealingLR = cosine
     chosen, first = model.prediction_method_, _network(task, model, seed)
     steps_per_epoch = math.ceil(model.trainer.global_step / model.trainer.current_epoch)
     t0 = time.perf_counter()
     model.train(
         max_epochs=max(1, round(REFIT_STEPS / steps_per_epoch)),
         held_out_conditions=0,
-        lr=REFIT_LR,
+        lr=CONTINUE_LR if mode == "continue" else REFIT_LR,
         enable_progress_bar=False,
     )
     fit_s += time.perf_counter() - t0
@@ -92,7 +104,7 @@ def summary(table: pd.DataFrame) -> list[str]:
     ]
     for (task, mode), rows in table.groupby(["task", "mode"], sort=False):
         sd = rows["network"].std(ddof=1) if len(rows) > 1 else float("nan")
-        first = ", ".join(f"{v:.4f}" for v in rows["first"]) if mode == "refit" else ""
+        first = ", ".join(f"{v:.4f}" for v in rows["first"]) if mode != "held_in" else ""
         lines.append(
             f"| {task} | {mode} | {', '.join(map(str, rows['seed']))} | {first} | "
             f"{rows['network'].mean():.4f} ± {sd:.4f} | "
@@ -107,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["clean"], choices=list(TASKS))
     parser.add_argument(
-        "--modes", nargs="+", default=["held_in", "refit"], choices=["held_in", "refit"]
+        "--modes",
+        nargs="+",
+        default=["held_in", "refit"],
+        choices=["held_in", "refit", "continue"],
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

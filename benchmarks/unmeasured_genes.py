@@ -166,7 +166,7 @@ def run_task(name: str, seeds: list[int]) -> pd.DataFrame:
             )
             s = score(task, pred, seed=seed)
             s["method"], s["seed"], s["fit_s"] = method, seed, fit_s
-            s["chosen"] = getattr(model, "prediction_method_", "pdae")
+            s["chosen"] = _predicted_by(model, pred, s["condition"])
             s["flagged"] = bool((table["status"].str.startswith("from the embedding")).all())
             s["penalty"] = emap.penalty
             rows.append(s)
@@ -179,6 +179,17 @@ def run_task(name: str, seeds: list[int]) -> pd.DataFrame:
     out = pd.concat(rows, ignore_index=True)
     out.insert(0, "task", name)
     return out
+
+
+def _predicted_by(model, pred, conditions: pd.Series) -> pd.Series:
+    """Per scored condition, the method that predicted it (``predicted_by`` when mixed)."""
+    table = pred.uns["pdae"]["extrapolation"]
+    chosen = getattr(model, "prediction_method_", "pdae")
+    if "predicted_by" not in table.columns:
+        return pd.Series(chosen, index=conditions.index)
+    names = pred.obs[model.registration.perturbation_key].astype(str).unique()
+    by = dict(zip(names, table["predicted_by"], strict=True))
+    return conditions.astype(str).map(by).fillna(chosen)
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -146,3 +146,52 @@ def test_bad_embedding_arguments_are_refused_before_registration():
             perturbation_embedding=pd.DataFrame({"d": [np.nan]}, index=["P9"]),
         )
     assert "_scvi_uuid" not in adata.uns
+
+
+def test_default_predicts_never_measured_targets_with_the_linear_model_with_embeddings(model):
+    assert model.prediction_method_ == "pdae"
+    targets = ["P0", "P10", "P0+P11"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = model.predict(targets, n_cells=20, seed=0)
+        network = model.predict(["P0"], n_cells=20, seed=0, method="pdae")
+        linear = model.predict(["P10", "P0+P11"], n_cells=20, seed=0, method="linear")
+    table = pred.uns["pdae"]["extrapolation"]
+    assert table["predicted_by"].tolist() == ["pdae", "linear", "linear"]
+    assert table["status"].tolist()[1:] == [STATUS_EMBEDDING] * 2
+    assert pred.uns["pdae"]["method"] == "pdae"
+    assert (
+        pred.obs["perturbation"].astype(str).tolist()
+        == ["P0"] * 20 + ["P10"] * 20 + ["P0+P11"] * 20
+    )
+    np.testing.assert_array_equal(pred.X[:20], network.X)
+    np.testing.assert_array_equal(pred.X[20:], linear.X)
+    assert pred.obs_names.is_unique
+    # every target measured: the network alone, and no column
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        measured = model.predict(["P0", "P1"], n_cells=20, seed=0)
+    assert "predicted_by" not in measured.uns["pdae"]["extrapolation"].columns
+    np.testing.assert_array_equal(measured.X[:20], network.X)
+
+
+def test_new_cells_get_the_linear_model_with_embeddings_for_never_measured_targets(model, screen):
+    train, _, shifts = screen
+    new = train[train.obs["perturbation"] == "ctrl"].copy()
+    del new.obs["perturbation"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = model.predict(["P10", "P0"], adata=new, seed=0)
+        explicit = model.predict(["P10"], adata=new, seed=0, method="linear")
+        reference = pdae.tl.predict_baseline(
+            train, ["P10"], method="linear", perturbation_embedding=shifts, seed=0
+        )
+    column = pred.uns["pdae"]["extrapolation"]["new_cells_shift"].tolist()
+    assert column == ["linear", "measured in training"]
+    source = new[pred.obs["pdae_source_cell"]].X
+    shift = pred.X[: new.n_obs] - source[: new.n_obs]
+    # the same shift for every cell: the linear model with embeddings' mean shift
+    ref_source = train[reference.obs["pdae_source_cell"]].X
+    expected = np.asarray(reference.X - ref_source).mean(axis=0)
+    np.testing.assert_allclose(shift, np.broadcast_to(expected, shift.shape), atol=1e-4)
+    np.testing.assert_allclose(explicit.X, pred.X[: new.n_obs], atol=1e-6)

@@ -82,6 +82,10 @@ class PerturbationEmbedding:
         """The vectors of ``names`` (all known), shape ``(len(names), n_dims)``."""
         return self.vectors[[self._index[n] for n in names]]
 
+    def to_frame(self) -> pd.DataFrame:
+        """The embedding as a table (index: names), the form ``perturbation_embedding`` takes."""
+        return pd.DataFrame(self.vectors, index=list(self.names))
+
 
 def check_embedding_table(table: object, *, what: str = "perturbation_embedding") -> pd.DataFrame:
     """A user's embedding as a float DataFrame (index: perturbation names), checked.

@@ -11,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from pdae_sc.data._validation import check_indices, check_seed
@@ -22,10 +21,9 @@ from ._noise import resolve_seed
 from ._predict import (
     counterfactual,
     latents,
-    predict_cells,
-    predict_with_baseline,
     source_cells,
 )
+from ._registered_prediction import predict_registered
 from ._request import applicable_method, check_n_cells, check_output, prediction_method
 from ._warnings import warn_outside_span
 
@@ -303,7 +301,9 @@ class InferenceMixin:
         method
             ``"auto"`` (default): the method chosen on the measured conditions held out of training
             (a baseline only when clearly closer), :attr:`prediction_method_` (``"pdae"`` when none
-            were held out, see ``train(held_out_conditions=...)``). ``"pdae"``: the model's own
+            were held out, see ``train(held_out_conditions=...)``); a target with a
+            perturbation never measured goes to the linear model with embeddings (the
+            extrapolation table's ``predicted_by`` says so). ``"pdae"``: the model's own
             cells. A simple baseline (``"linear"``, ``"additive"``, ``"mean_response"``,
             ``"pooled"``, ``"control"``): :func:`pdae_sc.tl.predict_baseline` on the registered
             cells (every condition, in ``context`` if given), in the same format, with
@@ -391,33 +391,19 @@ class InferenceMixin:
         src_idx = source_cells(registration, cells, source, targets.context, default_source)
         if chosen:
             method = applicable_method(cells, method, targets.context)
-        if method != "pdae":
-            return predict_with_baseline(
-                registration,
-                method,
-                targets,
-                n_cells=n_cells,
-                seed=seed,
-                scale=scale,
-                sparse=sparse,
-                batch_size=self._batch_size(None),
-                chosen_method=getattr(self, "prediction_method_", None),
-            )
-        if sparse is None:
-            sparse = bool(sp.issparse(registration.matrix))
-        return predict_cells(
-            self.module,
-            self.device,
+        return predict_registered(
+            self,
             registration,
             cells,
             targets,
             src_idx,
+            method=method,
+            chosen=chosen,
             n_cells=n_cells,
             seed=seed,
             batch_size=batch_size,
             scale=scale,
             sparse=sparse,
-            max_bytes=self.max_prediction_bytes,
         )
 
     def get_counterfactual(

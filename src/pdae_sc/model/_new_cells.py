@@ -3,8 +3,9 @@
 The user's cells (typically the control cells of a cell line or donor the model never saw)
 are read by gene name. A simple baseline moves them by its mean shift, fitted on the
 registered cells (:func:`~pdae_sc.model._new_cells_baselines.baseline_shifts`). That is what
-``method="auto"`` does: each target measured in training gets its measured mean shift, the
-others the baseline of :func:`new_cells_method`. With ``method="pdae"`` the network moves
+``method="auto"`` does: each target measured in training gets its measured mean shift, one
+with a perturbation never measured the linear model with embeddings' shift, the others the
+baseline of :func:`new_cells_method`. With ``method="pdae"`` the network moves
 them exactly as it moves registered cells (:func:`~pdae_sc.model._predict.move_to_targets`):
 encoded, their own shift subtracted (zero for control cells), the target's added, decoded.
 The user's AnnData is only read; nothing is registered on it.
@@ -33,7 +34,7 @@ from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._span import STATUS_OTHER_CONTEXT, STATUS_SEEN
 from pdae_sc.data._validation import check_matrix, check_unique_names, get_matrix
 
-from ._new_cells_baselines import baseline_shifts
+from ._new_cells_baselines import SHIFT_MEASURED, baseline_shifts
 from ._noise import draw_sources, make_generator
 from ._predict import check_prediction_memory, count_scale, move_to_targets
 from ._registration import RegisteredCells, Registration, Targets
@@ -63,8 +64,6 @@ UNS_NEW_CELLS = "new_cells"
 #: Column of ``uns["pdae"]["extrapolation"]`` (baselines only): what shifted each target's
 #: new cells, :data:`SHIFT_MEASURED` or the baseline's name.
 SHIFT_COLUMN = "new_cells_shift"
-#: A target measured in a registered context: its mean shift measured there.
-SHIFT_MEASURED = "measured in training"
 #: The baselines that move new cells (``pooled`` draws registered cells instead).
 _SHIFTING = ("linear", "additive", "mean_response", "control")
 
@@ -326,8 +325,8 @@ def predict_new_cells(
         method = new_cells_method(model)
         logger.info(
             "predict(adata=...) adds to the new cells each target's mean shift measured in "
-            "training, and for targets never measured the %r baseline's; the network moves "
-            "cells of an unregistered context only with method='pdae'.",
+            "training, else the %r baseline's (see new_cells_shift in the extrapolation "
+            "table); the network moves cells of an unregistered context only with method='pdae'.",
             method,
         )
     elif method == "pooled":
@@ -354,11 +353,11 @@ def predict_new_cells(
     else:
         n_genes = len(registration.genes)
         check_prediction_memory(n, len(targets.names), n_genes, model.max_prediction_bytes)
-        shifts, measured = baseline_shifts(registration, method, targets, measured_first=chosen)
+        shifts, how = baseline_shifts(registration, method, targets, measured_first=chosen)
         x_out, picks = _shifted(new, shifts, n, seed, batch_size)
         sizes = [n] * len(targets.names)
         uns = {UNS_METHOD: method, UNS_CHOSEN: method == _chosen_method(model)}
-        table[SHIFT_COLUMN] = np.where(measured, SHIFT_MEASURED, method)
+        table[SHIFT_COLUMN] = how
     uns.update({UNS_EXTRAPOLATION: table.reset_index(), UNS_NEW_CELLS: True})
     layers, values = None, None
     if scale == "counts":

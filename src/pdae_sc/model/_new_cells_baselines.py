@@ -19,9 +19,13 @@ from pdae_sc.data._prediction_adata import SOURCE_CELL_KEY
 from pdae_sc.data._sampler import group_sums
 from pdae_sc.tl._baselines import predict_baseline
 
+from ._registered_prediction import PLACED_BY
 from ._registration import Registration, Targets
 
-__all__ = ["baseline_shifts"]
+__all__ = ["SHIFT_MEASURED", "baseline_shifts"]
+
+#: A target measured in a registered context: its mean shift measured there.
+SHIFT_MEASURED = "measured in training"
 
 #: Context of the new cells among the registered ones (suffixed until no context has it).
 _NEW_CONTEXT = "new cells"
@@ -39,35 +43,41 @@ def baseline_shifts(
     measured in the registered contexts (its mean minus their control cells' mean, averaged
     over the contexts that measured it), and for a combination never measured the sum of its
     singles' shifts, each measured so; ``linear`` ``l* beta`` of the linear fit over every
-    (condition, context) group (a fitted intercept per context with several);
-    ``mean_response`` the mean response, averaged over the registered contexts. For a single
-    this ``additive`` is :func:`~pdae_sc.tl.predict_baseline`'s; for a measured combination
-    it is the measured shift where ``predict_baseline`` sums the singles.
+    (condition, context) group (a fitted intercept per context with several), with the
+    model's perturbation embedding for perturbations never measured (the linear model with
+    embeddings); ``mean_response`` the mean response, averaged over the registered contexts.
+    For a single this ``additive`` is :func:`~pdae_sc.tl.predict_baseline`'s; for a measured
+    combination it is the measured shift where ``predict_baseline`` sums the singles.
 
-    ``measured_first``: every target measured in a registered context gets its measured
-    shift, as with ``additive``, and only the others ``method``'s shift.
+    ``measured_first`` (``method="auto"``): every target measured in a registered context
+    gets its measured shift, as with ``additive``; a target with a perturbation never
+    measured gets the linear model with embeddings' (as ``predict`` does for registered
+    cells, :mod:`~pdae_sc.model._registered_prediction`); only the others ``method``'s.
 
-    Returns the shifts ``(n_targets, n_genes)`` (float64) and, per target, whether it got
-    its measured shift.
+    Returns the shifts ``(n_targets, n_genes)`` (float64) and, per target, the source of its
+    shift: :data:`SHIFT_MEASURED` or the baseline's name.
     """
-    n_genes = len(registration.genes)
+    n = len(targets.names)
     if method == "control" and not measured_first:
-        return np.zeros((len(targets.names), n_genes)), np.zeros(len(targets.names), bool)
+        return np.zeros((n, len(registration.genes))), np.full(n, method, dtype=object)
     groups = _group_means(registration)
     if method != "additive" and not measured_first:
         shifts = _fitted_shifts(registration, groups, method, targets.names, targets.dosages)
-        return shifts, np.zeros(len(targets.names), bool)
+        return shifts, np.full(n, method, dtype=object)
     shifts = _measured_shifts(registration, groups, targets.labels)
-    todo = np.flatnonzero(np.isnan(shifts[:, 0]))
-    if len(todo) and method == "control":
-        shifts[todo] = 0.0
-    elif len(todo):
+    how = np.where(np.isnan(shifts[:, 0]), method, SHIFT_MEASURED).astype(object)
+    if measured_first:
+        placed = np.array([bool(p) for p in targets.from_embedding], dtype=bool)
+        how[placed & (how != SHIFT_MEASURED)] = PLACED_BY
+    for m in set(how) - {SHIFT_MEASURED}:
+        todo = np.flatnonzero(how == m)
+        if m == "control":
+            shifts[todo] = 0.0
+            continue
         names = [targets.names[t] for t in todo]
         doses = [targets.dosages[t] for t in todo]
-        shifts[todo] = _fitted_shifts(registration, groups, method, names, doses)
-    measured = np.ones(len(targets.names), bool)
-    measured[todo] = False
-    return shifts, measured
+        shifts[todo] = _fitted_shifts(registration, groups, m, names, doses)
+    return shifts, how
 
 
 def _group_means(registration: Registration) -> AnnData:
@@ -134,6 +144,11 @@ def _fitted_shifts(registration: Registration, groups: AnnData, method, names, d
         origin = AnnData(np.zeros((1, groups.n_vars)), obs=pd.DataFrame([row], index=["new"]))
         groups = ad.concat([groups, origin])
     with_doses = registration.dosage_key is not None
+    embedding = registration.perturbation_embedding
+    if embedding is not None and method == "linear":  # the linear model with embeddings
+        extra = {"perturbation_embedding": embedding.to_frame()}
+    else:
+        extra = {}
     pred = predict_baseline(
         groups,
         list(names),
@@ -147,6 +162,7 @@ def _fitted_shifts(registration: Registration, groups: AnnData, method, names, d
         context_key=None if new_context is None else _CONTEXT_COLUMN,
         context=new_context,
         seed=0,
+        **extra,
     )
     source = groups.obs_names.get_indexer(pred.obs[SOURCE_CELL_KEY])
     return np.asarray(pred.X, dtype=np.float64) - np.asarray(groups.X)[source]

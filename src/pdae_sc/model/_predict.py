@@ -350,7 +350,7 @@ def registered_baseline(
         ctx = {"context_key": registration.context_keys[0], "context": context}
     embedding = registration.perturbation_embedding
     if embedding is not None and method == "linear":  # the linear model with embeddings
-        ctx["perturbation_embedding"] = pd.DataFrame(embedding.vectors, index=embedding.names)
+        ctx["perturbation_embedding"] = embedding.to_frame()
     return predict_baseline(
         adata,
         list(targets),
