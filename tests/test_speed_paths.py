@@ -308,3 +308,12 @@ def test_nonfinite_loss_elsewhere_stops_this_process_too():
     plan.on_before_optimizer_step(None)
     assert all(p.grad is None for p in module.parameters())  # and no update is made
     assert plan.n_updates == 0
+
+
+def test_adam_uses_the_fused_kernel_on_the_cpu():
+    plan = PDAETrainingPlan(
+        PDAEModule(12, 3, n_latent=4, n_hidden=(8,), n_noise=2), lr_schedule="constant"
+    )
+    optimizer = plan.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["fused"] is True
