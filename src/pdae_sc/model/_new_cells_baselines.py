@@ -19,6 +19,7 @@ from pdae_sc.data._prediction_adata import SOURCE_CELL_KEY
 from pdae_sc.data._sampler import group_sums
 from pdae_sc.tl._baselines import predict_baseline
 
+from ._predict import embedding_argument
 from ._registered_prediction import PLACED_BY
 from ._registration import Registration, Targets
 
@@ -144,11 +145,6 @@ def _fitted_shifts(registration: Registration, groups: AnnData, method, names, d
         origin = AnnData(np.zeros((1, groups.n_vars)), obs=pd.DataFrame([row], index=["new"]))
         groups = ad.concat([groups, origin])
     with_doses = registration.dosage_key is not None
-    embedding = registration.perturbation_embedding
-    if embedding is not None and method == "linear":  # the linear model with embeddings
-        extra = {"perturbation_embedding": embedding.to_frame()}
-    else:
-        extra = {}
     pred = predict_baseline(
         groups,
         list(names),
@@ -162,7 +158,7 @@ def _fitted_shifts(registration: Registration, groups: AnnData, method, names, d
         context_key=None if new_context is None else _CONTEXT_COLUMN,
         context=new_context,
         seed=0,
-        **extra,
+        **embedding_argument(registration, method),
     )
     source = groups.obs_names.get_indexer(pred.obs[SOURCE_CELL_KEY])
     return np.asarray(pred.X, dtype=np.float64) - np.asarray(groups.X)[source]

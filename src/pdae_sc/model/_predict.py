@@ -37,9 +37,11 @@ from ._registration import RegisteredCells, Registration, Targets
 
 __all__ = [
     "baseline_applies",
+    "baseline_prediction_available",
     "check_prediction_memory",
     "count_scale",
     "counterfactual",
+    "embedding_argument",
     "fit_check",
     "label_batch",
     "latents",
@@ -345,12 +347,9 @@ def registered_baseline(
     It uses the registered label column, control, delimiter and layer and, with ``context``,
     the one context key.
     """
-    ctx = {}
+    ctx = embedding_argument(registration, method)
     if context is not None:
-        ctx = {"context_key": registration.context_keys[0], "context": context}
-    embedding = registration.perturbation_embedding
-    if embedding is not None and method == "linear":  # the linear model with embeddings
-        ctx["perturbation_embedding"] = embedding.to_frame()
+        ctx.update({"context_key": registration.context_keys[0], "context": context})
     return predict_baseline(
         adata,
         list(targets),
@@ -363,6 +362,26 @@ def registered_baseline(
         seed=seed,
         **ctx,
     )
+
+
+def embedding_argument(registration: Registration, method: str) -> dict:
+    """``perturbation_embedding=`` of a baseline: the model's embedding for ``linear``.
+
+    The linear model with embeddings (:func:`~pdae_sc.tl.predict_baseline`); nothing for
+    the other baselines or a model without an embedding.
+    """
+    embedding = registration.perturbation_embedding
+    if embedding is None or method != "linear":
+        return {}
+    return {"perturbation_embedding": embedding.to_frame()}
+
+
+def baseline_prediction_available(registration: Registration) -> bool:
+    """Whether :func:`predict_with_baseline` serves this model.
+
+    It does not for a model with doses or several ``context_keys``.
+    """
+    return registration.dosage_key is None and len(registration.context_keys) <= 1
 
 
 def baseline_applies(cells: RegisteredCells, method: str, context: str | None) -> bool:
@@ -389,7 +408,7 @@ def predict_with_baseline(
     ``chosen_method``: the method the model chose on its held-out conditions (recorded in
     ``uns["pdae"]``).
     """
-    if registration.dosage_key is not None or len(registration.context_keys) > 1:
+    if not baseline_prediction_available(registration):
         raise ValueError(
             f"method={method!r}: a baseline prediction is not available for a model with "
             "doses or several context_keys; use method='pdae', or "

@@ -23,7 +23,12 @@ from anndata import AnnData
 
 from pdae_sc.data._prediction_adata import UNS_CHOSEN, UNS_EXTRAPOLATION, UNS_KEY, UNS_METHOD
 
-from ._predict import baseline_applies, predict_cells, predict_with_baseline
+from ._predict import (
+    baseline_applies,
+    baseline_prediction_available,
+    predict_cells,
+    predict_with_baseline,
+)
 from ._registration import RegisteredCells, Registration, Targets
 
 __all__ = ["PLACED_BY", "PREDICTED_BY", "predict_registered"]
@@ -96,9 +101,9 @@ def predict_registered(
 
 def _linear_applies(registration: Registration, cells: RegisteredCells, targets: Targets) -> bool:
     """Whether :data:`PLACED_BY` can predict ``targets`` (else the chosen method does)."""
-    if registration.dosage_key is not None or len(registration.context_keys) > 1:
-        return False  # no baseline prediction for these models (predict_with_baseline)
-    return baseline_applies(cells, PLACED_BY, targets.context)
+    return baseline_prediction_available(registration) and baseline_applies(
+        cells, PLACED_BY, targets.context
+    )
 
 
 def subset_targets(targets: Targets, idx: np.ndarray) -> Targets:
