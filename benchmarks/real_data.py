@@ -206,7 +206,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     train_kwargs = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     if args.early_stopping is not None:
-        flag = {"true": True, "false": False}.get(args.early_stopping.lower(), "auto")
+        flag = {"true": True, "false": False}.get(args.early_stopping.lower())
+        flag = args.early_stopping if flag is None else flag  # "auto", "held_out"
         train_kwargs["early_stopping"] = flag
     model_kwargs = {} if args.decoder is None else {"decoder": args.decoder}
     tables = [run_task(t, args.seeds, model_kwargs, train_kwargs) for t in args.tasks]

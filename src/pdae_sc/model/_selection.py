@@ -158,13 +158,16 @@ def held_out_mask(codes: np.ndarray, contexts: np.ndarray, groups) -> np.ndarray
     return mask
 
 
-def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
+def score_held_out(
+    model, groups, *, seed: int = 0, methods=SIMPLE_METHODS, from_control: bool | None = None
+) -> pd.DataFrame:
     """Energy distance of PDAE and each simple baseline to every held-out group's cells.
 
     Every method predicts ``n_cells`` distinct cells per held-out group (the fewest of the
     group's cells, its context's control cells and PDAE's source cells there, all outside
     the held-out groups, and :data:`MAX_SCORED_CELLS`), from cells it may use: PDAE moves
-    its default source set, the baselines are fitted on the training cells only. One row per
+    its default source set (the control cells when ``from_control``, where the context has
+    them), the baselines in ``methods`` are fitted on the training cells only. One row per
     group: ``condition``, ``context``, ``n_cells`` and one column per method.
     """
     registration = model.registration
@@ -183,7 +186,9 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
         conds = [c for c, kk in groups if kk == k]
         truths = [np.flatnonzero((enc.codes == c) & in_ctx) for c in conds]
         ctrl = np.flatnonzero(ctrl_cell & in_ctx)
-        use_ctrl = model.default_source_ == registration.control_group and len(ctrl) > 0
+        if from_control is None:
+            from_control = model.default_source_ == registration.control_group
+        use_ctrl = from_control and len(ctrl) > 0
         src = ctrl if use_ctrl else np.flatnonzero(in_ctx & ~held)
         # each group is predicted from as many distinct cells as it has measured (at most
         # the sources and MAX_SCORED_CELLS); the baselines draw the most any group needs
@@ -202,7 +207,7 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
             method: np.asarray(
                 registered_baseline(registration, train_view, names, method, n, seed, context).X
             )
-            for method in SIMPLE_METHODS
+            for method in methods
         }
         for i, c in enumerate(conds):
             n_i = n_of[i]
@@ -217,7 +222,7 @@ def score_held_out(model, groups, *, seed: int = 0) -> pd.DataFrame:
             for method, x in baselines.items():
                 row[method] = energy_distance(x[i * n : i * n + n_i], x_true[i])
             rows.append(row)
-    return pd.DataFrame(rows, columns=["condition", "context", "n_cells", "pdae", *SIMPLE_METHODS])
+    return pd.DataFrame(rows, columns=["condition", "context", "n_cells", "pdae", *methods])
 
 
 def choose_prediction_method(model, held: list[tuple[int, int]]) -> None:

@@ -6,6 +6,7 @@ choose between PDAE and the baselines.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -14,7 +15,13 @@ from pdae_sc.data._sampler import draw_validation_cells
 
 from ._selection import held_out_mask, pick_held_out
 
-__all__ = ["held_out_groups", "previous_split", "split_with_held_out", "validation_count"]
+__all__ = [
+    "check_datasplitter_kwargs",
+    "held_out_groups",
+    "previous_split",
+    "split_with_held_out",
+    "validation_count",
+]
 
 
 def split_with_held_out(model, split, recorded, fraction, wanted, cells, seed: int):
@@ -114,3 +121,47 @@ def validation_count(codes: np.ndarray, validation_size: float) -> int:
     """Cells a fresh split with ``validation_size`` holds out (as the data splitter draws)."""
     sizes = np.unique(np.asarray(codes), return_counts=True)[1]
     return int(np.maximum(np.minimum(np.floor(validation_size * sizes), sizes - 2), 0).sum())
+
+
+#: Splitter arguments that ``train`` sets itself (its own argument, if it has one).
+_SPLITTER_SET_BY_TRAIN = {
+    "matrix": None,
+    "codes": None,
+    "contexts": None,
+    "label_table": None,
+    "estimator": "PDAE(estimator=...)",
+    "validation_size": "validation_size",
+    "n_conditions_per_batch": "n_conditions_per_batch",
+    "n_cells_per_condition": "n_cells_per_condition",
+    "n_sources": "n_sources",
+    "batch_size": "batch_size",
+    "seed": "scvi.settings.seed",
+    "split": "validation_size (the split of an earlier training is kept)",
+}
+
+
+def check_datasplitter_kwargs(kwargs: dict | None, splitter_cls) -> dict:
+    """``datasplitter_kwargs`` of ``train``: only what the splitter accepts and train leaves."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(
+            f"datasplitter_kwargs={kwargs!r}; pass a dict, e.g. {{'data_device': 'host'}}."
+        )
+    taken = [k for k in kwargs if k in _SPLITTER_SET_BY_TRAIN]
+    if taken:
+        hints = [f"{k!r} (use {_SPLITTER_SET_BY_TRAIN[k]})" for k in taken]
+        raise ValueError(
+            f"datasplitter_kwargs sets {', '.join(hints)}, which train() sets itself; "
+            "datasplitter_kwargs takes 'data_device' and 'max_memory_fraction'."
+        )
+    accepted = [
+        k for k in inspect.signature(splitter_cls).parameters if k not in _SPLITTER_SET_BY_TRAIN
+    ]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(
+            f"datasplitter_kwargs has unknown arguments {unknown}; "
+            f"{splitter_cls.__name__} accepts {accepted}."
+        )
+    return dict(kwargs)

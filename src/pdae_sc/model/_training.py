@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import os
@@ -16,8 +15,9 @@ import torch
 from pdae_sc.data._validation import check_positive_int
 
 from ._diagnostics import check_after_training
+from ._held_out_checkpoints import HeldOutCheckpoints
 from ._selection import choose_prediction_method, held_out_mask, wanted_count
-from ._split import held_out_groups, previous_split, split_with_held_out
+from ._split import check_datasplitter_kwargs, held_out_groups, previous_split, split_with_held_out
 from ._trainer import (
     ConvergenceStopping,
     GracefulInterrupt,
@@ -48,7 +48,7 @@ class TrainingMixin:
         devices: int | list[int] | str = "auto",
         lr: float | None = None,
         validation_size: float | None = None,
-        early_stopping: bool | Literal["auto"] = False,
+        early_stopping: bool | Literal["auto", "held_out"] = "held_out",
         early_stopping_patience: int = 10,
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
@@ -112,7 +112,16 @@ class TrainingMixin:
             resuming never validates on cells already trained on: leave it unset (or give the
             same fraction) to keep it, or pass 0 to train on every cell.
         early_stopping
-            ``False`` (default): train ``max_epochs``. ``"auto"``: with a residual decoder
+            ``"held_out"`` (default): train ``max_epochs`` and keep the weights that
+            predict the held-out conditions best. At every twelfth of the run (at least
+            100 steps apart) the network predicts the conditions held out of training
+            (``held_out_conditions``) from the control cells and from every cell and is
+            scored by energy distance (``model.held_out_checks_``). After training the
+            last weights are scored from the default source set, and the best check takes
+            their place when it is closer by more than one standard error of the
+            per-condition differences (``training_stopped_`` then says "weights of step N
+            restored"). Without held-out conditions, as ``False``. ``False``: train
+            ``max_epochs``, keep the last weights. ``"auto"``: with a residual decoder
             (the default for count data), stop when done: after every epoch the energy
             score of predictions for the held-out cells of the training conditions
             (``energy_validation``) is smoothed (moving average); training stops when it has
@@ -239,7 +248,8 @@ class TrainingMixin:
         if convergence is None and converge:
             convergence = ConvergenceStopping(**CONVERGENCE)
             callbacks = [*callbacks, convergence]
-        trainer_kwargs["callbacks"] = [*callbacks, interrupt]
+        checkpoints = HeldOutCheckpoints.for_run(self, held, early_stopping, convergence)
+        trainer_kwargs["callbacks"] = [*callbacks, *filter(None, [checkpoints]), interrupt]
         only_held_out = bool(held) and fraction == 0 and not converge
         set_validation_and_stopping(
             trainer_kwargs,
@@ -265,7 +275,7 @@ class TrainingMixin:
         )
         if plan.nonfinite_error is not None:
             raise plan.nonfinite_error
-        self._after_training(check_fit, held, interrupt, max_epochs)
+        self._after_training(check_fit, held, interrupt, max_epochs, checkpoints)
 
     def _check_training_arguments(
         self, max_epochs, lr, early_stopping, validation_size, layout: dict
@@ -300,9 +310,12 @@ class TrainingMixin:
         check_positive_int(n_conditions_per_batch, "n_conditions_per_batch")
         check_positive_int(n_cells_per_condition, "n_cells_per_condition")
         check_positive_int(n_sources, "n_sources", minimum=2)
-        if early_stopping not in (True, False, "auto") or isinstance(early_stopping, np.bool_):
+        if early_stopping not in (True, False, "auto", "held_out") or isinstance(
+            early_stopping, np.bool_
+        ):
             raise ValueError(
-                f"early_stopping={early_stopping!r}; use 'auto' (stop when converged), True "
+                f"early_stopping={early_stopping!r}; use 'held_out' (keep the weights that "
+                "predict the held-out conditions best), 'auto' (stop when converged), True "
                 "(stop when validation_loss stops improving) or False (fixed length)."
             )
         if validation_size is not None and not (
@@ -317,7 +330,7 @@ class TrainingMixin:
         A model trained before keeps its split (:meth:`_previous_split`); the cells of the
         held-out conditions are validation cells (:meth:`_split_with_held_out`).
         """
-        kwargs = _check_datasplitter_kwargs(datasplitter_kwargs, self._data_splitter_cls)
+        kwargs = check_datasplitter_kwargs(datasplitter_kwargs, self._data_splitter_cls)
         wanted = wanted_count(held_out)
         cells = self.registration.cells
         enc, ctx_codes = cells.encoded, cells.context_codes
@@ -366,13 +379,29 @@ class TrainingMixin:
             ) from exc
         self._finish_training(was_trained, plan, splitter)
 
-    def _after_training(self, check_fit: bool, held, interrupt, max_epochs) -> None:
-        """The fit check (default source set), the held-out choice, the interruption warning."""
-        if check_fit and self.is_trained_ and interrupt.stopped_epoch is None:
-            check_after_training(self)
+    def _after_training(self, check_fit: bool, held, interrupt, max_epochs, checkpoints) -> None:
+        """The fit check (default source set), the best weights, the held-out choice, warnings.
+
+        When a check during training (``checkpoints``) was clearly closer to the held-out
+        conditions than the last weights, the module gets its weights back and the fit
+        check runs again on them; only the second check's warnings are shown.
+        """
+        completed = interrupt.stopped_epoch is None
+        self.default_source_ = "all"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if check_fit and self.is_trained_ and completed:
+                check_after_training(self)
+        if checkpoints is not None:
+            self.held_out_checks_ = checkpoints.checks
+        if completed and checkpoints is not None and checkpoints.restore_if_clearly_better():
+            self._note_restored(checkpoints.restored_step)
+            if check_fit:
+                check_after_training(self)
         else:
-            self.default_source_ = "all"
-        choose_prediction_method(self, held if interrupt.stopped_epoch is None else [])
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        choose_prediction_method(self, held if completed else [])
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
@@ -381,6 +410,15 @@ class TrainingMixin:
                 UserWarning,
                 stacklevel=3,
             )
+
+    def _note_restored(self, step: int) -> None:
+        """Add to ``training_stopped_`` that the weights of check ``step`` were restored."""
+        self.training_stopped_ += (
+            f"; weights of step {step} restored (clearly closer on the held-out conditions)"
+        )
+        history = getattr(self, "history_", None)
+        if isinstance(history, dict) and "stopped" in history:
+            history["stopped"]["reason"] = self.training_stopped_
 
     def _finish_training(self, was_trained: bool, plan, splitter) -> None:
         """Leave a usable model after training ended, normally or after a fault."""
@@ -426,49 +464,6 @@ class TrainingMixin:
 FIXED_STEPS = 3000
 MAX_STEPS = 4000
 CONVERGENCE = {"patience_steps": 500, "min_steps": 500, "min_delta": 1e-3, "smoothing": 0.3}
-
-
-#: Splitter arguments that ``train`` sets itself (its own argument, if it has one).
-_SPLITTER_SET_BY_TRAIN = {
-    "matrix": None,
-    "codes": None,
-    "contexts": None,
-    "label_table": None,
-    "estimator": "PDAE(estimator=...)",
-    "validation_size": "validation_size",
-    "n_conditions_per_batch": "n_conditions_per_batch",
-    "n_cells_per_condition": "n_cells_per_condition",
-    "n_sources": "n_sources",
-    "batch_size": "batch_size",
-    "seed": "scvi.settings.seed",
-    "split": "validation_size (the split of an earlier training is kept)",
-}
-
-
-def _check_datasplitter_kwargs(kwargs: dict | None, splitter_cls) -> dict:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, dict):
-        raise TypeError(
-            f"datasplitter_kwargs={kwargs!r}; pass a dict, e.g. {{'data_device': 'host'}}."
-        )
-    taken = [k for k in kwargs if k in _SPLITTER_SET_BY_TRAIN]
-    if taken:
-        hints = [f"{k!r} (use {_SPLITTER_SET_BY_TRAIN[k]})" for k in taken]
-        raise ValueError(
-            f"datasplitter_kwargs sets {', '.join(hints)}, which train() sets itself; "
-            "datasplitter_kwargs takes 'data_device' and 'max_memory_fraction'."
-        )
-    accepted = [
-        k for k in inspect.signature(splitter_cls).parameters if k not in _SPLITTER_SET_BY_TRAIN
-    ]
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        raise TypeError(
-            f"datasplitter_kwargs has unknown arguments {unknown}; "
-            f"{splitter_cls.__name__} accepts {accepted}."
-        )
-    return dict(kwargs)
 
 
 def _epochs_for_steps(steps_per_epoch: int, target_steps: int = FIXED_STEPS) -> int:

@@ -1,0 +1,151 @@
+"""Which weights of a run to keep: the network scored on the conditions held out of training.
+
+``train`` keeps a few measured conditions out of the fit to choose between the network and
+the simple baselines (:mod:`._selection`). The same conditions tell which weights of the run
+predict best. The residual decoders start at the least-squares (linear) fit; on data whose
+effects a mean shift already captures, the network drifts away from it as training goes on
+and its score on the held-out conditions gets worse, while on data with a nonlinear response
+it keeps improving to the end of the schedule (``benchmarks/results/held_out_checks.md``).
+:class:`HeldOutCheckpoints` scores the network on the held-out conditions at regular steps
+and keeps those weights; :meth:`HeldOutCheckpoints.restore_if_clearly_better` gives the
+module the weights of the best check when it is clearly closer than the last weights.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+
+from ._selection import score_held_out
+
+__all__ = ["HeldOutCheckpoints"]
+
+#: Checks over a run (3,000 steps: one every 250 steps).
+N_CHECKS = 12
+#: Fewest steps between two checks: a check costs about as much as 5-30 steps.
+MIN_EVERY = 100
+#: The source sets a check predicts from: the context's control cells, and every cell.
+SOURCES = ("ctrl", "all")
+
+
+class HeldOutCheckpoints(pl.Callback):
+    """Score the network on the held-out conditions during training; keep those weights.
+
+    Every ``1 / N_CHECKS`` of the run the network predicts each held-out condition from its
+    context's control cells and from every cell of the context (the two source sets that
+    :meth:`~pdae_sc.model.PDAE.predict` may use by default) and is scored by energy
+    distance to the measured cells (:func:`~pdae_sc.model._selection.score_held_out`, the
+    same draws and decoder noise at every check; the random state of training is left as it
+    was). The weights of every check are kept on the host until training ends.
+
+    Parameters
+    ----------
+    model
+        The :class:`~pdae_sc.model.PDAE` being trained.
+    groups
+        The held-out (condition code, context code) groups.
+
+    Attributes
+    ----------
+    restored_step
+        Step whose weights :meth:`restore_if_clearly_better` gave back, or ``None``.
+    """
+
+    def __init__(self, model, groups):
+        self.model = model
+        self.groups = list(groups)
+        self.every = self.last_step = 0
+        self.restored_step: int | None = None
+        self._scores: dict[tuple[int, str], np.ndarray] = {}
+        self._states: dict[int, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def for_run(cls, model, groups, early_stopping, convergence) -> HeldOutCheckpoints | None:
+        """The callback of a ``train`` run, or ``None``.
+
+        ``None`` unless ``early_stopping="held_out"``, conditions are held out and no
+        convergence rule (which keeps its own best weights) is in use.
+        """
+        if early_stopping != "held_out" or not groups or convergence is not None:
+            return None
+        return cls(model, groups)
+
+    @property
+    def checks(self) -> pd.DataFrame:
+        """One row per check and source set: ``step``, ``source``, ``energy_distance``."""
+        rows = [(step, src, float(v.mean())) for (step, src), v in self._scores.items()]
+        return pd.DataFrame(rows, columns=["step", "source", "energy_distance"])
+
+    def on_train_start(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
+        """Space the checks over the planned steps of the run (none under DDP)."""
+        if trainer.world_size == 1:
+            total = max(1, int(trainer.estimated_stepping_batches))
+            self.every = max(MIN_EVERY, round(total / N_CHECKS))
+
+    def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
+        """Note the last step, whose weights :meth:`restore_if_clearly_better` judges."""
+        self.last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx) -> None:
+        """Check the network every ``every`` steps."""
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step not in self._states:
+            self._check(plan.module, step)
+
+    def restore_if_clearly_better(self) -> bool:
+        """Give the module the best check's weights when they are clearly closer.
+
+        Called when training has ended, with the model's default source set chosen
+        (:attr:`~pdae_sc.model.PDAE.default_source_`). The last weights are
+        scored on the held-out conditions from that source set; the check with the lowest
+        mean replaces them when its mean is lower by more than one standard error of the
+        per-condition differences (the rule that picks a baseline over the network,
+        :func:`~pdae_sc.model._selection.clearly_closer`). Returns whether it did.
+        """
+        if not self._states:
+            return False
+        module = self.model.module
+        source = "ctrl" if self.model.default_source_ != "all" else "all"
+        step = self.last_step
+        last = self._score(module, source)
+        self._scores[(step, source)] = last
+        best = min(
+            (s for s, src in self._scores if src == source and s in self._states),
+            key=lambda s: self._scores[(s, source)].mean(),
+        )
+        diff = last - self._scores[(best, source)]
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
+        if best == step or not diff.mean() > se:
+            return False
+        self._states[step] = _host_copy(module)  # the last weights, for comparison
+        module.load_state_dict(self._states[best])
+        self.restored_step = best
+        return True
+
+    def _check(self, module: torch.nn.Module, step: int) -> None:
+        for source in SOURCES:
+            self._scores[(step, source)] = self._score(module, source)
+        self._states[step] = _host_copy(module)
+
+    def _score(self, module: torch.nn.Module, source: str) -> np.ndarray:
+        """Per-group energy distances of the network from ``source`` (training untouched)."""
+        was_training = module.training
+        module.eval()
+        with torch.random.fork_rng(devices=_cuda_devices(module)), torch.no_grad():
+            scores = score_held_out(
+                self.model, self.groups, seed=0, methods=(), from_control=source == "ctrl"
+            )
+        module.train(was_training)
+        return scores["pdae"].to_numpy(dtype=float)
+
+
+def _host_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _cuda_devices(module: torch.nn.Module) -> list[int]:
+    """The CUDA devices whose random state a check must leave as it found it."""
+    devices = {p.device.index for p in module.parameters() if p.device.type == "cuda"}
+    return sorted(d for d in devices if d is not None)
