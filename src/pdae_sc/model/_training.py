@@ -392,8 +392,6 @@ class TrainingMixin:
             warnings.simplefilter("always")
             if check_fit and self.is_trained_ and completed:
                 check_after_training(self)
-        if checkpoints is not None:
-            self.held_out_checks_ = checkpoints.checks
         if completed and checkpoints is not None and checkpoints.restore_if_clearly_better():
             self._note_restored(checkpoints.restored_step)
             if check_fit:
@@ -401,6 +399,8 @@ class TrainingMixin:
         else:
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if checkpoints is not None:
+            self.held_out_checks_ = checkpoints.checks  # the last weights' score included
         choose_prediction_method(self, held if completed else [])
         if interrupt.stopped_epoch is not None:
             warnings.warn(
