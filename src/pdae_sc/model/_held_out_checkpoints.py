@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._selection import score_held_out
+from ._selection import clearly_positive, score_held_out
 
 __all__ = ["HeldOutCheckpoints"]
 
@@ -116,9 +116,8 @@ class HeldOutCheckpoints(pl.Callback):
             key=lambda s: self._scores[(s, source)].mean(),
         )
         diff = last - self._scores[(best, source)]
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
-        if best == step or not diff.mean() > se:
-            return False
+        if best == step or len(diff) < 2 or not clearly_positive(diff):
+            return False  # one group alone cannot show that a check is clearly closer
         self._states[step] = _host_copy(module)  # the last weights, for comparison
         module.load_state_dict(self._states[best])
         self.restored_step = best

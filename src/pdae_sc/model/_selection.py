@@ -32,6 +32,7 @@ __all__ = [
     "choose_method",
     "choose_prediction_method",
     "clearly_closer",
+    "clearly_positive",
     "pick_held_out",
     "score_held_out",
 ]
@@ -180,14 +181,14 @@ def score_held_out(
     rng = np.random.default_rng(seed)
     gen = make_generator(rng, model.device)
     batch_size = model._batch_size(None)
+    if from_control is None:
+        from_control = model.default_source_ == registration.control_group
     rows = []
     for k in sorted({k for _, k in groups}):
         in_ctx = ctx_codes == k
         conds = [c for c, kk in groups if kk == k]
         truths = [np.flatnonzero((enc.codes == c) & in_ctx) for c in conds]
         ctrl = np.flatnonzero(ctrl_cell & in_ctx)
-        if from_control is None:
-            from_control = model.default_source_ == registration.control_group
         use_ctrl = from_control and len(ctrl) > 0
         src = ctrl if use_ctrl else np.flatnonzero(in_ctx & ~held)
         # each group is predicted from as many distinct cells as it has measured (at most
@@ -270,7 +271,11 @@ def clearly_closer(scores: pd.DataFrame, method: str, *, than: str) -> bool:
     the held-out ``scores``, so a win that one noisy group could give by chance does not
     count.
     """
-    diff = (scores[than] - scores[method]).to_numpy(dtype=float)
+    return clearly_positive((scores[than] - scores[method]).to_numpy(dtype=float))
+
+
+def clearly_positive(diff: np.ndarray) -> bool:
+    """Whether the mean of per-group differences exceeds their standard error (0 for one)."""
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
     return bool(diff.mean() > se)
 
