@@ -6,12 +6,15 @@ import warnings
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import scvi
 import torch
 
 import pdae_sc as pdae
+from pdae_sc.model import _held_out_checkpoints
 from pdae_sc.model._held_out_checkpoints import HeldOutCheckpoints
+from pdae_sc.model._selection import SIMPLE_METHODS, score_held_out
 
 SMALL = {"n_latent": 4, "n_hidden": (32,), "n_noise": 4}
 
@@ -68,6 +71,81 @@ def test_the_checks_are_judged_from_the_default_source_set():
     assert not cb.restore_if_clearly_better()  # from every cell it is not
 
 
+def _behind_callback(checks: dict, baselines: dict, n_groups: int = 4):
+    """A callback with checks ``{source: [per-group scores, ...]}`` and baseline tables.
+
+    ``baselines``: ``{source: {method: per-group scores}}``; a method not given scores 9.
+    """
+    cb = HeldOutCheckpoints(SimpleNamespace(), groups=[(i, 0) for i in range(n_groups)])
+    cb.total = 1000
+    for source, rows in checks.items():
+        for i, values in enumerate(rows):
+            cb._scores[(100 * (i + 1), source)] = np.asarray(values, dtype=float)
+    for source, table in baselines.items():
+        cb._baselines[source] = pd.DataFrame(
+            {m: table.get(m, [9.0] * n_groups) for m in SIMPLE_METHODS}
+        )
+    return cb
+
+
+def test_training_stops_when_clearly_behind_a_baseline_by_more_than_it_gained():
+    # checks 0.60-0.70, then 0.30-0.35: gained 0.32; linear is ahead by 0.22 -> go on
+    behind = [[0.6, 0.7, 0.65, 0.62], [0.3, 0.35, 0.32, 0.31]]
+    linear = {"linear": [0.10, 0.12, 0.09, 0.11]}
+    cb = _behind_callback({"all": behind, "ctrl": behind}, {"all": linear, "ctrl": linear})
+    assert not cb._no_use_going_on(None, 500)
+    # the same gap after a smaller gain (0.05): stop
+    small_gain = [[0.35, 0.40, 0.37, 0.36], [0.3, 0.35, 0.32, 0.31]]
+    cb = _behind_callback({"all": small_gain, "ctrl": small_gain}, {"all": linear, "ctrl": linear})
+    assert cb._no_use_going_on(None, 500)
+    assert cb.stopped.startswith("at step 500 of 1000 on the held-out conditions")
+    assert "behind 'linear'" in cb.stopped
+    assert "from 'ctrl'" in cb.stopped
+    # from every cell the best check is as close as the baseline: go on
+    cb = _behind_callback(
+        {"all": [*small_gain, [0.10, 0.12, 0.09, 0.11]], "ctrl": small_gain},
+        {"all": linear, "ctrl": linear},
+    )
+    assert not cb._no_use_going_on(None, 500)
+    assert cb.stopped is None
+
+
+def test_training_stops_when_it_moves_away_from_its_best_faster_than_it_improved():
+    far = {"control": [9.0] * 4}  # no baseline is close
+    # best first (no gain), then clearly worse: stop
+    drift = [[0.10, 0.12, 0.09, 0.11], [0.15, 0.16, 0.14, 0.15], [0.20, 0.22, 0.19, 0.21]]
+    cb = _behind_callback({"all": drift, "ctrl": drift}, {"all": far, "ctrl": far})
+    assert cb._no_use_going_on(None, 600)
+    assert "worse than at step 100" in cb.stopped
+    # a large gain first (0.50 -> 0.10), then a smaller rise: go on (it may come back down)
+    dip = [[0.50, 0.52, 0.49, 0.51], [0.10, 0.12, 0.09, 0.11], [0.20, 0.22, 0.19, 0.21]]
+    cb = _behind_callback({"all": dip, "ctrl": dip}, {"all": far, "ctrl": far})
+    assert not cb._no_use_going_on(None, 600)
+
+
+def test_behind_only_by_noise_or_on_one_condition_keeps_training():
+    noisy = [[0.0, 0.6, 0.0, 0.6]]  # mean 0.30 against 0.25, standard error 0.17
+    base = {"control": [0.25] * 4}
+    cb = _behind_callback({"all": noisy, "ctrl": noisy}, {"all": base, "ctrl": base})
+    assert not cb._no_use_going_on(None, 500)
+    one = _behind_callback(
+        {"all": [[0.9]], "ctrl": [[0.9]]}, {"all": {"pooled": [0.1]}, "ctrl": {"pooled": [0.1]}}, 1
+    )
+    assert not one._no_use_going_on(None, 500)
+
+
+def test_the_stop_is_asked_only_from_half_of_the_run():
+    cb = HeldOutCheckpoints(SimpleNamespace(), groups=[(0, 0), (1, 0)])
+    cb.total, cb.every, asked = 1000, 100, []
+    cb._check = lambda module, step: cb._states.setdefault(step, {})
+    cb._no_use_going_on = lambda module, step: asked.append(step) or True
+    for step in (100, 400, 500):
+        trainer = SimpleNamespace(global_step=step, should_stop=False)
+        cb.on_train_batch_end(trainer, SimpleNamespace(module=None), None, None, 0)
+        assert trainer.should_stop is (step >= 500)
+    assert asked == [500]
+
+
 @pytest.fixture(scope="module")
 def screen():
     adata = pdae.data.simulate(n_perturbations=4, n_cells_per_condition=60, n_genes=20, seed=0)
@@ -82,7 +160,8 @@ def _trained(adata, **kwargs):
     return model
 
 
-def test_training_checks_the_held_out_conditions_without_changing_the_run(screen):
+def test_training_checks_the_held_out_conditions_without_changing_the_run(screen, monkeypatch):
+    monkeypatch.setattr(_held_out_checkpoints, "STOP_FROM", 2.0)  # never stop: compare runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BaselineFavouredWarning, PoorFitWarning
         checked = _trained(screen)
@@ -110,3 +189,50 @@ def test_training_checks_the_held_out_conditions_without_changing_the_run(screen
         assert f"weights of step {callback.restored_step} restored" in checked.training_stopped_
         for name, value in plain.module.state_dict().items():
             torch.testing.assert_close(callback._states[callback.last_step][name], value)
+
+
+def test_a_stop_on_the_checks_ends_training_and_says_why(screen, monkeypatch):
+    def behind(self, module, step):
+        self.stopped = f"at step {step}, behind"
+        return True
+
+    monkeypatch.setattr(HeldOutCheckpoints, "_no_use_going_on", behind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = _trained(screen)
+    callback = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
+    half = _held_out_checkpoints.STOP_FROM * callback.total
+    first = min(s for s in callback._states if s % callback.every == 0 and s >= half)
+    assert model.trainer.global_step == first < callback.total
+    assert model.training_stopped_.startswith(f"early stopping at step {first}, behind")
+    assert model.history["stopped"]["reason"].iloc[0] == model.training_stopped_
+    assert model.is_trained_
+    assert model.prediction_method_ in ("pdae", *SIMPLE_METHODS)
+    assert model.predict(["P0+P1"], n_cells=10, seed=0).n_obs == 10
+
+
+def test_the_method_is_chosen_on_the_last_weights_not_the_restored_ones(screen, monkeypatch):
+    seen = {}
+
+    def restore(self):
+        seen["last"] = {k: v.clone() for k, v in self.model.module.state_dict().items()}
+        seen["source"] = self.model.default_source_
+        self.restored_step = min(self._states)
+        self.model.module.load_state_dict(self._states[self.restored_step])
+        return True
+
+    monkeypatch.setattr(HeldOutCheckpoints, "restore_if_clearly_better", restore)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = _trained(screen)
+    callback = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
+    assert f"weights of step {callback.restored_step} restored" in model.training_stopped_
+    restored = model.module.state_dict()
+    from_control = seen["source"] == model.registration.control_group
+    on_restored = score_held_out(model, callback.groups, seed=0, from_control=from_control)
+    model.module.load_state_dict(seen["last"])
+    on_last = score_held_out(model, callback.groups, seed=0, from_control=from_control)
+    model.module.load_state_dict(restored)
+    chosen_on = model.held_out_scores_["pdae"].to_numpy()
+    np.testing.assert_allclose(chosen_on, on_last["pdae"].to_numpy(), rtol=1e-6)
+    assert not np.allclose(chosen_on, on_restored["pdae"].to_numpy(), rtol=1e-6)

@@ -8,7 +8,10 @@ and its score on the held-out conditions gets worse, while on data with a nonlin
 it keeps improving to the end of the schedule (``benchmarks/results/held_out_checks.md``).
 :class:`HeldOutCheckpoints` scores the network on the held-out conditions at regular steps
 and keeps those weights; :meth:`HeldOutCheckpoints.restore_if_clearly_better` gives the
-module the weights of the best check when it is clearly closer than the last weights.
+module the weights of the best check when it is clearly closer than the last weights. From
+half of the run on, it stops training when the rest of the run would have to gain more than
+the run so far has to change what is kept (:meth:`HeldOutCheckpoints._reason_to_stop`;
+``benchmarks/results/held_out_stop.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._selection import clearly_positive, score_held_out
+from ._selection import SIMPLE_METHODS, clearly_positive, score_held_out
 
 __all__ = ["HeldOutCheckpoints"]
 
@@ -28,6 +31,9 @@ N_CHECKS = 12
 MIN_EVERY = 100
 #: The source sets a check predicts from: the context's control cells, and every cell.
 SOURCES = ("ctrl", "all")
+#: Share of the planned steps from which training may stop on the checks
+#: (:meth:`HeldOutCheckpoints._no_use_going_on`).
+STOP_FROM = 0.5
 
 
 class HeldOutCheckpoints(pl.Callback):
@@ -38,7 +44,8 @@ class HeldOutCheckpoints(pl.Callback):
     :meth:`~pdae_sc.model.PDAE.predict` may use by default) and is scored by energy
     distance to the measured cells (:func:`~pdae_sc.model._selection.score_held_out`, the
     same draws and decoder noise at every check; the random state of training is left as it
-    was). The weights of every check are kept on the host until training ends.
+    was). The weights of every check are kept on the host until training ends. From
+    :data:`STOP_FROM` of the run on, a check may stop training (:meth:`_no_use_going_on`).
 
     Parameters
     ----------
@@ -51,15 +58,20 @@ class HeldOutCheckpoints(pl.Callback):
     ----------
     restored_step
         Step whose weights :meth:`restore_if_clearly_better` gave back, or ``None``.
+    stopped
+        Why training stopped early (at which step, and the reason from each source set), or
+        ``None``.
     """
 
     def __init__(self, model, groups):
         self.model = model
         self.groups = list(groups)
-        self.every = self.last_step = 0
+        self.every = self.last_step = self.total = 0
         self.restored_step: int | None = None
+        self.stopped: str | None = None
         self._scores: dict[tuple[int, str], np.ndarray] = {}
         self._states: dict[int, dict[str, torch.Tensor]] = {}
+        self._baselines: dict[str, pd.DataFrame] = {}
 
     @classmethod
     def for_run(cls, model, groups, early_stopping, convergence) -> HeldOutCheckpoints | None:
@@ -81,18 +93,80 @@ class HeldOutCheckpoints(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
         """Space the checks over the planned steps of the run (none under DDP)."""
         if trainer.world_size == 1:
-            total = max(1, int(trainer.estimated_stepping_batches))
-            self.every = max(MIN_EVERY, round(total / N_CHECKS))
+            self.total = max(1, int(trainer.estimated_stepping_batches))
+            self.every = max(MIN_EVERY, round(self.total / N_CHECKS))
 
     def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
         """Note the last step, whose weights :meth:`restore_if_clearly_better` judges."""
         self.last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx) -> None:
-        """Check the network every ``every`` steps."""
+        """Check the network every ``every`` steps; stop when going on is of no use."""
         step = trainer.global_step
         if self.every and step % self.every == 0 and step not in self._states:
             self._check(plan.module, step)
+            if step >= STOP_FROM * self.total and self._no_use_going_on(plan.module, step):
+                trainer.should_stop = True
+
+    def _no_use_going_on(self, module: torch.nn.Module, step: int) -> bool:
+        """Whether the rest of the run would have to gain more than the run so far has.
+
+        Asked from :data:`STOP_FROM` of the run on, at every check; yes when, from every
+        source set, :meth:`_reason_to_stop` finds a reason (the source set the model will
+        predict from is chosen only after training). Needs two held-out conditions or more.
+        Sets :attr:`stopped` when it is.
+        """
+        if len(self.groups) < 2:
+            return False
+        reasons = []
+        for source in SOURCES:
+            reason = self._reason_to_stop(module, source)
+            if reason is None:
+                return False
+            reasons.append(reason)
+        self.stopped = f"at step {step} of {self.total} on the held-out conditions: " + "; ".join(
+            reasons
+        )
+        return True
+
+    def _reason_to_stop(self, module: torch.nn.Module, source: str) -> str | None:
+        """Why the checks from ``source`` say training may stop, or ``None``.
+
+        ``gain``: how much the network improved from its first check to its best so far.
+        The rest of the run would have to gain more than that to change what is kept when
+
+        - the best check is clearly behind the simple baseline with the lowest mean on the
+          same conditions and cells (fitted on the training cells), by more than ``gain``:
+          the baseline will be the default prediction; or
+        - the last check is clearly worse than the best, by more than ``gain``: training is
+          moving away from the best weights, which will be restored.
+
+        "Clearly": by more than one standard error of the per-condition differences, the
+        rule that makes a baseline the default prediction
+        (:func:`~pdae_sc.model._selection.choose_method`).
+        """
+        steps = sorted(s for s, src in self._scores if src == source)
+        curve = {s: self._scores[(s, source)] for s in steps}
+        best = min(steps, key=lambda s: curve[s].mean())
+        gain = curve[steps[0]].mean() - curve[best].mean()
+        if source not in self._baselines:
+            self._baselines[source] = self._score(module, source, SIMPLE_METHODS)
+        baselines = self._baselines[source]
+        method = min(SIMPLE_METHODS, key=lambda m: baselines[m].mean())
+        behind = curve[best] - baselines[method].to_numpy(dtype=float)
+        if clearly_positive(behind) and behind.mean() > gain:
+            return (
+                f"from {source!r} the best check (step {best}) is behind {method!r} by "
+                f"{behind.mean():.3f}, more than the network gained since its first check "
+                f"({gain:.3f})"
+            )
+        worse = curve[steps[-1]] - curve[best]
+        if clearly_positive(worse) and worse.mean() > gain:
+            return (
+                f"from {source!r} the network is worse than at step {best} by "
+                f"{worse.mean():.3f}, more than it gained since its first check ({gain:.3f})"
+            )
+        return None
 
     def restore_if_clearly_better(self) -> bool:
         """Give the module the best check's weights when they are clearly closer.
@@ -128,16 +202,19 @@ class HeldOutCheckpoints(pl.Callback):
             self._scores[(step, source)] = self._score(module, source)
         self._states[step] = _host_copy(module)
 
-    def _score(self, module: torch.nn.Module, source: str) -> np.ndarray:
-        """Per-group energy distances of the network from ``source`` (training untouched)."""
+    def _score(self, module: torch.nn.Module, source: str, methods=()):
+        """Per-group energy distances of the network from ``source`` (training untouched).
+
+        With ``methods``, the table of :func:`score_held_out` with those baselines too.
+        """
         was_training = module.training
         module.eval()
         with torch.random.fork_rng(devices=_cuda_devices(module)), torch.no_grad():
             scores = score_held_out(
-                self.model, self.groups, seed=0, methods=(), from_control=source == "ctrl"
+                self.model, self.groups, seed=0, methods=methods, from_control=source == "ctrl"
             )
         module.train(was_training)
-        return scores["pdae"].to_numpy(dtype=float)
+        return scores if methods else scores["pdae"].to_numpy(dtype=float)
 
 
 def _host_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -120,7 +120,13 @@ class TrainingMixin:
             last weights are scored from the default source set, and the best check takes
             their place when it is closer by more than one standard error of the
             per-condition differences (``training_stopped_`` then says "weights of step N
-            restored"). Without held-out conditions, as ``False``. ``False``: train
+            restored"). From half of the run on, training stops at a check when, from both
+            source sets, the rest of the run would have to gain more than the run so far
+            has to change what is kept: the best check is clearly behind a simple baseline
+            (which will then be the default prediction), or the last check clearly worse
+            than the best, by more than the network gained from its first check to its best
+            (``training_stopped_`` says "early stopping at step N ..."). Without held-out
+            conditions, as ``False``. ``False``: train
             ``max_epochs``, keep the last weights. ``"auto"``: with a residual decoder
             (the default for count data), stop when done: after every epoch the energy
             score of predictions for the held-out cells of the training conditions
@@ -158,7 +164,9 @@ class TrainingMixin:
             about a tenth of the perturbed (condition, context) groups with at least 50
             cells, 2 to 8, whose labels stay in the span of the rest: combinations first,
             then perturbations also measured in another context, spread over the range of
-            effects (strong and weak). After training each is predicted by the model and by
+            effects (strong and weak). After training each is predicted by the model (its
+            last weights, before any restored by ``early_stopping="held_out"``: the best
+            check was picked on these conditions, so its score there is optimistic) and by
             the ``linear``, ``additive``, ``mean_response``, ``pooled`` and ``control``
             baselines (fitted without them, every method from the same number of distinct
             cells) and scored by energy distance (``model.held_out_scores_``); the baseline
@@ -271,7 +279,7 @@ class TrainingMixin:
         )
         self._run(runner, plan, splitter, interrupt)
         self._record_stop(
-            plan, interrupt, convergence, early_stopping, splitter, runner.trainer, max_epochs
+            plan, interrupt, convergence, early_stopping, checkpoints, runner.trainer, max_epochs
         )
         if plan.nonfinite_error is not None:
             raise plan.nonfinite_error
@@ -380,11 +388,15 @@ class TrainingMixin:
         self._finish_training(was_trained, plan, splitter)
 
     def _after_training(self, check_fit: bool, held, interrupt, max_epochs, checkpoints) -> None:
-        """The fit check (default source set), the best weights, the held-out choice, warnings.
+        """The fit check (default source set), the held-out choice, the best weights, warnings.
 
-        When a check during training (``checkpoints``) was clearly closer to the held-out
-        conditions than the last weights, the module gets its weights back and the fit
-        check runs again on them; only the second check's warnings are shown.
+        The choice between the network and the simple baselines is made on the last
+        weights: the best of the checks during training was picked on the same held-out
+        conditions, so its score there is optimistic. When a check (``checkpoints``) was
+        clearly closer to the held-out conditions than the last weights, the module then
+        gets its weights back (for ``predict(method="pdae")`` and wherever the network is
+        the choice) and the fit check runs again on them; only the second check's warnings
+        are shown.
         """
         completed = interrupt.stopped_epoch is None
         self.default_source_ = "all"
@@ -392,6 +404,7 @@ class TrainingMixin:
             warnings.simplefilter("always")
             if check_fit and self.is_trained_ and completed:
                 check_after_training(self)
+        choose_prediction_method(self, held if completed else [])
         if completed and checkpoints is not None and checkpoints.restore_if_clearly_better():
             self._note_restored(checkpoints.restored_step)
             if check_fit:
@@ -401,7 +414,6 @@ class TrainingMixin:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if checkpoints is not None:
             self.held_out_checks_ = checkpoints.checks  # the last weights' score included
-        choose_prediction_method(self, held if completed else [])
         if interrupt.stopped_epoch is not None:
             warnings.warn(
                 f"Training was interrupted during epoch {interrupt.stopped_epoch + 1} of "
@@ -427,7 +439,7 @@ class TrainingMixin:
         self.is_trained_ = bool(was_trained or plan.n_updates > 0)
 
     def _record_stop(
-        self, plan, interrupt, convergence, early_stopping, splitter, trainer, max_epochs
+        self, plan, interrupt, convergence, early_stopping, checkpoints, trainer, max_epochs
     ) -> None:
         """Say in ``training_stopped_`` and ``history["stopped"]`` why training ended."""
         epochs = int(trainer.current_epoch)
@@ -439,6 +451,8 @@ class TrainingMixin:
             reason = convergence.reason or "max_epochs"
             if convergence.best_epoch is not None and convergence.restore_best:
                 reason += f"; weights of epoch {convergence.best_epoch + 1} restored"
+        elif checkpoints is not None and checkpoints.stopped is not None:
+            reason = f"early stopping {checkpoints.stopped}"
         elif early_stopping is True and epochs < int(max_epochs):
             reason = "early stopping: validation_loss stopped improving"
         elif early_stopping == "auto" and getattr(self.module, "residual", False):
