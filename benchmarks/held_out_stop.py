@@ -122,6 +122,7 @@ def rule_default(curves: dict, upto: int, total: int) -> bool:
         for s, values in curve.items():
             if s <= upto:
                 cb._scores[(s, source)] = values
+                cb._states[s] = {}  # the checks of the run so far
     return cb._no_use_going_on(None, upto)
 
 

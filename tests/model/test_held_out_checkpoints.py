@@ -81,6 +81,9 @@ def _behind_callback(checks: dict, baselines: dict, n_groups: int = 4):
     for source, rows in checks.items():
         for i, values in enumerate(rows):
             cb._scores[(100 * (i + 1), source)] = np.asarray(values, dtype=float)
+            cb._states[100 * (i + 1)] = {}
+    for step in range(100, 100 * (_held_out_checkpoints.MIN_CHECKS_TO_STOP + 1), 100):
+        cb._states.setdefault(step, {})  # the checks of this run, at least enough to stop
     for source, table in baselines.items():
         cb._baselines[source] = pd.DataFrame(
             {m: table.get(m, [9.0] * n_groups) for m in SIMPLE_METHODS}
@@ -121,6 +124,16 @@ def test_training_stops_when_it_moves_away_from_its_best_faster_than_it_improved
     dip = [[0.50, 0.52, 0.49, 0.51], [0.10, 0.12, 0.09, 0.11], [0.20, 0.22, 0.19, 0.21]]
     cb = _behind_callback({"all": dip, "ctrl": dip}, {"all": far, "ctrl": far})
     assert not cb._no_use_going_on(None, 600)
+
+
+def test_a_run_with_too_few_checks_does_not_stop():
+    # e.g. resumed from a checkpoint past half of its length: one check, clearly behind
+    behind = [[0.5, 0.6, 0.55, 0.52]]
+    linear = {"linear": [0.10, 0.12, 0.09, 0.11]}
+    cb = _behind_callback({"all": behind, "ctrl": behind}, {"all": linear, "ctrl": linear})
+    assert cb._no_use_going_on(None, 500)
+    cb._states = {100: {}}
+    assert not cb._no_use_going_on(None, 500)
 
 
 def test_behind_only_by_noise_or_on_one_condition_keeps_training():

@@ -34,6 +34,9 @@ SOURCES = ("ctrl", "all")
 #: Share of the planned steps from which training may stop on the checks
 #: (:meth:`HeldOutCheckpoints._no_use_going_on`).
 STOP_FROM = 0.5
+#: Fewest checks of this run before it may stop: the gain so far needs a few to mean
+#: anything (a run resumed from a checkpoint past half of its length starts with none).
+MIN_CHECKS_TO_STOP = 3
 
 
 class HeldOutCheckpoints(pl.Callback):
@@ -113,10 +116,10 @@ class HeldOutCheckpoints(pl.Callback):
 
         Asked from :data:`STOP_FROM` of the run on, at every check; yes when, from every
         source set, :meth:`_reason_to_stop` finds a reason (the source set the model will
-        predict from is chosen only after training). Needs two held-out conditions or more.
-        Sets :attr:`stopped` when it is.
+        predict from is chosen only after training). Needs two held-out conditions or more
+        and :data:`MIN_CHECKS_TO_STOP` checks of this run. Sets :attr:`stopped` when it is.
         """
-        if len(self.groups) < 2:
+        if len(self.groups) < 2 or len(self._states) < MIN_CHECKS_TO_STOP:
             return False
         reasons = []
         for source in SOURCES:
