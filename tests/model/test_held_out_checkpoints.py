@@ -167,21 +167,27 @@ def screen():
 
 
 def _trained(adata, **kwargs):
+    """A small model trained with seed 0, its warnings (BaselineFavoured, PoorFit) silenced."""
     scvi.settings.seed = 0
     model = pdae.model.PDAE(adata, **SMALL)
-    model.train(max_epochs=120, enable_progress_bar=False, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=120, enable_progress_bar=False, **kwargs)
     return model
+
+
+def _checkpoints(model) -> HeldOutCheckpoints:
+    """The held-out checks callback of the model's last training run."""
+    return next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
 
 
 def test_training_checks_the_held_out_conditions_without_changing_the_run(screen, monkeypatch):
     monkeypatch.setattr(_held_out_checkpoints, "STOP_FROM", 2.0)  # never stop: compare runs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BaselineFavouredWarning, PoorFitWarning
-        checked = _trained(screen)
-        plain = _trained(screen, early_stopping=False)
+    checked = _trained(screen)
+    plain = _trained(screen, early_stopping=False)
     assert checked.held_out_conditions_ == plain.held_out_conditions_
     checks = checked.held_out_checks_
-    callback = next(c for c in checked.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
+    callback = _checkpoints(checked)
     steps = sorted(s for s in callback._states if s % callback.every == 0)
     assert len(steps) >= 2
     assert set(callback._states) <= {*steps, callback.last_step}
@@ -210,10 +216,8 @@ def test_a_stop_on_the_checks_ends_training_and_says_why(screen, monkeypatch):
         return True
 
     monkeypatch.setattr(HeldOutCheckpoints, "_no_use_going_on", behind)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = _trained(screen)
-    callback = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
+    model = _trained(screen)
+    callback = _checkpoints(model)
     half = _held_out_checkpoints.STOP_FROM * callback.total
     first = min(s for s in callback._states if s % callback.every == 0 and s >= half)
     assert model.trainer.global_step == first < callback.total
@@ -235,10 +239,8 @@ def test_the_method_is_chosen_on_the_last_weights_not_the_restored_ones(screen, 
         return True
 
     monkeypatch.setattr(HeldOutCheckpoints, "restore_if_clearly_better", restore)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = _trained(screen)
-    callback = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
+    model = _trained(screen)
+    callback = _checkpoints(model)
     assert f"weights of step {callback.restored_step} restored" in model.training_stopped_
     restored = model.module.state_dict()
     from_control = seen["source"] == model.registration.control_group

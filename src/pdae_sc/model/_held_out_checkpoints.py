@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._selection import SIMPLE_METHODS, clearly_positive, score_held_out
+from ._selection import SIMPLE_METHODS, clearly_positive, closest_baseline, score_held_out
 
 __all__ = ["HeldOutCheckpoints"]
 
@@ -153,9 +153,9 @@ class HeldOutCheckpoints(pl.Callback):
         best = min(steps, key=lambda s: curve[s].mean())
         gain = curve[steps[0]].mean() - curve[best].mean()
         if source not in self._baselines:
-            self._baselines[source] = self._score(module, source, SIMPLE_METHODS)
+            self._baselines[source] = self._held_out_table(module, source, SIMPLE_METHODS)
         baselines = self._baselines[source]
-        method = min(SIMPLE_METHODS, key=lambda m: baselines[m].mean())
+        method = closest_baseline(baselines)
         behind = curve[best] - baselines[method].to_numpy(dtype=float)
         if clearly_positive(behind) and behind.mean() > gain:
             return (
@@ -205,10 +205,15 @@ class HeldOutCheckpoints(pl.Callback):
             self._scores[(step, source)] = self._score(module, source)
         self._states[step] = _host_copy(module)
 
-    def _score(self, module: torch.nn.Module, source: str, methods=()):
-        """Per-group energy distances of the network from ``source`` (training untouched).
+    def _score(self, module: torch.nn.Module, source: str) -> np.ndarray:
+        """Per-group energy distances of the network from ``source`` (training untouched)."""
+        return self._held_out_table(module, source)["pdae"].to_numpy(dtype=float)
 
-        With ``methods``, the table of :func:`score_held_out` with those baselines too.
+    def _held_out_table(self, module: torch.nn.Module, source: str, methods=()) -> pd.DataFrame:
+        """:func:`score_held_out` of the network from ``source`` and of ``methods``.
+
+        The module is scored in eval mode under a forked random state, so training goes on
+        as if nothing had been scored.
         """
         was_training = module.training
         module.eval()
@@ -217,7 +222,7 @@ class HeldOutCheckpoints(pl.Callback):
                 self.model, self.groups, seed=0, methods=methods, from_control=source == "ctrl"
             )
         module.train(was_training)
-        return scores if methods else scores["pdae"].to_numpy(dtype=float)
+        return scores
 
 
 def _host_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -33,6 +33,7 @@ __all__ = [
     "choose_prediction_method",
     "clearly_closer",
     "clearly_positive",
+    "closest_baseline",
     "pick_held_out",
     "score_held_out",
 ]
@@ -259,9 +260,14 @@ def choose_method(scores: pd.DataFrame) -> str:
     """
     if scores.empty:
         return "pdae"
-    means = scores[["pdae", *SIMPLE_METHODS]].mean()
-    best = min(SIMPLE_METHODS, key=lambda m: means[m])
+    best = closest_baseline(scores)
     return best if clearly_closer(scores, best, than="pdae") else "pdae"
+
+
+def closest_baseline(scores: pd.DataFrame) -> str:
+    """The simple baseline with the lowest mean score in ``scores`` (a column per method)."""
+    means = scores[list(SIMPLE_METHODS)].mean()
+    return min(SIMPLE_METHODS, key=lambda m: means[m])
 
 
 def clearly_closer(scores: pd.DataFrame, method: str, *, than: str) -> bool:
