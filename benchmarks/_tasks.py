@@ -260,7 +260,7 @@ def control_cells(task: Task) -> ad.AnnData:
     obs = task.train.obs
     mask = (obs["perturbation"].astype(str) == "ctrl").to_numpy()
     if task.context_key is not None:
-        mask &= (obs[task.context_key].astype(str) == task.context).to_numpy()
+        mask = mask & (obs[task.context_key].astype(str) == task.context).to_numpy()
     return task.train[mask]
 
 

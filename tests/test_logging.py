@@ -31,7 +31,8 @@ setup(4)
 
 def _run(before: str = "", root: str = "") -> str:
     code = SETUP_MUDATA.format(before=before, root=root)
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}  # packages found as here
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     )

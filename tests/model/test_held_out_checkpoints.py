@@ -166,13 +166,13 @@ def screen():
     return adata
 
 
-def _trained(adata, **kwargs):
+def _trained(adata, max_epochs=120, **kwargs):
     """A small model trained with seed 0, its warnings (BaselineFavoured, PoorFit) silenced."""
     scvi.settings.seed = 0
     model = pdae.model.PDAE(adata, **SMALL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.train(max_epochs=120, enable_progress_bar=False, **kwargs)
+        model.train(max_epochs=max_epochs, enable_progress_bar=False, **kwargs)
     return model
 
 
@@ -183,8 +183,9 @@ def _checkpoints(model) -> HeldOutCheckpoints:
 
 def test_training_checks_the_held_out_conditions_without_changing_the_run(screen, monkeypatch):
     monkeypatch.setattr(_held_out_checkpoints, "STOP_FROM", 2.0)  # never stop: compare runs
-    checked = _trained(screen)
-    plain = _trained(screen, early_stopping=False)
+    # on the CPU, whose training is reproducible to the bit (on a GPU, see the test below)
+    checked = _trained(screen, accelerator="cpu")
+    plain = _trained(screen, early_stopping=False, accelerator="cpu")
     assert checked.held_out_conditions_ == plain.held_out_conditions_
     checks = checked.held_out_checks_
     callback = _checkpoints(checked)
@@ -208,6 +209,22 @@ def test_training_checks_the_held_out_conditions_without_changing_the_run(screen
         assert f"weights of step {callback.restored_step} restored" in checked.training_stopped_
         for name, value in plain.module.state_dict().items():
             torch.testing.assert_close(callback._states[callback.last_step][name], value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_checks_leave_a_gpu_run_as_it_was(screen, monkeypatch):
+    """On a GPU: the checks change a run no more than running it twice does."""
+    monkeypatch.setattr(_held_out_checkpoints, "STOP_FROM", 2.0)
+    plain = _trained(screen, early_stopping=False, accelerator="gpu", max_epochs=30)
+    again = _trained(screen, early_stopping=False, accelerator="gpu", max_epochs=30)
+    checked = _trained(screen, accelerator="gpu", max_epochs=30)
+    callback = _checkpoints(checked)
+    restored = callback.restored_step is not None
+    ours = callback._states[callback.last_step] if restored else checked.module.state_dict()
+    for name, value in plain.module.state_dict().items():
+        rerun = (again.module.state_dict()[name] - value).abs().max().item()
+        differs = (ours[name].to(value.device) - value).abs().max().item()
+        assert differs <= max(2 * rerun, 1e-5), f"{name}: {differs:.3g} vs rerun {rerun:.3g}"
 
 
 def test_a_stop_on_the_checks_ends_training_and_says_why(screen, monkeypatch):
