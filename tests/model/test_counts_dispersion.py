@@ -2,9 +2,11 @@
 
 Count-based scorers (cell-eval, the Virtual Cell Challenge) read raw counts, whose spread
 is set by the count noise as much as by the biology. The residual decoder moves real cells,
-so a predicted cell put back on its source cell's count scale keeps that cell's count noise:
-the per-gene variance-to-mean ratio (VMR) of the predicted counts matches the measured
-cells'. Counts drawn around the predicted means, or counts on the wrong scale, do not.
+so a predicted cell put back on its source cell's count scale keeps that cell's variation;
+its count noise is drawn afresh at the new mean (``model/_counts_scale.py``), so the
+per-gene variance-to-mean ratio (VMR) of the predicted counts matches the measured cells'.
+Counts drawn around the predicted means, counts on the wrong scale, or the source cell's
+counts scaled with the move (its sampling noise scaled too) do not.
 
 The VMR comparison: for each gene with a mean count of at least :data:`MIN_MEAN` in the
 training cells (chosen without looking at the cells compared; below that a gene has a
@@ -152,3 +154,61 @@ def test_the_vmr_check_rejects_counts_without_count_noise_or_size_factor(screen)
     rows = np.random.default_rng(1).permutation(held_out.n_obs)
     halves = [obs[rows[: len(rows) // 2]], obs[rows[len(rows) // 2 :]]]
     assert abs(vmr_ratio(*halves, genes) - 1) <= 0.1
+
+
+# ------------------------------------------------------------- the resampling, on its own
+def _nb_counts(rng, n_cells, mean, phi):
+    """Negative binomial counts (variance ``mean + phi * mean**2``) and size factors 1."""
+    rates = rng.gamma(1 / phi, mean * phi, size=(n_cells, len(mean)))
+    return rng.poisson(rates).astype(np.float64), np.ones(n_cells)
+
+
+def test_gene_count_noise_recovers_the_negative_binomial():
+    from pdae_sc.model._counts_scale import gene_count_noise
+
+    rng = np.random.default_rng(0)
+    mean, phi = np.array([0.2, 1.0, 5.0]), np.array([2.0, 0.5, 0.2])
+    counts, factors = _nb_counts(rng, 20_000, mean, phi)
+    idx = np.arange(len(counts))
+    nu, phi_hat = gene_count_noise(lambda rows: counts[rows], idx, factors, 4096)
+    np.testing.assert_allclose(nu[0], mean, rtol=0.05)  # one group: one row
+    np.testing.assert_allclose(phi_hat[0], phi, rtol=0.15)
+    poisson = rng.poisson(1.0, size=(20_000, 1)).astype(np.float64)
+    assert gene_count_noise(lambda rows: poisson[rows], idx, factors, 4096)[1][0] < 0.02
+
+
+@pytest.mark.parametrize("fold", [0.5, 3.0])
+def test_a_moved_sparse_gene_gets_the_count_noise_of_its_new_mean(fold):
+    """A gene whose rate the move multiplies by ``fold``: counts of a negative binomial at
+    ``fold`` times the mean (VMR ``1 + fold * mean * phi``), not the source counts times
+    ``fold`` (VMR ``fold * (1 + mean * phi)``)."""
+    from pdae_sc.model._counts_scale import gene_count_noise, resampled_counts
+
+    rng = np.random.default_rng(1)
+    mean, phi = np.array([0.3, 0.3]), np.array([3.0, 3.0])
+    counts, factors = _nb_counts(rng, 40_000, mean, phi)
+    factors = factors * 0.005  # a deep normalisation (as on sparse screens): x = log1p(c / s)
+    idx = np.arange(len(counts))
+    nu, phi_hat = gene_count_noise(lambda rows: counts[rows], idx, factors, 4096)
+    # the move x + log(fold) on the log1p scale: about `fold` times every count's rate
+    x = np.log1p(counts / factors[:, None]) + np.log(fold)
+    out = resampled_counts(x, counts, factors, nu[0], phi_hat[0], rng)
+    assert np.array_equal(out, np.rint(out))
+    assert (out >= 0).all()
+    target = 1 + fold * mean * phi
+    vmr = out.var(axis=0) / out.mean(axis=0)
+    np.testing.assert_allclose(out.mean(axis=0), fold * mean, rtol=0.05)
+    np.testing.assert_allclose(vmr, target, rtol=0.1)
+    scaled = np.clip((counts + 0.005) * fold - 0.005, 0, None)
+    assert abs(np.median(scaled.var(axis=0) / scaled.mean(axis=0)) / target[0] - 1) > 0.2
+
+
+def test_counts_the_move_leaves_alone_are_the_measured_ones():
+    from pdae_sc.model._counts_scale import resampled_counts
+
+    rng = np.random.default_rng(2)
+    counts, factors = _nb_counts(rng, 50, np.array([0.5, 2.0]), np.array([1.0, 1.0]))
+    factors = factors * 0.37
+    x = np.log1p(counts / factors[:, None]).astype(np.float32)  # as registered: float32
+    out = resampled_counts(x, counts, factors, np.array([0.5, 2.0]), np.ones(2), rng)
+    np.testing.assert_array_equal(out, counts)

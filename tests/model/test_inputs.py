@@ -389,8 +389,11 @@ def test_counts_in_and_out():
     library = np.asarray(sim[src].layers["counts"].sum(axis=1)).ravel()
     factors = pred.obs["pdae_size_factor"].to_numpy()
     np.testing.assert_allclose(factors, library / 1e4, rtol=1e-4)
-    expected = np.rint(np.clip(np.expm1(pred.X.astype(np.float64)), 0, None) * factors[:, None])
-    np.testing.assert_allclose(values, expected, atol=1)
+    # each count is drawn around its expected value (model/_counts_scale.py): the totals
+    # of the genes follow the expected ones
+    expected = np.clip(np.expm1(pred.X.astype(np.float64)), 0, None) * factors[:, None]
+    np.testing.assert_allclose(values.sum(), expected.sum(), rtol=0.2)
+    assert np.corrcoef(values.sum(axis=0), expected.sum(axis=0))[0, 1] > 0.9
     np.testing.assert_array_equal(
         model.predict(["P0+P1"], n_cells=25, seed=0).X, pred.X
     )  # X stays log1p

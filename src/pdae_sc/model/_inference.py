@@ -290,10 +290,14 @@ class InferenceMixin:
         scale
             ``"log1p"``: the registered (log-normalised) expression in ``X``. ``"counts"``:
             also ``layers["counts"]``, each predicted cell put back on the count scale of its
-            source cell, ``rint(expm1(x) * s)``, where ``s = total / target_sum`` is
-            ``sum(counts) / sum(expm1(x))`` of the source cell over the registered genes.
-            Needs ``counts_layer`` in :meth:`setup_anndata`. No noise is added: the decoder's
-            samples already carry the cell-to-cell variation.
+            source cell (size factor ``s = total / target_sum``, i.e. ``sum(counts) /
+            sum(expm1(x))`` of the source cell over the registered genes), with mean
+            ``expm1(x) * s``. The source cell's own sampling noise is not scaled with the
+            move: its count of each gene is replaced by a draw of the rate behind it (given
+            the count, under a negative binomial of the gene fitted to the source cells of its
+            condition), the move applied to that rate, and the count drawn from a Poisson
+            around it (``seed`` sets the draws). Counts the move leaves as they were stay the
+            measured ones. Needs ``counts_layer`` in :meth:`setup_anndata`.
         sparse
             Return ``X`` as a CSR matrix (``True``), dense (``False``), or as the registered
             matrix is (``None``: CSR for sparse input). The residual decoders keep the zeros

@@ -34,9 +34,10 @@ from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._span import STATUS_OTHER_CONTEXT, STATUS_SEEN
 from pdae_sc.data._validation import check_matrix, check_unique_names, get_matrix
 
+from ._counts_scale import count_scale
 from ._new_cells_baselines import SHIFT_MEASURED, baseline_shifts
 from ._noise import draw_sources, make_generator
-from ._predict import check_prediction_memory, count_scale, move_to_targets
+from ._predict import check_prediction_memory, move_to_targets
 from ._registration import RegisteredCells, Registration, Targets
 from ._selection import clearly_closer
 from ._warnings import warn_outside_span
@@ -359,9 +360,11 @@ def predict_new_cells(
         uns = {UNS_METHOD: method, UNS_CHOSEN: method == _chosen_method(model)}
         table[SHIFT_COLUMN] = how
     uns.update({UNS_EXTRAPOLATION: table.reset_index(), UNS_NEW_CELLS: True})
-    layers, values = None, None
+    layers, values, codes = None, None, new.cells.codes[picks]
     if scale == "counts":
-        layers, values = count_scale(x_out, new.rows, new.count_rows, picks, batch_size)
+        layers, values = count_scale(
+            x_out, new.rows, new.count_rows, picks, codes, batch_size, seed
+        )
     if sparse is None:
         sparse = bool(sp.issparse(get_matrix(adata, registration.layer)))
     return prediction_adata(
@@ -370,9 +373,7 @@ def predict_new_cells(
         perturbation_key=registration.perturbation_key,
         targets=targets.names,
         sizes=sizes,
-        source_conditions=np.asarray(new.cells.encoded.conditions, dtype=object)[
-            new.cells.codes[picks]
-        ],
+        source_conditions=np.asarray(new.cells.encoded.conditions, dtype=object)[codes],
         source_cells=adata.obs_names.to_numpy()[picks],
         obs_names=obs_names_of(targets.names, targets.dosages, sizes, seed),
         uns=uns,

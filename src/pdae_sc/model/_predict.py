@@ -31,7 +31,7 @@ from pdae_sc.data._validation import get_matrix
 from pdae_sc.tl._baselines import predict_baseline
 from pdae_sc.tl._metrics import energy_distance
 
-from ._counts_scale import counts_matrix, source_size_factors
+from ._counts_scale import count_scale
 from ._noise import BlockNoise, draw_sources, make_generator
 from ._registration import RegisteredCells, Registration, Targets
 
@@ -264,7 +264,8 @@ def predict_cells(
     layers, values = None, None
     if scale == "counts":
         count_rows = RowGatherer(get_matrix(registration.adata, registration.counts_layer))
-        layers, values = count_scale(x_out, gather, count_rows, picks, batch_size)
+        groups = cells.codes[picks]
+        layers, values = count_scale(x_out, gather, count_rows, picks, groups, batch_size, seed)
     adata = registration.adata
     return prediction_adata(
         x_out,
@@ -326,17 +327,6 @@ def move_to_targets(
         for t, target in enumerate(labels)
     ]
     return x_out, np.concatenate(rows), [len(r) for r in rows]
-
-
-def count_scale(x_out, gather, count_rows, picks, batch_size) -> tuple[dict, dict]:
-    """``layers`` and ``obs`` values of a ``scale="counts"`` prediction.
-
-    Each predicted cell (row of ``x_out``) is put on the count scale of its source cell
-    (``picks``; ``gather`` and ``count_rows`` read the sources' expression and counts).
-    """
-    factors = source_size_factors(gather, count_rows, picks, batch_size)
-    layers = {"counts": counts_matrix(x_out, factors, batch_size)}
-    return layers, {SIZE_FACTOR_KEY: factors.astype(np.float32)}
 
 
 def registered_baseline(
@@ -434,7 +424,8 @@ def predict_with_baseline(
         rows = adata.obs_names.get_indexer(pred.obs[SOURCE_CELL_KEY])
         count_rows = RowGatherer(get_matrix(adata, registration.counts_layer))
         gather = RowGatherer(registration.matrix)
-        layers, values = count_scale(np.asarray(pred.X), gather, count_rows, rows, batch_size)
+        x_pred, groups = np.asarray(pred.X), registration.cells.codes[rows]
+        layers, values = count_scale(x_pred, gather, count_rows, rows, groups, batch_size, seed)
         pred.layers["counts"] = layers["counts"]
         pred.obs[SIZE_FACTOR_KEY] = values[SIZE_FACTOR_KEY]
     if sparse:
