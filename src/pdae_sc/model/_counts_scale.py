@@ -137,15 +137,19 @@ def resampled_counts(
     m = np.expm1(np.asarray(x, dtype=np.float64)) * s
     nu, phi = np.broadcast_to(nu, c.shape), np.broadcast_to(phi, c.shape)
     mu = s * nu
-    lam = mu.copy()
     over = phi > 0
-    if over.any():
-        theta = 1.0 / phi[over]
-        rate = theta / np.maximum(mu[over], 1e-12) + 1.0
-        lam[over] = rng.gamma(theta + c[over], 1.0 / rate)
+    if over.all():  # the usual case; the same draws as the masked path, without copies
+        theta = 1.0 / phi
+        lam = rng.gamma(theta + c, 1.0 / (theta / np.maximum(mu, 1e-12) + 1.0))
+    else:
+        lam = mu.copy()
+        if over.any():
+            theta = 1.0 / phi[over]
+            rate = theta / np.maximum(mu[over], 1e-12) + 1.0
+            lam[over] = rng.gamma(theta + c[over], 1.0 / rate)
     r = (m + s) / (c + s)
     out = rng.poisson(np.clip(m + r * (lam - c), 0.0, None)).astype(np.float32)
-    kept = np.isclose(m, c, rtol=1e-4, atol=1e-6)  # not moved (float32 round trip)
+    kept = np.abs(m - c) <= 1e-6 + 1e-4 * np.abs(c)  # not moved (float32 round trip)
     out[kept] = c[kept]
     return out
 
