@@ -1,6 +1,6 @@
 """Count noise from small source pools, and the cost of drawing counts (no model).
 
-    python benchmarks/counts_small_pools.py [--halves 6]
+    python benchmarks/counts_small_pools.py [--halves 6] [--seeds 0 1 2]
 
 1. Diagnostic for ``results/counts_dispersion.md``: on Datlinger knockout + stimulation, each
    held-out condition's measured mean shift (log1p scale) is added to a random half of the
@@ -8,7 +8,11 @@
    two ways: drawn as ``predict(scale="counts")`` does (``model/_counts_scale.py``) and
    rounded (``rint(expm1(x) * s)``, the earlier way). Printed per half: the median over
    conditions of the size-matched per-gene VMR ratio (``counts_dispersion.figure``), and the
-   same for the whole control pool.
+   same for the whole control pool. Also for the control cells of each new-cells model of
+   ``counts_dispersion.py`` (``benchmark half, seed k``: the cells its models move), with
+   a variant tried and not kept: each gene's dispersion taken from the cells that model is
+   trained on (pooled over their conditions, each with its own mean) instead of from the
+   pool itself.
 2. Speed: seconds of ``gene_count_noise`` (20,000 source cells x 2,000 genes, 100
    conditions) and of ``resampled_counts`` (4,096 cells x 2,000 genes), best of 3.
 """
@@ -21,7 +25,7 @@ import warnings
 
 import numpy as np
 from _tasks import TASKS, dense
-from counts_dispersion import compared_genes, figure
+from counts_dispersion import _half_split, compared_genes, figure
 
 from pdae_sc.model._counts_scale import gene_count_noise, resampled_counts
 from pdae_sc.pp._counts import size_factors
@@ -29,21 +33,40 @@ from pdae_sc.pp._counts import size_factors
 warnings.filterwarnings("ignore")
 
 
-def pool_figures(task, genes, x0, c0, s, rows) -> tuple[float, float]:
-    """Median over held-out conditions of the VMR figure, drawn and rounded, from ``rows``."""
+def pool_figures(task, genes, x0, c0, s, rows, phi=None) -> tuple[float, ...]:
+    """Median over held-out conditions of the VMR figure, drawn and rounded, from ``rows``.
+
+    ``phi``: each gene's inverse dispersion to draw with as well (a third figure).
+    """
     x, c, f = x0[rows], c0[rows], s[rows]
-    nu, phi = gene_count_noise(lambda r: c[r], np.arange(len(c)), f, 4096)
-    drawn, rounded = [], []
+    nu, own = gene_count_noise(lambda r: c[r], np.arange(len(c)), f, 4096)
+    variants = [own[0]] + ([] if phi is None else [phi])
+    figures = [[] for _ in range(len(variants) + 1)]
     for i, cond in enumerate(task.targets):
         held = task.test[task.test.obs["perturbation"] == cond]
         obs = dense(held.layers["counts"])
         moved = x + (dense(held.X).mean(0) - x0.mean(0))
         n = min(len(obs), len(moved))
-        out = resampled_counts(moved, c, f, nu[0], phi[0], np.random.default_rng(i))
-        drawn.append(figure(out[:n], obs, genes, 0)["vmr_ratio_matched"])
+        for k, p in enumerate(variants):
+            out = resampled_counts(moved, c, f, nu[0], p, np.random.default_rng(i))
+            figures[k].append(figure(out[:n], obs, genes, 0)["vmr_ratio_matched"])
         kept = np.rint(np.clip(np.expm1(moved), 0, None) * f[:, None])
-        rounded.append(figure(kept[:n], obs, genes, 0)["vmr_ratio_matched"])
-    return float(np.median(drawn)), float(np.median(rounded))
+        figures[-1].append(figure(kept[:n], obs, genes, 0)["vmr_ratio_matched"])
+    return tuple(float(np.median(v)) for v in figures)
+
+
+def pooled_dispersion(adata) -> np.ndarray:
+    """Each gene's inverse dispersion over the cells of ``adata``, one mean per condition."""
+    x, c = dense(adata.X), dense(adata.layers["counts"])
+    f = size_factors(x, c)
+    ok = np.isfinite(f)
+    codes = np.unique(adata.obs["perturbation"].astype(str), return_inverse=True)[1][ok]
+    c, f = c[ok].astype(np.float64), f[ok][:, None]
+    nu, _ = gene_count_noise(lambda r: c[r], np.arange(len(c)), f[:, 0], 4096, codes)
+    mu = f * nu[codes]
+    excess = ((c - mu) ** 2 - mu).sum(axis=0)
+    den = (mu**2).sum(axis=0)
+    return np.clip(np.divide(excess, den, out=np.zeros_like(den), where=den > 0), 0.0, None)
 
 
 def best_of(f, reps: int = 3) -> float:
@@ -58,6 +81,9 @@ def best_of(f, reps: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--halves", type=int, default=6)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="of counts_dispersion.py"
+    )
     args = parser.parse_args()
     task = TASKS["datlinger_combo"]()
     genes = compared_genes(task, 0.1)
@@ -66,14 +92,25 @@ def main() -> None:
     s = size_factors(x0, c0)
     ok = np.isfinite(s)
     x0, c0, s = x0[ok], c0[ok], s[ok]
-    print("| control cells | drawn | rounded |")
-    print("|---|---|---|")
+    print("| control cells | drawn | rounded | drawn, dispersion of the model's cells |")
+    print("|---|---|---|---|")
     drawn, rounded = pool_figures(task, genes, x0, c0, s, np.arange(len(c0)))
-    print(f"| all {len(c0)} | {drawn:.2f} | {rounded:.2f} |")
+    print(f"| all {len(c0)} | {drawn:.2f} | {rounded:.2f} | - |")
     for half in range(args.halves):
         rows = np.random.default_rng(100 + half).permutation(len(c0))[: len(c0) // 2]
         drawn, rounded = pool_figures(task, genes, x0, c0, s, rows)
-        print(f"| random half {half} ({len(rows)}) | {drawn:.2f} | {rounded:.2f} |")
+        print(f"| random half {half} ({len(rows)}) | {drawn:.2f} | {rounded:.2f} | - |")
+    names = ctrl.obs_names[ok]
+    for seed in args.seeds:
+        fitted, new = _half_split(task, seed)
+        rows = np.flatnonzero(names.isin(new.obs_names))
+        drawn, borrowed, rounded = pool_figures(
+            task, genes, x0, c0, s, rows, pooled_dispersion(fitted.train)
+        )
+        print(
+            f"| benchmark half, seed {seed} ({len(rows)}) | {drawn:.2f} | {rounded:.2f} "
+            f"| {borrowed:.2f} |"
+        )
 
     rng = np.random.default_rng(0)
     counts = rng.poisson(0.5, (20_000, 2_000)).astype(np.float32)

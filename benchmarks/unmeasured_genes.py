@@ -21,7 +21,10 @@ Methods, every one predicting the same number of distinct cells per target, none
 (the control cells of the target context; on Datlinger the 60 unstimulated control cells):
 
 - ``pdae``: ``predict(method="pdae")``, the network with the new knockout placed by the
-  embedding; ``pdae_auto``: the model's default (``method="auto"``, its held-out choice);
+  embedding; ``pdae_auto``: the model's default (``method="auto"``): a target with a
+  never-measured knockout gets the linear model with embeddings, its weights applied to
+  the responses measured in the target context (``placed_effects="context"`` of
+  ``tl.predict_baseline``; the same as ``linear_embedding`` without a context);
 - ``linear_embedding``: the linear model with embeddings
   (``tl.predict_baseline(method="linear", perturbation_embedding="expression")``);
 - ``linear``: the linear baseline, which cannot place the new gene: it predicts the rest

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from anndata import AnnData
 
 import pdae_sc as pdae
 from pdae_sc.data._span import STATUS_EMBEDDING
@@ -195,3 +196,103 @@ def test_new_cells_get_the_linear_model_with_embeddings_for_never_measured_targe
     expected = np.asarray(reference.X - ref_source).mean(axis=0)
     np.testing.assert_allclose(shift, np.broadcast_to(expected, shift.shape), atol=1e-4)
     np.testing.assert_allclose(explicit.X, pred.X[: new.n_obs], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_contexts():
+    """Six measured singles in contexts A and B, every response twice as strong in B."""
+    rng = np.random.default_rng(0)
+    effects = rng.normal(0.0, 1.0, size=(6, 5))
+    blocks, labels, contexts = [], [], []
+    for context, strength in (("A", 1.0), ("B", 2.0)):
+        for name, effect in [
+            ("ctrl", np.zeros(5)),
+            *[(f"P{k}", e) for k, e in enumerate(effects)],
+        ]:
+            blocks.append(rng.normal(0.0, 0.1, size=(40, 5)) + strength * effect)
+            labels += [name] * 40
+            contexts += [context] * 40
+    obs = pd.DataFrame({"perturbation": labels, "line": contexts})
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    adata = AnnData(np.vstack(blocks).astype(np.float32), obs=obs)
+    # one vector for every perturbation: the embedding says nothing, the map takes the mean
+    table = pd.DataFrame(np.ones((7, 2)), index=[f"P{k}" for k in range(7)])
+    return adata, table, 2.0 * effects.mean(axis=0)
+
+
+@pytest.mark.parametrize("placed_effects", ["linear", "context"])
+def test_placed_effects_in_a_context(two_contexts, placed_effects):
+    adata, table, truth = two_contexts
+    ctx = {"context_key": "line", "context": "B", "n_cells": 40}
+    with pytest.warns(UserWarning, match="never measured"):
+        pred = pdae.tl.predict_baseline(
+            adata,
+            ["P6", "P0"],
+            method="linear",
+            perturbation_embedding=table,
+            placed_effects=placed_effects,
+            **ctx,
+        )
+    mean_response = pdae.tl.predict_baseline(adata, ["P6"], method="mean_response", **ctx)
+    linear = pdae.tl.predict_baseline(adata, ["P0"], method="linear", **ctx)
+
+    def shifts(pred):
+        return pred.X - adata[pred.obs["pdae_source_cell"]].X
+
+    shift = shifts(pred)[::40]
+    # a measured perturbation keeps its linear effect either way
+    np.testing.assert_allclose(shift[1], shifts(linear)[0], atol=1e-5)
+    expected_shift = shifts(mean_response)[0]
+    if placed_effects == "context":  # the responses measured in B, so their mean there
+        np.testing.assert_allclose(shift[0], expected_shift, atol=1e-5)
+        assert np.abs(shift[0] - truth).max() < 0.1
+    else:  # the linear effects, fitted over A and B: 1.5x, not 2x
+        assert np.abs(shift[0] - 0.75 * truth).max() < 0.1
+
+
+def test_placed_effects_without_a_context_or_misspelt(two_contexts):
+    adata, table, _ = two_contexts
+    runs = []
+    for placed_effects in ("linear", "context"):
+        with pytest.warns(UserWarning, match="never measured"):
+            runs.append(
+                pdae.tl.predict_baseline(
+                    adata,
+                    ["P6"],
+                    method="linear",
+                    perturbation_embedding=table,
+                    placed_effects=placed_effects,
+                )
+            )
+    np.testing.assert_array_equal(runs[0].X, runs[1].X)
+    with pytest.raises(ValueError, match="placed_effects='contexts'"):
+        pdae.tl.predict_baseline(adata, ["P0"], method="linear", placed_effects="contexts")
+
+
+def test_model_places_new_perturbations_with_the_effects_measured_in_the_context(two_contexts):
+    adata, table, _ = two_contexts
+    adata = adata.copy()
+    pdae.model.PDAE.setup_anndata(
+        adata,
+        "perturbation",
+        control_group="ctrl",
+        context_keys=["line"],
+        perturbation_embedding=table,
+    )
+    model = pdae.model.PDAE(adata, n_latent=2, n_hidden=(8,), n_noise=2)
+    model.train(max_epochs=1, enable_progress_bar=False, held_out_conditions=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = model.predict(["P6"], context="B", method="linear", n_cells=40, seed=0)
+        reference = pdae.tl.predict_baseline(
+            adata,
+            ["P6"],
+            method="linear",
+            perturbation_embedding=table,
+            placed_effects="context",
+            context_key="line",
+            context="B",
+            n_cells=40,
+            seed=0,
+        )
+    np.testing.assert_allclose(pred.X, reference.X, atol=1e-5)

@@ -306,8 +306,10 @@ class InferenceMixin:
             ``"auto"`` (default): the method chosen on the measured conditions held out of training
             (a baseline only when clearly closer), :attr:`prediction_method_` (``"pdae"`` when none
             were held out, see ``train(held_out_conditions=...)``); a target with a
-            perturbation never measured goes to the linear model with embeddings (the
-            extrapolation table's ``predicted_by`` says so). ``"pdae"``: the model's own
+            perturbation never measured goes to the linear model with embeddings, its weights
+            applied to the responses measured in ``context``
+            (``tl.predict_baseline(placed_effects="context")``; the extrapolation table's
+            ``predicted_by`` says so). ``"pdae"``: the model's own
             cells. A simple baseline (``"linear"``, ``"additive"``, ``"mean_response"``,
             ``"pooled"``, ``"control"``): :func:`pdae_sc.tl.predict_baseline` on the registered
             cells (every condition, in ``context`` if given), in the same format, with

@@ -42,6 +42,8 @@ from ._common import layer_matrix as _matrix
 __all__ = ["BASELINES", "predict_baseline"]
 
 BASELINES = ("control", "pooled", "additive", "linear", "mean_response", "oracle_half")
+#: ``predict_baseline(placed_effects=)``: what a never-measured perturbation's weights apply to.
+PLACED_EFFECTS = ("linear", "context")
 
 
 def _canonical_names(targets, parsed, enc, control_group, delimiter) -> list[str]:
@@ -228,6 +230,7 @@ def predict_baseline(
     context: str | None = None,
     seed: int = 0,
     perturbation_embedding: pd.DataFrame | Mapping | str | None = None,
+    placed_effects: str = "linear",
 ) -> AnnData:
     """Predict cells of target conditions with a simple baseline.
 
@@ -274,6 +277,13 @@ def predict_baseline(
     measured perturbation is used instead unless the regression's leave-one-out error is
     more than one standard error below it. The same map places new perturbations in
     :meth:`pdae_sc.model.PDAE.predict` (``setup_anndata(perturbation_embedding=...)``).
+    With a context and ``placed_effects="context"``, those weights apply to each measured
+    perturbation's mean change measured in the target context (against its control cells)
+    instead of its linear effect ``beta``, where it was measured alone there; with the
+    weights of the mean this is the ``mean_response`` of that context. The linear model
+    fits one effect per perturbation over every context; where the responses in the target
+    context are stronger or weaker than elsewhere, the effects measured there carry that
+    difference to the new perturbation. The measured perturbations keep ``beta``.
 
     Cells are drawn without replacement when ``n_cells`` does not exceed the pool, with
     replacement otherwise, from ``np.random.default_rng(seed)``. Targets only need known
@@ -316,6 +326,12 @@ def predict_baseline(
         perturbation name, or a mapping ``{name: vector}``), or ``"expression"``: each
         perturbation named like a gene of ``adata`` is embedded by that gene's loadings in a
         PCA of ``adata`` (10 components). Other methods ignore it.
+    placed_effects
+        With ``perturbation_embedding`` and a context: what the weights of a never-measured
+        perturbation apply to, ``"linear"`` (the linear effects ``beta``: the linear model
+        with embeddings) or ``"context"`` (the mean changes measured in the target context,
+        ``beta`` for a perturbation not measured alone there). Without a context both are
+        the same.
 
     Returns
     -------
@@ -335,7 +351,7 @@ def predict_baseline(
     >>> pred.X.mean(0)
     array([1., 2.], dtype=float32)
     """
-    targets, doses = _check_request(method, perturbations, n_cells, dosages)
+    targets, doses = _check_request(method, perturbations, n_cells, dosages, placed_effects)
     parsed = [
         parse_condition(t, control_group=control_group, delimiter=delimiter, dosage=d)
         for t, d in zip(targets, doses, strict=True)
@@ -364,16 +380,8 @@ def predict_baseline(
             label_kw,
         )
     embedding = _embedding(perturbation_embedding, mat, adata) if method == "linear" else None
-    shifts = _shifts(
-        method,
-        mat,
-        enc,
-        parsed,
-        targets,
-        int(ctrl_codes[0]) if len(ctrl_codes) else 0,
-        ctx,
-        embedding,
-    )
+    ctrl = int(ctrl_codes[0]) if len(ctrl_codes) else 0
+    shifts = _shifts(method, mat, enc, parsed, targets, ctrl, ctx, embedding, placed_effects)
     pool = np.flatnonzero(in_ctx) if method == "pooled" else ctrl_cells
     n_default = len(ctrl_cells) if len(ctrl_cells) else adata.n_obs
     n = n_default if n_cells is None else n_cells
@@ -423,10 +431,14 @@ def _control_cells(adata, enc, ctrl_codes, method, key, control_group, context_k
     return ctrl_cells, in_ctx, ctx
 
 
-def _check_request(method, perturbations, n_cells, dosages) -> tuple[list[str], list]:
+def _check_request(
+    method, perturbations, n_cells, dosages, placed_effects="linear"
+) -> tuple[list[str], list]:
     """The targets as a list and one dose per target (``None``: dose 1), checked."""
     if method not in BASELINES:
         raise ValueError(f"Unknown method={method!r}; valid methods are {list(BASELINES)}.")
+    if placed_effects not in PLACED_EFFECTS:
+        raise ValueError(f"placed_effects={placed_effects!r}; use one of {PLACED_EFFECTS}.")
     targets = [perturbations] if isinstance(perturbations, str) else list(perturbations)
     if not targets:
         raise ValueError("perturbations is empty; give at least one target condition.")
@@ -459,7 +471,9 @@ def _embedding(given, mat, adata: AnnData) -> PerturbationEmbedding | None:
     return PerturbationEmbedding(table.index.tolist(), table.to_numpy(), source)
 
 
-def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx, embedding=None) -> list | None:
+def _shifts(
+    method, mat, enc, parsed, targets, ctrl: int, ctx, embedding=None, placed_effects="linear"
+) -> list | None:
     """The mean shift each target adds to the control cells (``None``: no shift)."""
     if method == "mean_response":
         if ctx is not None:
@@ -471,7 +485,10 @@ def _shifts(method, mat, enc, parsed, targets, ctrl: int, ctx, embedding=None) -
     if method not in ("additive", "linear"):
         return None
     if method == "linear" and embedding is not None:
-        return _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding)
+        in_context = placed_effects == "context" and ctx is not None
+        return _embedded_linear_shifts(
+            mat, enc, parsed, targets, ctx, embedding, ctrl if in_context else None
+        )
     # unknown perturbations raise KeyError with the closest names
     vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
     if method == "linear":
@@ -507,8 +524,12 @@ def _linear_shifts(mat, enc, vectors, targets, ctx) -> list:
     return list(vectors @ beta)
 
 
-def _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding) -> list:
-    """``l* beta`` with never-measured perturbations placed by the embedding."""
+def _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding, ctrl=None) -> list:
+    """``l* beta`` with never-measured perturbations placed by the embedding.
+
+    ``ctrl`` (the control condition's code, with a context): the placed part of a target
+    applies its weights to :func:`_measured_in_context` instead of ``beta``.
+    """
     known = set(enc.vocabulary)
     if all(t in known for lab in parsed for t in lab):
         vectors = np.vstack([label_vector(p, enc.vocabulary) for p in parsed])
@@ -524,7 +545,32 @@ def _embedded_linear_shifts(mat, enc, parsed, targets, ctx, embedding) -> list:
         UserWarning,
         stacklevel=4,
     )
-    return list(vectors @ beta)
+    if ctrl is None:
+        return list(vectors @ beta)
+    measured = [{t: d for t, d in lab.items() if t in known} for lab in parsed]
+    direct = np.vstack([label_vector(p, enc.vocabulary) for p in measured])
+    effects = _measured_in_context(mat, enc, ctx, ctrl, beta)
+    return list(direct @ beta + (vectors - direct) @ effects)
+
+
+def _measured_in_context(mat, enc: EncodedConditions, ctx, ctrl: int, beta) -> np.ndarray:
+    """Per-unit effect of each perturbation measured alone in the target context, ``(K, g)``.
+
+    The mean change of its single-perturbation conditions against the control cells there
+    (:func:`_single_effects`); ``beta``'s row for a perturbation not measured alone there,
+    or for every one when the context has no control cells.
+    """
+    ctx_means = _context_means(mat, enc, ctx.codes, len(ctx.names))[ctx.target]
+    present = ~np.isnan(ctx_means[:, 0])
+    out = np.array(beta, dtype=np.float64, copy=True)
+    if not present[ctrl]:
+        return out
+    for k, token in enumerate(enc.vocabulary):
+        try:
+            out[k] = _single_effects(enc, ctx_means, ctrl, token, 1.0, present)
+        except ValueError:
+            continue
+    return out
 
 
 def _oracle_half(
