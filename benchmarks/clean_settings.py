@@ -10,7 +10,8 @@ have picked and scored.
     python benchmarks/clean_settings.py [--settings default noise64 ...] [--seeds 0 1 2]
         [--out benchmarks/history]
 
-Writes ``clean_settings.md`` and ``clean_settings.csv`` under ``--out``.
+``--task``: another task of ``_tasks.py`` (default ``clean``). Writes ``clean_settings.md``
+and ``clean_settings.csv`` under ``--out`` (``clean_settings_<task>.*`` for another task).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ SETTINGS = {
     "noise64": ({"n_noise": 64}, {}),
     "sources256": ({}, {"n_sources": 256}),
     "conditions32": ({}, {"n_conditions_per_batch": 32}),
+    "latent16": ({"n_latent": 16}, {}),
+    "hidden128": ({"n_hidden": (128, 128)}, {}),
+    "noise8": ({"n_noise": 8}, {}),
 }
 
 
@@ -74,8 +78,9 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "history")
+    parser.add_argument("--task", default="clean", choices=list(TASKS))
     args = parser.parse_args()
-    task = TASKS["clean"]()
+    task = TASKS[args.task]()
     rows = []
     for setting in args.settings:
         for seed in args.seeds:
@@ -90,7 +95,8 @@ def main() -> None:
             )
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "clean_settings.csv", index=False)
+    name = "clean_settings" if args.task == "clean" else f"clean_settings_{args.task}"
+    table.to_csv(args.out / f"{name}.csv", index=False)
     lines = [
         "| setting | seed | network | chosen | default predict | held-out best baseline | "
         "PDAE - it | se | per combination | lowest mean would pick | its score | fit s |",
@@ -103,7 +109,7 @@ def main() -> None:
             f"{r['held_out_se']:.4f} | {r['held_out_per_condition']} | "
             f"{r['lowest_mean_pick']} | {r['lowest_mean_score']:.4f} | {r['fit_s']:.0f} |"
         )
-    (args.out / "clean_settings.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

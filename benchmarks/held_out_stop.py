@@ -13,7 +13,8 @@ default source set would keep over the whole run is not after the stop, or the m
 back to the same baseline either way (the best check of the whole run still clearly behind
 it). Tasks: those of ``_tasks.py``, and ``laplace`` (the demo's simulation, Laplace basal
 law), ``clean_data1`` (the clean simulation drawn with data seed 1), ``clean500`` (500
-genes). Writes ``held_out_stop.csv`` (one row per check, source set and held-out condition,
+genes), ``clean_latent16`` (the clean task with ``PDAE(n_latent=16)``).
+Writes ``held_out_stop.csv`` (one row per check, source set and held-out condition,
 and one per baseline) and ``held_out_stop.md``.
 """
 
@@ -55,16 +56,20 @@ def _simulated(n_genes: int, basal: str, data_seed: int) -> Task:
 
 
 EXTRA = {
+    "clean_latent16": TASKS["clean"],  # the clean task with PDAE(n_latent=16)
     "laplace": lambda: _simulated(100, "laplace", 0),
     "clean_data1": lambda: _simulated(100, "gaussian", 1),
     "clean500": lambda: _simulated(500, "gaussian", 0),
 }
 
+#: PDAE(...) arguments of a task, where not the defaults
+MODEL_KWARGS = {"clean_latent16": {"n_latent": 16}}
+
 
 def run(name: str, seed: int) -> pd.DataFrame:
     """Per-condition scores of every check and of every baseline, one training run."""
     task = (EXTRA[name] if name in EXTRA else TASKS[name])()
-    model, fit_s = fit_pdae(task, seed)
+    model, fit_s = fit_pdae(task, seed, MODEL_KWARGS.get(name))
     cb = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
     rows = []
     for (step, source), values in cb._scores.items():
@@ -112,11 +117,26 @@ def rule_behind(curves: dict, upto: int, total: int) -> bool:
     return True
 
 
-def rule_default(curves: dict, upto: int, total: int) -> bool:
+class _WholeGain(HeldOutCheckpoints):
+    """The rule before 2026-12-04 afternoon: behind by more than the whole gain, stalled or not."""
+
+    def _pace(self, curve, steps):
+        return self._gain(curve, steps)
+
+
+class _RecentGain(HeldOutCheckpoints):
+    """Tried, not kept: behind by more than the best check improved over the second half of
+    the run so far (whatever that amount), instead of only when it improved by nothing."""
+
+    def _pace(self, curve, steps):
+        return self._recent_gain(curve, steps)
+
+
+def rule_default(curves: dict, upto: int, total: int, checks=HeldOutCheckpoints) -> bool:
     """The rule of ``train``: :meth:`HeldOutCheckpoints._no_use_going_on` itself."""
     n_groups = len(next(iter(curves.values()))[2])
-    cb = HeldOutCheckpoints(SimpleNamespace(), groups=[(g, 0) for g in range(n_groups)])
-    cb.total = total
+    cb = checks(SimpleNamespace(), groups=[(g, 0) for g in range(n_groups)])
+    cb.total, cb.decaying = total, True  # the runs of this script: the cosine schedule
     for source, (_, curve, base) in curves.items():
         cb._baselines[source] = base.reset_index(drop=True)
         for s, values in curve.items():
@@ -126,7 +146,22 @@ def rule_default(curves: dict, upto: int, total: int) -> bool:
     return cb._no_use_going_on(None, upto)
 
 
-RULES = {"behind (not kept)": rule_behind, "default": rule_default}
+def rule_whole_gain(curves: dict, upto: int, total: int) -> bool:
+    """The rule before: the whole run's gain when behind a baseline too."""
+    return rule_default(curves, upto, total, checks=_WholeGain)
+
+
+def rule_recent_gain(curves: dict, upto: int, total: int) -> bool:
+    """Behind a baseline by more than the recent gain."""
+    return rule_default(curves, upto, total, checks=_RecentGain)
+
+
+RULES = {
+    "behind (not kept)": rule_behind,
+    "whole gain (before)": rule_whole_gain,
+    "recent gain (not kept)": rule_recent_gain,
+    "default": rule_default,
+}
 
 
 def replay(run: pd.DataFrame, rule) -> dict:

@@ -113,6 +113,39 @@ def test_training_stops_when_clearly_behind_a_baseline_by_more_than_it_gained():
     assert cb.stopped is None
 
 
+def test_under_a_decaying_schedule_a_stalled_run_behind_a_baseline_stops():
+    # a large gain at first (0.65 -> 0.30), none since: behind linear by 0.20
+    early = [[0.65] * 4, [0.30] * 4, [0.31] * 4, [0.30] * 4, [0.32] * 4, [0.31] * 4]
+    early = [[v + d for v, d in zip(row, (0.0, 0.01, -0.01, 0.0), strict=True)] for row in early]
+    linear = {"linear": [0.10, 0.12, 0.09, 0.11]}
+    checks, bases = {"all": early, "ctrl": early}, {"all": linear, "ctrl": linear}
+    cb = _behind_callback(checks, bases)
+    assert not cb._no_use_going_on(None, 600)  # constant learning rate: the whole gain
+    cb = _behind_callback(checks, bases)
+    cb.decaying = True  # the second half of the run so far gained nothing
+    assert cb._no_use_going_on(None, 600)
+    assert "has not improved over the second half of the run so far" in cb.stopped
+    # a new best in the second half, if only by 0.02, while 0.18 behind: go on
+    slow = [*early[:-1], [0.28, 0.29, 0.27, 0.28]]
+    cb = _behind_callback({"all": slow, "ctrl": slow}, bases)
+    cb.decaying = True
+    assert not cb._no_use_going_on(None, 600)
+    # moving away from the best still needs more than the whole gain: a rise of 0.05
+    far = {"control": [9.0] * 4}
+    dip = [[0.65] * 4, [0.30] * 4, [0.31] * 4, [0.33] * 4, [0.34] * 4, [0.35] * 4]
+    cb = _behind_callback({"all": dip, "ctrl": dip}, {"all": far, "ctrl": far})
+    cb.decaying = True
+    assert not cb._no_use_going_on(None, 600)
+
+
+def test_the_schedule_is_read_from_the_training_plan():
+    trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=1200)
+    for schedule, decaying in (("cosine", True), ("constant", False)):
+        cb = HeldOutCheckpoints(SimpleNamespace(), groups=[(0, 0), (1, 0)])
+        cb.on_train_start(trainer, SimpleNamespace(lr_schedule=schedule))
+        assert (cb.decaying, cb.total, cb.every) == (decaying, 1200, 100)
+
+
 def test_training_stops_when_it_moves_away_from_its_best_faster_than_it_improved():
     far = {"control": [9.0] * 4}  # no baseline is close
     # best first (no gain), then clearly worse: stop

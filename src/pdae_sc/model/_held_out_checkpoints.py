@@ -10,7 +10,8 @@ it keeps improving to the end of the schedule (``benchmarks/results/held_out_che
 and keeps those weights; :meth:`HeldOutCheckpoints.restore_if_clearly_better` gives the
 module the weights of the best check when it is clearly closer than the last weights. From
 half of the run on, it stops training when the rest of the run would have to gain more than
-the run so far has to change what is kept (:meth:`HeldOutCheckpoints._reason_to_stop`;
+the run so far has (or, behind a baseline, when the second half of the run so far gained
+nothing) to change what is kept (:meth:`HeldOutCheckpoints._reason_to_stop`;
 ``benchmarks/results/held_out_stop.md``).
 """
 
@@ -70,6 +71,7 @@ class HeldOutCheckpoints(pl.Callback):
         self.model = model
         self.groups = list(groups)
         self.every = self.last_step = self.total = 0
+        self.decaying = False
         self.restored_step: int | None = None
         self.stopped: str | None = None
         self._scores: dict[tuple[int, str], np.ndarray] = {}
@@ -98,6 +100,7 @@ class HeldOutCheckpoints(pl.Callback):
         if trainer.world_size == 1:
             self.total = max(1, int(trainer.estimated_stepping_batches))
             self.every = max(MIN_EVERY, round(self.total / N_CHECKS))
+        self.decaying = getattr(plan, "lr_schedule", None) == "cosine"
 
     def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
         """Note the last step, whose weights :meth:`restore_if_clearly_better` judges."""
@@ -139,8 +142,15 @@ class HeldOutCheckpoints(pl.Callback):
         The rest of the run would have to gain more than that to change what is kept when
 
         - the best check is clearly behind the simple baseline with the lowest mean on the
-          same conditions and cells (fitted on the training cells), by more than ``gain``:
-          the baseline will be the default prediction; or
+          same conditions and cells (fitted on the training cells), by more than ``gain``,
+          or by any amount when the run has *stalled* (:meth:`_pace`: under the cosine
+          schedule, no check of the second half of the run so far improved on the best
+          before it): the baseline will be the default prediction. From half of a cosine
+          schedule on, the rest of the run has less learning rate to spend than the second
+          half of the run so far, so a network that gained nothing there is not expected to
+          catch up; the large early gains of every run say nothing about that. Comparing the
+          gap with the amount gained over that stretch (not only whether it gained) stopped a
+          clean-simulation run that was still improving; or
         - the last check is clearly worse than the best, by more than ``gain``: training is
           moving away from the best weights, which will be restored.
 
@@ -151,17 +161,23 @@ class HeldOutCheckpoints(pl.Callback):
         steps = sorted(s for s, src in self._scores if src == source)
         curve = {s: self._scores[(s, source)] for s in steps}
         best = min(steps, key=lambda s: curve[s].mean())
-        gain = curve[steps[0]].mean() - curve[best].mean()
+        gain = self._gain(curve, steps)
+        pace = self._pace(curve, steps)
+        stalled = pace == 0.0 < gain
         if source not in self._baselines:
             self._baselines[source] = self._held_out_table(module, source, SIMPLE_METHODS)
         baselines = self._baselines[source]
         method = closest_baseline(baselines)
         behind = curve[best] - baselines[method].to_numpy(dtype=float)
-        if clearly_positive(behind) and behind.mean() > gain:
+        if clearly_positive(behind) and behind.mean() > pace:
+            gained = (
+                "and the network has not improved over the second half of the run so far"
+                if stalled
+                else f"more than the network gained since its first check ({gain:.3f})"
+            )
             return (
                 f"from {source!r} the best check (step {best}) is behind {method!r} by "
-                f"{behind.mean():.3f}, more than the network gained since its first check "
-                f"({gain:.3f})"
+                f"{behind.mean():.3f}, {gained}"
             )
         worse = curve[steps[-1]] - curve[best]
         if clearly_positive(worse) and worse.mean() > gain:
@@ -170,6 +186,27 @@ class HeldOutCheckpoints(pl.Callback):
                 f"{worse.mean():.3f}, more than it gained since its first check ({gain:.3f})"
             )
         return None
+
+    @staticmethod
+    def _gain(curve: dict, steps: list[int]) -> float:
+        """How much the network improved from its first check to its best so far."""
+        return float(curve[steps[0]].mean() - min(curve[s].mean() for s in steps))
+
+    def _pace(self, curve: dict, steps: list[int]) -> float:
+        """The gain that a gap to a baseline is compared with: none when stalled.
+
+        Stalled: under the cosine schedule, no check of the second half of the run so far
+        improved on the best before it; otherwise the whole gain (:meth:`_gain`).
+        """
+        if self.decaying and self._recent_gain(curve, steps) <= 0.0:
+            return 0.0
+        return self._gain(curve, steps)
+
+    @staticmethod
+    def _recent_gain(curve: dict, steps: list[int]) -> float:
+        """How much the best check improved over the second half of the run so far."""
+        half = [s for s in steps if s <= steps[-1] / 2] or steps[:1]
+        return float(min(curve[s].mean() for s in half) - min(curve[s].mean() for s in steps))
 
     def restore_if_clearly_better(self) -> bool:
         """Give the module the best check's weights when they are clearly closer.

@@ -125,8 +125,9 @@ class TrainingMixin:
             has to change what is kept: the best check is clearly behind a simple baseline
             (which will then be the default prediction), or the last check clearly worse
             than the best, by more than the network gained from its first check to its best
-            (``training_stopped_`` says "early stopping at step N ..."). Without held-out
-            conditions, as ``False``. ``False``: train
+            (behind a baseline: by any amount once the second half of the run so far made
+            no new best; ``training_stopped_`` says "early stopping at step N ...").
+            Without held-out conditions, as ``False``. ``False``: train
             ``max_epochs``, keep the last weights. ``"auto"``: with a residual decoder
             (the default for count data), stop when done: after every epoch the energy
             score of predictions for the held-out cells of the training conditions
