@@ -16,6 +16,7 @@ __all__ = [
     "make_generator",
     "noise_block_size",
     "resolve_seed",
+    "stratified_counts",
 ]
 
 
@@ -95,16 +96,44 @@ class BlockNoise:
         )
 
 
-def draw_sources(src_idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` source rows: a sorted subsample, or every source repeated plus a random rest."""
-    if n <= len(src_idx):
+def draw_sources(
+    src_idx: np.ndarray, n: int, rng: np.random.Generator, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """``n`` source rows: a sorted subsample, or every source repeated plus a random rest.
+
+    ``groups`` (one code per entry of ``src_idx``, e.g. its condition): the subsample is
+    stratified, each group getting its share of ``n`` (:func:`stratified_counts`) drawn
+    without replacement within it. A prediction from a mix of conditions is a mixture of
+    their moved cells; a plain random subsample adds multinomial noise to the mixture's
+    weights, which the proportional draw removes (the same mixture in expectation). With one
+    group the draw is the plain one, to the bit.
+    """
+    if n > len(src_idx):
+        whole = np.tile(src_idx, n // len(src_idx))
+        return np.concatenate([whole, draw_sources(src_idx, n % len(src_idx), rng, groups)])
+    if groups is None or len(np.unique(groups)) < 2:
         return np.sort(rng.choice(src_idx, size=n, replace=False))
-    return np.concatenate(
-        [
-            np.tile(src_idx, n // len(src_idx)),
-            rng.choice(src_idx, size=n % len(src_idx), replace=False),
-        ]
-    )
+    codes, inverse = np.unique(groups, return_inverse=True)
+    members = [src_idx[inverse == k] for k in range(len(codes))]
+    counts = stratified_counts(np.array([len(m) for m in members]), n, rng)
+    picks = [rng.choice(m, size=c, replace=False) for m, c in zip(members, counts, strict=True)]
+    return np.sort(np.concatenate(picks))
+
+
+def stratified_counts(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Proportional allocation of ``n`` draws over groups of ``sizes`` (largest remainder).
+
+    Each group gets ``floor(n * size / total)``; the draws left go to the largest
+    remainders, ties broken at random. Never more than a group holds.
+    """
+    share = n * sizes / sizes.sum()
+    counts = np.floor(share).astype(np.int64)
+    left = n - int(counts.sum())
+    if left:
+        remainder = share - counts
+        order = np.lexsort((rng.random(len(sizes)), -remainder))
+        counts[order[:left]] += 1
+    return np.minimum(counts, sizes)
 
 
 def default_batch_size(n_genes: int, device_type: str) -> int:

@@ -107,10 +107,12 @@ def move_sources(
     """Draw ``len(out)`` of the cells ``src_idx`` and move them to ``target`` into ``out``.
 
     ``cells``: the registered cells' conditions; ``gather``: the registered matrix's rows.
-    Each distinct source is encoded once (a source is drawn many times when more cells are
-    predicted than there are sources; the encoder is deterministic). Returns the drawn rows.
+    The draw is stratified by condition and context (:func:`draw_sources`). Each distinct
+    source is encoded once (a source is drawn many times when more cells are predicted than
+    there are sources; the encoder is deterministic). Returns the drawn rows.
     """
-    picks = draw_sources(src_idx, len(out), rng)
+    groups = cells.codes[src_idx] * len(cells.context_names) + cells.context_codes[src_idx]
+    picks = draw_sources(src_idx, len(out), rng, groups)
     target_t = torch.as_tensor(target, dtype=torch.float32, device=device)
     picked = cells.codes[picks]
     label_rows = cells.float_label_rows
