@@ -1,4 +1,4 @@
-"""Seeds, decoder noise and batch sizes of predictions: one seed, the same cells, any batch."""
+"""Seeds, decoder noise, source draws and batch sizes of predictions (one seed, same cells)."""
 
 from __future__ import annotations
 
