@@ -111,13 +111,30 @@ def draw_sources(
     if n > len(src_idx):
         whole = np.tile(src_idx, n // len(src_idx))
         return np.concatenate([whole, draw_sources(src_idx, n % len(src_idx), rng, groups)])
-    if groups is None or len(np.unique(groups)) < 2:
+    inverse = None if groups is None else _group_index(np.asarray(groups))
+    if inverse is None or not inverse.any():  # one group
         return np.sort(rng.choice(src_idx, size=n, replace=False))
-    codes, inverse = np.unique(groups, return_inverse=True)
-    members = [src_idx[inverse == k] for k in range(len(codes))]
-    counts = stratified_counts(np.array([len(m) for m in members]), n, rng)
+    sizes = np.bincount(inverse)
+    order = np.argsort(inverse, kind="stable")  # each group in its given order
+    members = np.split(np.asarray(src_idx)[order], np.cumsum(sizes)[:-1])
+    counts = stratified_counts(sizes, n, rng)
     picks = [rng.choice(m, size=c, replace=False) for m, c in zip(members, counts, strict=True)]
     return np.sort(np.concatenate(picks))
+
+
+def _group_index(groups: np.ndarray) -> np.ndarray:
+    """Index of each entry's group among the groups present, in sorted order.
+
+    ``np.unique(groups, return_inverse=True)[1]`` without its sort for small non-negative
+    codes (condition x context), and as ``uint16`` where it fits, which numpy's stable
+    argsort sorts by radix.
+    """
+    if groups.dtype.kind not in "iu" or groups.min() < 0 or groups.max() > 1 << 24:
+        inverse = np.unique(groups, return_inverse=True)[1].ravel()
+    else:
+        present = np.bincount(groups) > 0
+        inverse = (np.cumsum(present) - 1)[groups]
+    return inverse.astype(np.uint16) if inverse.max(initial=0) < 1 << 16 else inverse
 
 
 def stratified_counts(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

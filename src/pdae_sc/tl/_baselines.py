@@ -560,7 +560,8 @@ def _measured_in_context(mat, enc: EncodedConditions, ctx, ctrl: int, beta) -> n
     (:func:`_single_effects`); ``beta``'s row for a perturbation not measured alone there,
     or for every one when the context has no control cells.
     """
-    ctx_means = _context_means(mat, enc, ctx.codes, len(ctx.names))[ctx.target]
+    in_target = np.where(ctx.codes == ctx.target, 0, -1)  # the target context's cells only
+    ctx_means = _context_means(mat, enc, in_target, 1)[0]
     present = ~np.isnan(ctx_means[:, 0])
     out = np.array(beta, dtype=np.float64, copy=True)
     if not present[ctrl]:
