@@ -1,36 +1,39 @@
 #!/usr/bin/env bash
 # The checks to run on a machine with a CUDA GPU, in one go (CI has no GPU, so these are
-# run by hand when one is available; the first run and its findings are in
+# run by hand when one is available; the runs and their findings are in
 # benchmarks/results/gpu.md). Use the pandas that anndata allows (< 3 for anndata 0.12).
-# Each step has its own time limit and writes its log to OUT (default: gpu_check/); a
-# failing step does not stop the others.
+# Each step has its own time limit; a failing step does not stop the others. Logs go to
+# OUT (default: gpu_check/), at most seven files.
 #
-#   bash benchmarks/gpu_check.sh            # in an environment with pdae-sc installed
+#   bash benchmarks/gpu_check.sh            # in an environment with pdae-sc importable
 #
 # 1. the environment: GPU, driver, torch, CUDA, the scverse packages;
-# 2. the test suite with the GPU visible (``accelerator="auto"`` trains there; the
-#    real-CUDA placement test runs), except the docs, tutorial and packaging tests
-#    (``-v``: each test's outcome is in the log even when the time limit cuts the run);
-# 3. ``benchmarks/train_step_time.py``: ms per step of ``train`` (default, compiled, CUDA
-#    graphs), then ``pdae-sc demo`` (trains on the GPU);
-# 4. ``benchmarks/speed.py --devices cuda --quick --no-compile``;
-# 5. ``benchmarks/real_data.py --seeds 0``, one dev task at a time: fit times and scores on
-#    the GPU (needs the two screens: PDAE_SHARED_DATA or ../shared/data).
+# 2. the tests that need a GPU (``-k gpu``: do the held-out checks change a GPU run?) and
+#    the device-placement tests;
+# 3. ``benchmarks/real_data.py --seeds 0`` with CUDA graphs
+#    (``plan_kwargs={"compile": {"mode": "reduce-overhead"}}``), one dev task at a time,
+#    alone on the machine: fit times and scores (needs the two screens: PDAE_SHARED_DATA
+#    or ../shared/data);
+# 4. at the same time, and so not a speed figure: ``real_data.py --seeds 0`` with the
+#    default training, every dev task at once, and the test suite with the GPU visible
+#    (``accelerator="auto"`` trains there), except the docs, tutorial and packaging tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
 PY=${PYTHON:-python3}
+TASKS=${REAL_TASKS:-clean counts datlinger_combo datlinger_context papalexi_context}
+WORK=$(mktemp -d)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
-step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.log, time it
+step() {  # step NAME SECONDS COMMAND...: run with a limit, append to OUT/NAME.log, time it
   local name=$1 limit=$2
   shift 2
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  echo "== $*" >>"$OUT/$name.log"
+  timeout "$limit" "$@" >>"$OUT/$name.log" 2>&1
   local rc=$?
-  echo "== $name: rc $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
-  tail -n 25 "$OUT/$name.log"
+  echo "== $name ${*: -1}: rc $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
 }
 
 {
@@ -39,23 +42,46 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.log,
   "$PY" - <<'EOF'
 from importlib.metadata import version
 import torch
-import pdae_sc  # noqa: F401
+import pdae_sc
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
-names = ["pdae-sc", "scvi-tools", "scanpy", "anndata", "lightning", "numpy", "pandas"]
-print(", ".join(f"{n} {version(n)}" for n in names))
+names = ["scvi-tools", "scanpy", "anndata", "lightning", "numpy", "pandas"]
+print("pdae-sc", pdae_sc.__version__, ", ".join(f"{n} {version(n)}" for n in names))
 EOF
-} 2>&1 | tee "$OUT/environment.txt"
+} >"$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
 
-step tests "${TEST_LIMIT:-200}" "$PY" -m pytest -v --tb=short -rfEs -n "${TEST_WORKERS:-15}" \
-  --ignore=tests/test_docs.py --ignore=tests/test_tutorials.py \
-  --ignore=tests/test_packaging.py tests src/pdae_sc
-step train_step_time "${STEP_LIMIT:-90}" "$PY" benchmarks/train_step_time.py --genes 1000
-step demo "${DEMO_LIMIT:-90}" "$PY" -m pdae_sc.cli demo --out "$OUT/demo" --no-progress
-for task in ${REAL_TASKS:-clean counts datlinger_combo papalexi_context}; do
-  step "real_data_$task" "${REAL_LIMIT:-90}" "$PY" benchmarks/real_data.py --tasks "$task" \
-    --seeds 0 --suffix "_$task" --out "$OUT"
+step tests_gpu "${GPU_TEST_LIMIT:-90}" "$PY" -m pytest -v --tb=short -rfEs -p no:cacheprovider \
+  tests/model/test_held_out_checkpoints.py tests/test_speed_paths.py
+
+graphs='{"compile": {"mode": "reduce-overhead"}}'
+for task in $TASKS; do
+  step graphs "${REAL_LIMIT:-65}" "$PY" benchmarks/real_data.py --tasks "$task" --seeds 0 \
+    --plan-kwargs "$graphs" --suffix "_graphs_$task" --out "$WORK" --tasks "$task"
 done
-step speed "${SPEED_LIMIT:-90}" "$PY" benchmarks/speed.py --devices cuda --quick --no-compile \
-  --out "$OUT/speed_cuda.md"
+
+pids=()
+for task in $TASKS; do
+  timeout "${DEFAULT_LIMIT:-150}" "$PY" benchmarks/real_data.py --tasks "$task" --seeds 0 \
+    --suffix "_default_$task" --out "$WORK" >>"$OUT/default.log" 2>&1 &
+  pids+=($!)
+done
+step suite "${SUITE_LIMIT:-150}" "$PY" -m pytest -q --tb=short -rfEs -p no:cacheprovider \
+  -n "${TEST_WORKERS:-8}" --ignore=tests/test_docs.py --ignore=tests/test_tutorials.py \
+  --ignore=tests/test_packaging.py tests src/pdae_sc
+for pid in "${pids[@]}"; do wait "$pid"; echo "== default run $pid: rc $?" >>"$OUT/summary.txt"; done
+
+"$PY" - "$WORK" "$OUT/real_data_gpu.csv" <<'EOF'
+import sys
+from pathlib import Path
+import pandas as pd
+parts = []
+for path in sorted(Path(sys.argv[1]).glob("real_data_*.csv")):
+    table = pd.read_csv(path)
+    table.insert(0, "run", path.stem.removeprefix("real_data_").split("_")[0])
+    parts.append(table)
+if parts:
+    pd.concat(parts, ignore_index=True).to_csv(sys.argv[2], index=False)
+    print(pd.concat(parts, ignore_index=True).to_string())
+EOF
 cat "$OUT/summary.txt"

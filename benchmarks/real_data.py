@@ -18,6 +18,7 @@ and prints the summary.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--early-stopping", default=None, help="train(early_stopping=...)")
     parser.add_argument(
+        "--plan-kwargs", default=None, help='train(plan_kwargs=...) as JSON, e.g. \'{"compile": true}\''
+    )
+    parser.add_argument(
         "--summarise", default=None, help="only rewrite the tables from this real_data.csv"
     )
     args = parser.parse_args()
@@ -209,6 +213,8 @@ def main() -> None:
         flag = {"true": True, "false": False}.get(args.early_stopping.lower())
         flag = args.early_stopping if flag is None else flag  # "auto", "held_out"
         train_kwargs["early_stopping"] = flag
+    if args.plan_kwargs is not None:
+        train_kwargs["plan_kwargs"] = json.loads(args.plan_kwargs)
     model_kwargs = {} if args.decoder is None else {"decoder": args.decoder}
     tables = [run_task(t, args.seeds, model_kwargs, train_kwargs) for t in args.tasks]
     table = pd.concat(tables, ignore_index=True)
