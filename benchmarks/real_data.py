@@ -193,9 +193,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--early-stopping", default=None, help="train(early_stopping=...)")
-    parser.add_argument(
-        "--plan-kwargs", default=None, help='train(plan_kwargs=...) as JSON, e.g. \'{"compile": true}\''
-    )
+    parser.add_argument("--plan-kwargs", default=None, help="train(plan_kwargs=...) as JSON")
     parser.add_argument(
         "--summarise", default=None, help="only rewrite the tables from this real_data.csv"
     )

@@ -82,6 +82,43 @@ def test_linear_baseline_and_residual_decoder_start_share_one_fit(with_context):
     np.testing.assert_allclose(pred.X - source, np.tile(expected, (20, 1)), atol=1e-5)
 
 
+@pytest.mark.parametrize("decoder", ["residual", "multiplicative"])
+def test_the_untrained_move_has_no_network_term(decoder):
+    """``W`` starts at zero, so ``f(z + W (u - l)) - f(z)`` is zero before training."""
+    adata = _adata(counts=True)  # non-negative: the residual move is clipped at zero
+    model = PDAE(adata, decoder=decoder, **TINY)
+    assert not model.module.shift.weight.any()
+    x = torch.as_tensor(adata.X[:8], dtype=torch.float32)
+    target = torch.zeros(model.module.gene_shift.in_features)
+    target[0] = 1.0
+    with torch.no_grad():
+        moved = model.module.move(x, torch.zeros(8, len(target)), target)
+        step = model.module.gene_shift.weight[:, 0]
+    expected = (
+        torch.relu(x + step) if decoder == "residual" else torch.log1p(torch.expm1(x) * step.exp())
+    )
+    torch.testing.assert_close(moved, expected)
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_the_untrained_model_predicts_the_linear_baseline(with_context):
+    """Before training, ``predict`` from the control cells is the ``linear`` baseline."""
+    means = {"ctrl": 0.0, "A": 2.0, "B": -1.0, "A+B": 3.0, "C": 0.5, "A+C": 1.0}
+    adata = _two_context_cells(means)  # values of both signs: no clipping
+    PDAE.setup_anndata(
+        adata, "perturbation", control_group="ctrl", context_keys="line" if with_context else None
+    )
+    model = PDAE(adata, decoder="residual", **TINY)
+    model.is_trained_ = True  # query the initial weights
+    kw = {"context": "L1"} if with_context else {}
+    pred = model.predict(["B+C"], n_cells=20, source="ctrl", method="pdae", seed=0, **kw)
+    kw = {"context_key": "line", "context": "L1"} if with_context else {}
+    base = pdae.tl.predict_baseline(adata, ["B+C"], method="linear", n_cells=20, seed=0, **kw)
+    shift = np.asarray(base.X - adata[base.obs["pdae_source_cell"].to_numpy()].X)[0]
+    source = adata[pred.obs["pdae_source_cell"].to_numpy()].X
+    np.testing.assert_allclose(pred.X - source, np.tile(shift, (20, 1)), atol=1e-5)
+
+
 def test_untrained_residual_model_moves_a_condition_to_itself_unchanged():
     adata = _adata()
     model = PDAE(adata, decoder="residual", **TINY)

@@ -139,7 +139,8 @@ def test_under_a_decaying_schedule_a_stalled_run_behind_a_baseline_stops():
 
 
 def test_the_schedule_is_read_from_the_training_plan():
-    trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=1200)
+    # a run resumed past step 0: no check at its start
+    trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=1200, global_step=600)
     for schedule, decaying in (("cosine", True), ("constant", False)):
         cb = HeldOutCheckpoints(SimpleNamespace(), groups=[(0, 0), (1, 0)])
         cb.on_train_start(trainer, SimpleNamespace(lr_schedule=schedule))
@@ -258,6 +259,24 @@ def test_checks_leave_a_gpu_run_as_it_was(screen, monkeypatch):
         rerun = (again.module.state_dict()[name] - value).abs().max().item()
         differs = (ours[name].to(value.device) - value).abs().max().item()
         assert differs <= max(2 * rerun, 1e-5), f"{name}: {differs:.3g} vs rerun {rerun:.3g}"
+
+
+def test_the_start_is_checked_before_the_first_step(monkeypatch):
+    """Step 0 is a check: the untrained move (the linear model, no network term) is kept."""
+    monkeypatch.setattr(_held_out_checkpoints, "STOP_FROM", 2.0)
+    counts = pdae.data.simulate(
+        n_perturbations=4, n_cells_per_condition=60, n_genes=20, counts=True, seed=0
+    )
+    pdae.model.PDAE.setup_anndata(counts, "perturbation", control_group="ctrl")
+    model = _trained(counts, max_epochs=60)  # non-negative data: the residual decoder
+    callback = _checkpoints(model)
+    assert model.module.residual
+    assert min(callback._states) == 0
+    assert 0 in set(model.held_out_checks_["step"])
+    assert not callback._states[0]["shift.weight"].any()  # the network's part is zero there
+    later = sorted(s for s in callback._states if s > 0)
+    assert later, "the run was checked only at its start"
+    assert callback._states[later[0]]["shift.weight"].any()  # and trained after
 
 
 def test_a_stop_on_the_checks_ends_training_and_says_why(screen, monkeypatch):

@@ -43,12 +43,12 @@ MIN_CHECKS_TO_STOP = 3
 class HeldOutCheckpoints(pl.Callback):
     """Score the network on the held-out conditions during training; keep those weights.
 
-    Every ``1 / N_CHECKS`` of the run the network predicts each held-out condition from its
-    context's control cells and from every cell of the context (the two source sets that
-    :meth:`~pdae_sc.model.PDAE.predict` may use by default) and is scored by energy
-    distance to the measured cells (:func:`~pdae_sc.model._selection.score_held_out`, the
-    same draws and decoder noise at every check; the random state of training is left as it
-    was). The weights of every check are kept on the host until training ends. From
+    Before the first step and every ``1 / N_CHECKS`` of the run the network predicts each
+    held-out condition from its context's control cells and from every cell of the context
+    (the two source sets that :meth:`~pdae_sc.model.PDAE.predict` may use by default) and is
+    scored by energy distance to the measured cells
+    (:func:`~pdae_sc.model._selection.score_held_out`, the same draws and decoder noise at
+    every check; the random state of training is left as it was). The weights of every check are kept on the host until training ends. From
     :data:`STOP_FROM` of the run on, a check may stop training (:meth:`_no_use_going_on`).
 
     Parameters
@@ -96,11 +96,19 @@ class HeldOutCheckpoints(pl.Callback):
         return pd.DataFrame(rows, columns=["step", "source", "energy_distance"])
 
     def on_train_start(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
-        """Space the checks over the planned steps of the run (none under DDP)."""
+        """Space the checks over the planned steps of the run (none under DDP).
+
+        A run that starts at step 0 is checked there too, before its first step: the
+        residual decoders start as the ``linear`` model (clipped at zero for non-negative
+        data; :func:`~pdae_sc.model._linear.start_at_linear_model`), and on data where
+        training only makes the held-out conditions worse, that start is the best weights.
+        """
         if trainer.world_size == 1:
             self.total = max(1, int(trainer.estimated_stepping_batches))
             self.every = max(MIN_EVERY, round(self.total / N_CHECKS))
         self.decaying = getattr(plan, "lr_schedule", None) == "cosine"
+        if self.every and trainer.global_step == 0:
+            self._check(plan.module, 0)
 
     def on_train_end(self, trainer: pl.Trainer, plan: pl.LightningModule) -> None:
         """Note the last step, whose weights :meth:`restore_if_clearly_better` judges."""

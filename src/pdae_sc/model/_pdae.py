@@ -34,7 +34,7 @@ from pdae_sc.pp._mudata import mudata_training_data
 from ._arguments import check_against_data, check_architecture
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
-from ._linear import init_gene_shift
+from ._linear import start_at_linear_model
 from ._mudata import record_mudata_setup, registered_adata
 from ._persistence import PersistenceMixin
 from ._registration_mixin import RegistrationMixin
@@ -101,9 +101,10 @@ class PDAE(
           noise, generates every cell from scratch.
     gene_shift
         With a residual decoder, add a per-gene linear effect of each perturbation that
-        starts at the ``linear`` baseline's effects (the same least-squares fit), so
-        training starts from that baseline and learns the corrections. Default: ``True``
-        for the residual decoders, ``False`` for the generative one.
+        starts at the ``linear`` baseline's effects (the same least-squares fit), with the
+        latent shift ``W`` at zero, so training starts from that baseline (clipped at zero
+        for non-negative data) and learns the corrections. Default: ``True`` for the
+        residual decoders, ``False`` for the generative one.
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
         ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,
@@ -183,7 +184,7 @@ class PDAE(
             **module_kwargs,
         )
         if getattr(self.module, "gene_shift", None) is not None:
-            init_gene_shift(self)
+            start_at_linear_model(self)
         self._model_summary_string = (
             f"PDAE: {self.summary_stats.n_perturbations} perturbations, "
             f"{self.summary_stats.n_conditions} training conditions, n_latent={n_latent}, "
