@@ -48,8 +48,9 @@ class HeldOutCheckpoints(pl.Callback):
     (the two source sets that :meth:`~pdae_sc.model.PDAE.predict` may use by default) and is
     scored by energy distance to the measured cells
     (:func:`~pdae_sc.model._selection.score_held_out`, the same draws and decoder noise at
-    every check; the random state of training is left as it was). The weights of every check are kept on the host until training ends. From
-    :data:`STOP_FROM` of the run on, a check may stop training (:meth:`_no_use_going_on`).
+    every check; the random state of training is left as it was). The weights of every
+    check are kept on the host until training ends. From :data:`STOP_FROM` of the run on, a
+    check may stop training (:meth:`_no_use_going_on`).
 
     Parameters
     ----------
