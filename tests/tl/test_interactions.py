@@ -251,7 +251,10 @@ def test_predicted_default_pairs_with_a_trained_model(trained):
     assert scores["pair"].tolist() == ["P0+P1"]
     assert scores["status"].tolist() == ["in span, in range"]
     assert list(scores.columns) == [*COLUMNS, "status"]
-    assert scores[SCORE_COLUMNS].notna().all(axis=None)
+    # every score is defined, except dominance where a coefficient is not positive
+    assert scores[[c for c in SCORE_COLUMNS if c != "dominance"]].notna().all(axis=None)
+    both_positive = (scores["coef_a"] > 0) & (scores["coef_b"] > 0)
+    assert (scores["dominance"].notna() == both_positive).all()
     assert scores["n_cells"].tolist() == [50]
     measured = pdae.tl.interaction_scores(adata)
     both = pd.concat([measured, scores], ignore_index=True)
