@@ -348,14 +348,13 @@ def test_a_model_without_contexts_moves_new_cells():
 
 # ---------------------------------------------------------------------------- accuracy
 def test_new_cells_of_a_basal_only_context_are_moved_towards_the_truth():
-    """Trained for seconds on lines A and B, PDAE moves C's control cells to 0.26x the
-    unchanged cells' energy distance from C's perturbed cells (at this seed; 60 epochs:
-    the latent shift starts at zero and needs more than the 30 that gave 0.44x from a
-    random start); the bound fails when the target's shift is not applied to the new
-    cells."""
+    """Trained for seconds on lines A and B, PDAE moves C's control cells to 0.44x the
+    unchanged cells' energy distance from C's perturbed cells (at this seed); the same
+    model moving them to their own label (no shift) gives 0.86x, so the bound fails when
+    the target's shift is not applied to the new cells."""
     train, new, truth = _split(_lines(60, n_genes=10))
     network = {"n_latent": 4, "n_hidden": (32,)}
-    model = _fit(train, epochs=60, network=network, context_keys="line")
+    model = _fit(train, epochs=30, network=network, context_keys="line")
     pred = model.predict(TARGETS, adata=new, seed=0, method="pdae")
     same = model.predict(TARGETS, adata=new, seed=0, method="control")
 

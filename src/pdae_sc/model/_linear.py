@@ -8,12 +8,11 @@ __all__ = ["start_at_linear_model"]
 
 
 def start_at_linear_model(model) -> None:
-    """Start the residual move at the least-squares mean effects.
+    """Start the residual move at the least-squares mean effects, with no network term.
 
     The gene shift ``B`` starts at the effects of the ``linear`` baseline
-    (:func:`linear_effects`). The latent shift ``W`` starts at zero (as in every
-    :class:`~pdae_sc.module.PDAEModule`), so the network's part of the move,
-    ``f(z + W (u - l)) - f(z)``, is zero too: before any training step a cell moves
+    (:func:`linear_effects`) and the latent shift ``W`` at zero, so that the network's part
+    of the move, ``f(z + W (u - l)) - f(z)``, is zero: before any training step a cell moves
     by ``B (u - l)`` alone, which is the ``linear`` baseline's shift of that cell (clipped
     at zero for non-negative data). Training learns the network's correction from there,
     and step 0 is one of the held-out checks
@@ -32,3 +31,4 @@ def start_at_linear_model(model) -> None:
     )
     with torch.no_grad():
         model.module.gene_shift.weight.copy_(torch.as_tensor(beta.T, dtype=torch.float32))
+        model.module.shift.weight.zero_()

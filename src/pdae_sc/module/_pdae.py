@@ -101,10 +101,7 @@ class PDAEModule(nn.Module):
 
     A cell ``x`` of label ``l`` has basal latent ``z_basal = g(x) - W l``; moved to label
     ``u`` it becomes ``f(z_basal + W u, xi)``, with ``g`` a deterministic encoder, ``W`` the
-    free shift matrix and ``f`` a stochastic decoder. ``W`` starts at zero: before training
-    no perturbation moves a cell in the latent space, and each column grows from there by
-    its gradient (a random start gives every perturbation an arbitrary shift that the
-    encoder and decoder must first undo; ``benchmarks/results/real_data.md``).
+    free shift matrix and ``f`` a stochastic decoder.
 
     Parameters
     ----------
@@ -230,7 +227,6 @@ class PDAEModule(nn.Module):
             nn.init.zeros_(self.gene_shift.weight)
         self.encoder = MLP(n_input, n_hidden, n_latent)
         self.shift = nn.Linear(n_perturbations, n_latent, bias=False)
-        nn.init.zeros_(self.shift.weight)
         self.decoder = StochasticDecoder(
             n_latent,
             n_input,
