@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,16 +174,24 @@ TASKS = {
 
 
 def fit_pdae(
-    task: Task, seed: int, model_kwargs: dict | None = None, train_kwargs: dict | None = None
+    task: Task,
+    seed: int,
+    model_kwargs: dict | None = None,
+    train_kwargs: dict | None = None,
+    before_training: Callable[[pdae.model.PDAE], None] | None = None,
 ) -> tuple[pdae.model.PDAE, float]:
     """A PDAE set up on a copy of the task's training cells and trained with seed ``seed``.
 
-    Returns the model and the seconds ``train`` took (a speed figure on an idle machine).
+    ``before_training``: called with the built model before ``train`` (e.g. to change its
+    starting weights). Returns the model and the seconds ``train`` took (a speed figure on
+    an idle machine).
     """
     scvi.settings.seed = seed
     train = task.train.copy()
     pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
     model = pdae.model.PDAE(train, **(model_kwargs or {}))
+    if before_training is not None:
+        before_training(model)
     t0 = time.perf_counter()
     model.train(enable_progress_bar=False, **(train_kwargs or {}))
     return model, time.perf_counter() - t0
@@ -253,6 +262,20 @@ def baselines(task: Task, seed: int = 0, n_cells: int | None = None) -> dict[str
         task.train, task.targets, method="oracle_half", adata_true=task.test, seed=seed
     )
     return out
+
+
+def scored_baselines(task: Task, seed: int, n_cells: int | None = None) -> list[pd.DataFrame]:
+    """:func:`score` of every prediction of :func:`baselines`, one table per method.
+
+    Each table has the columns ``method``, ``seed`` and ``fit_s`` (NaN: nothing is trained)
+    added, as the rows of a model's own predictions have them.
+    """
+    tables = []
+    for method, pred in baselines(task, seed=seed, n_cells=n_cells).items():
+        s = score(task, pred, seed=seed)
+        s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
+        tables.append(s)
+    return tables
 
 
 def control_cells(task: Task) -> ad.AnnData:

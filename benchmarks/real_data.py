@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _tasks import TASKS, baselines, fit_pdae, predict_under_protocol, protocol_cells, score
+from _tasks import (
+    TASKS,
+    fit_pdae,
+    predict_under_protocol,
+    protocol_cells,
+    score,
+    scored_baselines,
+)
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -53,10 +60,7 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
     task = TASKS[name]()
     print(f"{name}: every method predicts {protocol_cells(task)} distinct cells per target")
     for seed in seeds:
-        for method, pred in baselines(task, seed=seed).items():
-            s = score(task, pred, seed=seed)
-            s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
-            rows.append(s)
+        rows.extend(scored_baselines(task, seed))
         model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
         pred = predict_under_protocol(task, model, seed)
         s = score(task, pred, seed=seed)

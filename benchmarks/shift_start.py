@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
-import scvi
 import torch
-from _tasks import TASKS, baselines, predict_under_protocol, score
+from _tasks import TASKS, fit_pdae, predict_under_protocol, score, scored_baselines
 from held_out_stop import EXTRA
 
 import pdae_sc as pdae
@@ -36,30 +34,20 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
 STARTS = ("zero", "random")
 
 
-def fit(task, seed: int, start: str) -> tuple[pdae.model.PDAE, float]:
-    """The default PDAE on the task's training cells, ``W`` started as ``start`` says."""
-    scvi.settings.seed = seed
-    train = task.train.copy()
-    pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
-    model = pdae.model.PDAE(train)
-    if start == "zero":
-        with torch.no_grad():
-            model.module.shift.weight.zero_()
-    t0 = time.perf_counter()
-    model.train(enable_progress_bar=False)
-    return model, time.perf_counter() - t0
+def zero_shift(model: pdae.model.PDAE) -> None:
+    """Set the latent shift ``W`` to zero (draws no random number)."""
+    with torch.no_grad():
+        model.module.shift.weight.zero_()
 
 
 def run(name: str, seeds: list[int]) -> pd.DataFrame:
     task = (EXTRA[name] if name in EXTRA else TASKS[name])()
     rows = []
     for seed in seeds:
-        for method, pred in baselines(task, seed=seed).items():
-            s = score(task, pred, seed=seed)
-            s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
-            rows.append(s)
+        rows.extend(scored_baselines(task, seed))
         for start in STARTS:
-            model, fit_s = fit(task, seed, start)
+            prepare = zero_shift if start == "zero" else None
+            model, fit_s = fit_pdae(task, seed, before_training=prepare)
             s = score(task, predict_under_protocol(task, model, seed), seed=seed)
             s["method"], s["seed"], s["fit_s"] = f"pdae_{start}", seed, fit_s
             s["chosen"] = model.prediction_method_
