@@ -96,11 +96,96 @@ def test_splitter_batches_and_validation():
     batch = next(iter(dm.train_dataloader()))
     assert batch["x_anchor"].shape == (2, 3, 6)
     assert batch["label_anchor"].shape == (2, 3)
-    assert batch["x_source"].shape == (8, 6)
+    # the default: 4 source blocks of 2 cells, each of one condition
+    assert batch["x_source"].shape == (4, 2, 6)
+    assert batch["label_source"].shape == (4, 2, 3)
+    for block in batch["label_source"]:
+        assert (block == block[0]).all()
     assert len(dm.train_dataloader()) == len(list(dm.train_dataloader()))
     v1 = [b["x_anchor"] for b in dm.val_dataloader()]
     v2 = [b["x_anchor"] for b in dm.val_dataloader()]
     assert all((a == b).all() for a, b in zip(v1, v2, strict=True))
+
+
+def test_splitter_draws_one_mixed_source_block_when_asked():
+    codes = np.repeat(np.arange(4), 25)
+    dm = PerturbationDataSplitter(
+        np.zeros((100, 6), np.float32),
+        codes,
+        np.zeros(100, int),
+        np.vstack([np.zeros(3), np.eye(3)]),
+        n_conditions_per_batch=2,
+        n_cells_per_condition=3,
+        n_sources=8,
+        n_source_conditions=None,
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x_source"].shape == (8, 6)
+    assert batch["label_source"].shape == (8, 3)
+
+
+def test_source_blocks_are_one_condition_each_and_never_anchors():
+    codes = np.repeat(np.arange(5), [50, 10, 10, 3, 10])
+    contexts = np.zeros(len(codes), dtype=int)
+    s = ConditionBatchSampler(
+        codes,
+        contexts,
+        np.arange(len(codes)),
+        n_conditions=3,
+        n_cells=4,
+        n_sources=20,
+        n_source_conditions=4,
+        rng=np.random.default_rng(0),
+    )
+    seen = set()
+    for _ in range(200):
+        anchors, _, sources = s.sample()
+        assert sources.shape == (4, 5)
+        for block in sources:
+            assert len(set(codes[block])) == 1
+            seen.add(int(codes[block[0]]))
+            # a condition with enough cells besides the anchors gives none of them
+            free = np.setdiff1d(np.flatnonzero(codes == codes[block[0]]), anchors)
+            if len(free) >= 2:
+                assert not set(block) & set(anchors.ravel())
+    assert seen == set(range(5))  # every condition, the small one too, serves as a source
+
+
+def test_source_blocks_stay_in_the_context_and_use_the_source_rows():
+    codes = np.tile(np.repeat([0, 1], 10), 2)
+    contexts = np.repeat([0, 1], 20)
+    train = np.flatnonzero(np.arange(40) % 4 != 0)  # the sources: training rows only
+    s = ConditionBatchSampler(
+        codes,
+        contexts,
+        np.arange(40),
+        n_conditions=2,
+        n_cells=2,
+        n_sources=6,
+        n_source_conditions=2,
+        rng=np.random.default_rng(1),
+        source_index=train,
+        source_contexts=contexts[train],
+        source_codes=codes[train],
+    )
+    for _ in range(50):
+        anchors, _, sources = s.sample()
+        assert len(set(contexts[anchors.ravel()]) | set(contexts[sources.ravel()])) == 1
+        assert set(sources.ravel()) <= set(train)
+
+
+def test_source_blocks_need_two_cells_each():
+    with pytest.raises(ValueError, match="n_source_conditions"):
+        ConditionBatchSampler(
+            np.zeros(10, int),
+            np.zeros(10, int),
+            np.arange(10),
+            n_conditions=1,
+            n_cells=2,
+            n_sources=6,
+            n_source_conditions=4,
+            rng=np.random.default_rng(0),
+        )
 
 
 def test_splitter_rejects_bad_validation_size():

@@ -1,4 +1,4 @@
-"""The default training: 64 source cells per grouped step, about 3,000 steps."""
+"""The default training: 64 source cells a grouped step (4 one-condition blocks), ~3,000 steps."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ class _SourceCount(pl.Callback):
 
     def __init__(self):
         self.sources: list[int] = []
+        self.blocks: list[tuple[int, ...]] = []
+        self.one_label_per_block: list[bool] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.sources.append(int(batch[BATCH_KEYS.X_SOURCE].shape[0]))
+        x, labels = batch[BATCH_KEYS.X_SOURCE], batch[BATCH_KEYS.LABEL_SOURCE]
+        self.sources.append(int(x.shape[:-1].numel()))
+        self.blocks.append(tuple(x.shape[:-1]))
+        self.one_label_per_block.append(bool((labels == labels[:, :1]).all()))
 
 
 @pytest.fixture
@@ -47,6 +52,8 @@ def test_default_layout_draws_64_sources_and_runs_about_3000_steps(adata):
         max_steps=3,
     )
     assert counter.sources == [64, 64, 64]
+    assert counter.blocks == [(4, 16)] * 3
+    assert all(counter.one_label_per_block)
     steps_per_epoch = math.ceil(adata.n_obs / (16 * 16))
     assert steps_per_epoch == 9
     assert model.trainer.max_epochs == math.ceil(3000 / steps_per_epoch)

@@ -81,6 +81,31 @@ def test_grouped_residual_loss_matches_a_loop_over_conditions():
     torch.testing.assert_close(out.energy, want)
 
 
+def test_source_blocks_are_scored_each_on_their_own():
+    """Sources in blocks: the energy term is the mean of each block's own score."""
+    from pdae_sc.module import grouped_energy_score
+
+    torch.manual_seed(0)
+    module = PDAEModule(10, 3, residual=True, n_latent=4, n_hidden=(16,), n_noise=0)
+    x_anchor = torch.randn(2, 5, 10)
+    label_anchor = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    x_source = torch.randn(2, 4, 10)  # two blocks of four cells, one condition each
+    label_source = torch.stack([torch.zeros(4, 3), torch.tensor([0.0, 0.0, 1.0]).repeat(4, 1)])
+    out = module.grouped_loss(x_anchor, label_anchor, x_source, label_source)
+    per_block = [
+        grouped_energy_score(
+            x_anchor, torch.stack([module.move(xs, ls, lab) for lab in label_anchor])
+        )
+        for xs, ls in zip(x_source, label_source, strict=True)
+    ]
+    torch.testing.assert_close(out.energy, torch.stack(per_block).mean())
+    # one mixed block of the same cells is scored differently (the blocks' spread is lost)
+    mixed = module.grouped_loss(
+        x_anchor, label_anchor, x_source.reshape(8, 10), label_source.reshape(8, 3)
+    )
+    assert not torch.isclose(mixed.energy, out.energy)
+
+
 def test_generative_mode_is_unchanged_by_the_option():
     torch.manual_seed(0)
     a = PDAEModule(10, 3, residual=False, **KW)

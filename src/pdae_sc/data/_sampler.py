@@ -104,6 +104,15 @@ class ConditionBatchSampler:
     perturbations weigh as much as the control), ``n_cells`` observed cells of each, and
     ``n_sources`` source cells of the same context that are not among the observed ones.
 
+    With ``n_source_conditions`` the source cells come in that many blocks of
+    ``n_sources // n_source_conditions`` cells, each block from one condition of the context
+    (conditions drawn uniformly, like the observed ones), and ``sample`` returns them with
+    shape ``(n_source_conditions, n_sources // n_source_conditions)``. The loss then scores
+    each block's moved cells on their own, so every source condition has to predict every
+    target: a mix of many conditions can be right on average while the cells of one condition
+    (the control cells a user predicts from) are moved wrongly. ``None``: one mixed block
+    of random cells of the context, shape ``(n_sources,)``.
+
     Parameters
     ----------
     codes
@@ -113,9 +122,13 @@ class ConditionBatchSampler:
     cell_index
         Row of each candidate cell in the full matrix, shape ``(n,)``.
     source_index
-        Rows that may serve as source cells (with ``source_contexts``); default the candidates.
+        Rows that may serve as source cells (with ``source_contexts`` and ``source_codes``);
+        default the candidates.
     n_conditions, n_cells, n_sources
         Batch layout ``G``, ``n``, ``S``.
+    n_source_conditions
+        Source blocks of one condition each, of ``n_sources // n_source_conditions`` cells
+        (at least 2), or ``None`` for one mixed block.
     rng
         Random generator.
     """
@@ -132,8 +145,16 @@ class ConditionBatchSampler:
         rng: np.random.Generator,
         source_index: np.ndarray | None = None,
         source_contexts: np.ndarray | None = None,
+        source_codes: np.ndarray | None = None,
+        n_source_conditions: int | None = None,
     ):
         self.n_conditions, self.n_cells, self.n_sources = n_conditions, n_cells, n_sources
+        self.n_source_conditions = n_source_conditions
+        if n_source_conditions is not None and n_sources // n_source_conditions < 2:
+            raise ValueError(
+                f"n_sources={n_sources} cannot be split into n_source_conditions="
+                f"{n_source_conditions} blocks of at least 2 cells each."
+            )
         self.rng = rng
         group_keys = np.stack([contexts, codes], axis=1)
         groups, group_of_cell = np.unique(group_keys, axis=0, return_inverse=True)
@@ -143,9 +164,17 @@ class ConditionBatchSampler:
         self.group_context = groups[:, 0]
         self.group_condition = groups[:, 1]
         if source_index is None:
-            source_index, source_contexts = cell_index, contexts
+            source_index, source_contexts, source_codes = cell_index, contexts, codes
         self.context_ids = np.unique(self.group_context)
         self.context_sources = {c: source_index[source_contexts == c] for c in self.context_ids}
+        self.source_groups = {}
+        if n_source_conditions is not None:
+            if source_codes is None:
+                raise ValueError("n_source_conditions needs the source_codes of source_index.")
+            for c in self.context_ids:
+                in_context = source_contexts == c
+                rows, codes_c = source_index[in_context], np.asarray(source_codes)[in_context]
+                self.source_groups[c] = [rows[codes_c == k] for k in np.unique(codes_c)]
         # scratch mask over rows: marks the anchors of a draw (faster than np.isin)
         top = max(int(cell_index.max(initial=-1)), int(source_index.max(initial=-1)))
         self._is_anchor = np.zeros(top + 1, dtype=bool)
@@ -154,11 +183,17 @@ class ConditionBatchSampler:
         return pool[self.rng.choice(len(pool), size=size, replace=len(pool) < size)]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One batch: anchor rows ``(G, n)``, condition codes ``(G,)``, source rows ``(S,)``."""
+        """One batch: anchor rows ``(G, n)``, condition codes ``(G,)``, source rows.
+
+        The source rows have shape ``(S,)``, or ``(n_source_conditions, S //
+        n_source_conditions)`` with one condition per row.
+        """
         context = self.context_ids[self.rng.integers(len(self.context_ids))]
         groups = np.flatnonzero(self.group_context == context)
         chosen = self.rng.choice(groups, size=min(self.n_conditions, len(groups)), replace=False)
         anchors = np.stack([self._draw(self.group_cells[g], self.n_cells) for g in chosen])
+        if self.n_source_conditions is not None:
+            return anchors, self.group_condition[chosen], self._source_blocks(context, anchors)
         pool = self.context_sources[context]
         candidates = self._draw(pool, min(len(pool), self.n_sources + anchors.size))
         self._is_anchor[anchors] = True
@@ -167,6 +202,24 @@ class ConditionBatchSampler:
         if len(sources) < 2:  # tiny data: fall back to any cells of the context
             sources = self._draw(pool, max(2, self.n_sources))
         return anchors, self.group_condition[chosen], sources
+
+    def _source_blocks(self, context, anchors: np.ndarray) -> np.ndarray:
+        """Source rows ``(k, S // k)``: each row cells of one condition, none an anchor.
+
+        A condition with fewer free cells than a block is drawn with replacement (from all
+        its cells when fewer than two are free).
+        """
+        k = self.n_source_conditions
+        groups = self.source_groups[context]
+        picks = self.rng.choice(len(groups), size=k, replace=len(groups) < k)
+        self._is_anchor[anchors] = True
+        blocks = []
+        for i in picks:
+            pool = groups[i]
+            free = pool[~self._is_anchor[pool]]
+            blocks.append(self._draw(free if len(free) >= 2 else pool, self.n_sources // k))
+        self._is_anchor[anchors] = False
+        return np.stack(blocks)
 
 
 class _BatchStream(IterableDataset):
@@ -281,6 +334,9 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         Fraction of each condition's cells held out for validation (early stopping).
     n_conditions_per_batch, n_cells_per_condition, n_sources
         Grouped batch layout.
+    n_source_conditions
+        The source cells of a grouped step in this many blocks of one condition each
+        (:class:`ConditionBatchSampler`); ``None``: one mixed block.
     batch_size
         Cells per all-pairs batch.
     seed
@@ -310,6 +366,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 64,
+        n_source_conditions: int | None = 4,
         batch_size: int = 128,
         seed: int = 0,
         data_device: str | torch.device = "auto",
@@ -331,6 +388,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         self.label_table = torch.from_numpy(self._label_csr.toarray()) if small else None
         self.estimator = estimator
         self.layout = (n_conditions_per_batch, n_cells_per_condition, n_sources)
+        self.n_source_conditions = n_source_conditions
         self.batch_size = batch_size
         self.validation_size = validation_size
         self.data_device = _parse_data_device(data_device)
@@ -479,6 +537,8 @@ class PerturbationDataSplitter(pl.LightningDataModule):
             rng=rng,
             source_index=self.train_idx,
             source_contexts=self.contexts[self.train_idx],
+            source_codes=self.codes[self.train_idx],
+            n_source_conditions=self.n_source_conditions,
         )
 
     @property
@@ -518,13 +578,14 @@ class PerturbationDataSplitter(pl.LightningDataModule):
                 BATCH_KEYS.LABEL: self._label_rows(self.codes[idx]),
             }
         anchors, conditions, sources = sampler.sample()
-        rows = self._rows(np.concatenate([anchors.ravel(), sources]))
+        rows = self._rows(np.concatenate([anchors.ravel(), sources.ravel()]))
         n_anchor = anchors.size
+        labels = self._label_rows(self.codes[sources.ravel()])
         return {
             BATCH_KEYS.X_ANCHOR: rows[:n_anchor].reshape(*anchors.shape, -1),
             BATCH_KEYS.LABEL_ANCHOR: self._label_rows(conditions),
-            BATCH_KEYS.X_SOURCE: rows[n_anchor:],
-            BATCH_KEYS.LABEL_SOURCE: self._label_rows(self.codes[sources]),
+            BATCH_KEYS.X_SOURCE: rows[n_anchor:].reshape(*sources.shape, -1),
+            BATCH_KEYS.LABEL_SOURCE: labels.reshape(*sources.shape, -1),
         }
 
     def _loader(self, stream: _BatchStream) -> DataLoader:

@@ -1,4 +1,4 @@
-"""Checks of the arguments of :class:`~pdae_sc.model.PDAE` (architecture, decoder vs data)."""
+"""Checks of the arguments of :class:`~pdae_sc.model.PDAE` (architecture, data, batches)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from pdae_sc.data._validation import check_positive_int
 
-__all__ = ["check_against_data", "check_architecture"]
+__all__ = ["check_against_data", "check_architecture", "check_batch_layout"]
 
 
 def check_architecture(decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale):
@@ -59,3 +59,37 @@ def check_against_data(decoder, gene_shift, output_activation, data_min) -> None
             f"values, but the registered data have minimum {data_min:g}; use "
             "output_activation='none' (or 'auto')."
         )
+
+
+def check_batch_layout(layout: dict, estimator: str) -> None:
+    """Refuse a bad batch layout of ``train``; set its ``batch_size`` default (128).
+
+    ``layout``: ``n_conditions_per_batch``, ``n_cells_per_condition``, ``n_sources``,
+    ``n_source_conditions`` and ``batch_size`` (``None``: the default).
+    """
+    batch_size, n_sources = layout["batch_size"], layout["n_sources"]
+    n_conditions, n_cells = layout["n_conditions_per_batch"], layout["n_cells_per_condition"]
+    if batch_size is not None and estimator != "all_pairs":
+        raise ValueError(
+            f"batch_size={batch_size!r} is used only by PDAE(estimator='all_pairs'); the "
+            "default grouped estimator draws n_conditions_per_batch x "
+            f"n_cells_per_condition observed cells (now {n_conditions} x {n_cells}) and "
+            f"n_sources={n_sources} source cells per step. Set those instead (e.g. "
+            "n_cells_per_condition=32), or build the model with estimator='all_pairs'."
+        )
+    layout["batch_size"] = check_positive_int(
+        128 if batch_size is None else batch_size, "batch_size"
+    )
+    check_positive_int(n_conditions, "n_conditions_per_batch")
+    check_positive_int(n_cells, "n_cells_per_condition")
+    check_positive_int(n_sources, "n_sources", minimum=2)
+    blocks = layout["n_source_conditions"]
+    if blocks is not None:
+        check_positive_int(blocks, "n_source_conditions")
+        if n_sources // blocks < 2:
+            raise ValueError(
+                f"n_source_conditions={blocks} blocks of n_sources={n_sources} source cells "
+                "leave fewer than 2 cells per block. Use n_source_conditions <= "
+                f"{n_sources // 2}, more n_sources, or n_source_conditions=None (one mixed "
+                "draw)."
+            )

@@ -134,6 +134,7 @@ _SPLITTER_SET_BY_TRAIN = {
     "n_conditions_per_batch": "n_conditions_per_batch",
     "n_cells_per_condition": "n_cells_per_condition",
     "n_sources": "n_sources",
+    "n_source_conditions": "n_source_conditions",
     "batch_size": "batch_size",
     "seed": "scvi.settings.seed",
     "split": "validation_size (the split of an earlier training is kept)",

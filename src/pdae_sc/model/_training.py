@@ -14,6 +14,7 @@ import torch
 
 from pdae_sc.data._validation import check_positive_int
 
+from ._arguments import check_batch_layout
 from ._diagnostics import check_after_training
 from ._held_out_checkpoints import HeldOutCheckpoints
 from ._selection import choose_prediction_method, held_out_mask, wanted_count
@@ -53,6 +54,7 @@ class TrainingMixin:
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 64,
+        n_source_conditions: int | None = 4,
         batch_size: int | None = None,
         enable_progress_bar: bool = True,
         check_fit: bool = True,
@@ -145,6 +147,14 @@ class TrainingMixin:
             Epochs without improvement before stopping (``early_stopping=True``).
         n_conditions_per_batch, n_cells_per_condition, n_sources
             Grouped batch layout ``G``, ``n``, ``S``.
+        n_source_conditions
+            The ``S`` source cells of a step come in this many blocks of one condition each
+            (``S / n_source_conditions`` cells, at least 2), and each block's moved cells are
+            scored on their own, so the cells of every condition, the control cells
+            included, learn to predict every target. ``None``: one mixed draw of the
+            context's cells, scored together (the default up to 0.2.0), which can be right
+            on average over conditions while the control cells are moved wrongly
+            (``benchmarks/results/source_blocks.md``).
         batch_size
             Cells per step of the all-pairs estimator (``PDAE(estimator="all_pairs")``;
             default 128). The default grouped estimator has no single batch size: its step
@@ -228,6 +238,7 @@ class TrainingMixin:
             "n_conditions_per_batch": n_conditions_per_batch,
             "n_cells_per_condition": n_cells_per_condition,
             "n_sources": n_sources,
+            "n_source_conditions": n_source_conditions,
             "batch_size": batch_size,
         }
         lr = self._check_training_arguments(
@@ -291,12 +302,10 @@ class TrainingMixin:
     ) -> float:
         """Refuse bad arguments of :meth:`train`; the learning rate to use.
 
-        ``layout``: the batch layout (``n_conditions_per_batch``, ``n_cells_per_condition``,
-        ``n_sources``, ``batch_size``); its ``batch_size`` is set to its default (128).
+        ``layout``: the batch layout (:func:`~pdae_sc.model._arguments.check_batch_layout`);
+        its ``batch_size`` is set to its default (128).
         """
-        batch_size, n_sources = layout["batch_size"], layout["n_sources"]
-        n_conditions_per_batch = layout["n_conditions_per_batch"]
-        n_cells_per_condition = layout["n_cells_per_condition"]
+        check_batch_layout(layout, self.module.estimator)
         if max_epochs is not None:
             check_positive_int(max_epochs, "max_epochs")
         if lr is None:
@@ -304,21 +313,6 @@ class TrainingMixin:
             lr = DEFAULT_LR["residual" if residual else "generative"]
         if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
-        if batch_size is not None and self.module.estimator != "all_pairs":
-            raise ValueError(
-                f"batch_size={batch_size!r} is used only by PDAE(estimator='all_pairs'); the "
-                "default grouped estimator draws n_conditions_per_batch x "
-                f"n_cells_per_condition observed cells (now {n_conditions_per_batch} x "
-                f"{n_cells_per_condition}) and n_sources={n_sources} source cells per step. "
-                "Set those instead (e.g. n_cells_per_condition=32), or build the model with "
-                "estimator='all_pairs'."
-            )
-        layout["batch_size"] = check_positive_int(
-            128 if batch_size is None else batch_size, "batch_size"
-        )
-        check_positive_int(n_conditions_per_batch, "n_conditions_per_batch")
-        check_positive_int(n_cells_per_condition, "n_cells_per_condition")
-        check_positive_int(n_sources, "n_sources", minimum=2)
         if early_stopping not in (True, False, "auto", "held_out") or isinstance(
             early_stopping, np.bool_
         ):

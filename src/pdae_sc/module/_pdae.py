@@ -532,13 +532,17 @@ class PDAEModule(nn.Module):
         label_anchor
             Label vector of each condition, shape ``(G, K)``.
         x_source
-            Source cells (disjoint from the anchors), shape ``(S, n_input)``.
+            Source cells (disjoint from the anchors), shape ``(S, n_input)``, or in ``k``
+            blocks, shape ``(k, S / k, n_input)``: then each block's moved cells are scored
+            against the observed cells on their own, and the energy term is the mean over
+            conditions and blocks (training draws each block from one condition:
+            ``PDAE.train(n_source_conditions=...)``).
         label_source
-            Their label vectors, shape ``(S, K)``.
+            Their label vectors, shape ``(S, K)`` (or ``(k, S / k, K)``).
 
         Returns
         -------
-        The :class:`PDAELoss`. Costs ``G·S`` decodes and ``G·S·(n + S)`` distances.
+        The :class:`PDAELoss`. Costs ``G·S`` decodes and ``G·S·(n + S / k)`` distances.
 
         Examples
         --------
@@ -557,7 +561,18 @@ class PDAEModule(nn.Module):
         >>> out.loss.backward()
         >>> module.shift_matrix.grad.shape
         torch.Size([4, 3])
+
+        The same six sources as two blocks of three:
+
+        >>> blocks = module.grouped_loss(
+        ...     x_anchor, label_anchor, x_source.reshape(2, 3, 20), label_source.reshape(2, 3, 3)
+        ... )
+        >>> blocks.energy.shape
+        torch.Size([])
         """
+        blocks = x_source.shape[0] if x_source.dim() == 3 else 1
+        x_source = x_source.reshape(-1, x_source.shape[-1])
+        label_source = label_source.reshape(-1, label_source.shape[-1])
         g, s = label_anchor.shape[0], x_source.shape[0]
         z_src = self.encoder(x_source)
         z_basal = z_src - self.shift(label_source)
@@ -568,6 +583,9 @@ class PDAEModule(nn.Module):
             )
         else:
             y = self.decode(z_moved.reshape(g * s, -1)).reshape(g, s, -1)
+        if blocks > 1:  # (G, S) -> (G * k, S / k): each block scored on its own
+            y = y.reshape(g * blocks, s // blocks, -1)
+            x_anchor = x_anchor.repeat_interleave(blocks, dim=0)
         energy = grouped_energy_score(x_anchor, y, self.beta)
         rec, prior, sparsity = self._auxiliary(x_source, z_src, z_basal)
         return self._total(energy, rec, prior, sparsity)
