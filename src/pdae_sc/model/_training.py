@@ -234,13 +234,11 @@ class TrainingMixin:
         True
         """
         lr_given = lr is not None
-        layout = {
-            "n_conditions_per_batch": n_conditions_per_batch,
-            "n_cells_per_condition": n_cells_per_condition,
-            "n_sources": n_sources,
-            "n_source_conditions": n_source_conditions,
-            "batch_size": batch_size,
-        }
+        layout = dict(  # the batch layout, under the splitter's argument names
+            n_conditions_per_batch=n_conditions_per_batch, n_sources=n_sources,
+            n_cells_per_condition=n_cells_per_condition, batch_size=batch_size,
+            n_source_conditions=n_source_conditions,
+        )  # fmt: skip
         lr = self._check_training_arguments(
             max_epochs, lr, early_stopping, validation_size, layout
         )
