@@ -270,12 +270,10 @@ def scored_baselines(task: Task, seed: int, n_cells: int | None = None) -> list[
     Each table has the columns ``method``, ``seed`` and ``fit_s`` (NaN: nothing is trained)
     added, as the rows of a model's own predictions have them.
     """
-    tables = []
-    for method, pred in baselines(task, seed=seed, n_cells=n_cells).items():
-        s = score(task, pred, seed=seed)
-        s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
-        tables.append(s)
-    return tables
+    return [
+        labelled_score(task, pred, seed, method, fit_s=float("nan"))
+        for method, pred in baselines(task, seed=seed, n_cells=n_cells).items()
+    ]
 
 
 def control_cells(task: Task) -> ad.AnnData:
@@ -293,3 +291,14 @@ def score(task: Task, pred: ad.AnnData, seed: int = 0) -> pd.DataFrame:
     if pred.uns.get("pdae", {}).get("method") == "oracle_half":
         truth = task.test[pred.uns["pdae"]["oracle_reference_cells"]]
     return pdae.tl.evaluate(pred, truth, adata_control=control_cells(task), seed=seed)
+
+
+def labelled_score(
+    task: Task, pred: ad.AnnData, seed: int, method: str, **columns
+) -> pd.DataFrame:
+    """:func:`score`, with the columns ``method``, ``seed`` and ``columns`` (in that order)."""
+    s = score(task, pred, seed=seed)
+    s["method"], s["seed"] = method, seed
+    for key, value in columns.items():
+        s[key] = value
+    return s

@@ -28,9 +28,9 @@ import torch
 from _tasks import (
     TASKS,
     fit_pdae,
+    labelled_score,
     predict_under_protocol,
     protocol_cells,
-    score,
     scored_baselines,
 )
 
@@ -63,8 +63,7 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         rows.extend(scored_baselines(task, seed))
         model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
         pred = predict_under_protocol(task, model, seed)
-        s = score(task, pred, seed=seed)
-        s["method"], s["seed"], s["fit_s"] = "pdae", seed, fit_s
+        s = labelled_score(task, pred, seed, "pdae", fit_s=fit_s)
         s["epochs"] = len(model.history["train_loss"])
         s["steps"] = model.trainer.global_step
         s["stopped"] = getattr(model, "training_stopped_", "")
@@ -74,15 +73,13 @@ def run_task(name: str, seeds: list[int], model_kwargs: dict, train_kwargs: dict
         # the network's own cells, whatever the held-out conditions chose
         net = predict_under_protocol(task, model, seed, method="pdae")
         net.uns["pdae"]["method"] = "pdae_network"
-        net_s = score(task, net, seed=seed)
-        net_s["method"], net_s["seed"], net_s["fit_s"] = "pdae_network", seed, float("nan")
+        net_s = labelled_score(task, net, seed, "pdae_network", fit_s=float("nan"))
         rows.append(net_s)
         # the same model with each source set, for the default's choice (not in the headline)
         for source in ("all", "ctrl"):
             other = predict_under_protocol(task, model, seed, source=source, method="pdae")
-            o = score(task, other, seed=seed)
-            o["method"], o["seed"], o["fit_s"] = f"pdae_source_{source}", seed, float("nan")
-            rows.append(o)
+            method = f"pdae_source_{source}"
+            rows.append(labelled_score(task, other, seed, method, fit_s=float("nan")))
         print(
             f"{name} seed {seed}: pdae {s['energy_distance'].mean():.4f} (chose "
             f"{s['chosen'].iloc[0]}; network {net_s['energy_distance'].mean():.4f}) "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _tasks import TASKS, fit_pdae, predict_under_protocol, score, scored_baselines
+from _tasks import TASKS, fit_pdae, labelled_score, predict_under_protocol, scored_baselines
 from held_out_stop import EXTRA
 
 import pdae_sc as pdae
@@ -48,9 +48,10 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
         for start in STARTS:
             prepare = zero_shift if start == "zero" else None
             model, fit_s = fit_pdae(task, seed, before_training=prepare)
-            s = score(task, predict_under_protocol(task, model, seed), seed=seed)
-            s["method"], s["seed"], s["fit_s"] = f"pdae_{start}", seed, fit_s
-            s["chosen"] = model.prediction_method_
+            pred = predict_under_protocol(task, model, seed)
+            s = labelled_score(
+                task, pred, seed, f"pdae_{start}", fit_s=fit_s, chosen=model.prediction_method_
+            )
             rows.append(s)
             print(
                 f"{name} seed {seed} W {start}: {s['energy_distance'].mean():.4f} "

@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from _tasks import TASKS, fit_pdae, predict_under_protocol, score, scored_baselines
+from _tasks import TASKS, fit_pdae, labelled_score, predict_under_protocol, scored_baselines
 from held_out_stop import EXTRA
 
 warnings.filterwarnings("ignore")
@@ -41,14 +41,6 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
 
 SETTINGS = {"blocks": 4, "mixed": None}  # train(n_source_conditions=...)
 DRAWS = 3
-
-
-def _scored(task, pred, seed: int, method: str, **labels) -> pd.DataFrame:
-    s = score(task, pred, seed=seed)
-    s["method"], s["seed"] = method, seed
-    for key, value in labels.items():
-        s[key] = value
-    return s
 
 
 def run(name: str, seeds: list[int]) -> pd.DataFrame:
@@ -63,7 +55,7 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
                 "chosen": f"{model.prediction_method_}, {model.default_source_}",
             }
             pred = predict_under_protocol(task, model, seed)
-            rows.append(_scored(task, pred, seed, f"{setting}_default", **labels))
+            rows.append(labelled_score(task, pred, seed, f"{setting}_default", **labels))
             line = [
                 f"{name} seed {seed} {setting}: default {rows[-1]['energy_distance'].mean():.4f}"
             ]
@@ -72,9 +64,8 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
                     pred = predict_under_protocol(
                         task, model, 100 * seed + draw, source=source, method="pdae"
                     )
-                    rows.append(
-                        _scored(task, pred, seed, f"{setting}_from_{source}", draw=draw, **labels)
-                    )
+                    method = f"{setting}_from_{source}"
+                    rows.append(labelled_score(task, pred, seed, method, draw=draw, **labels))
                 mean = pd.concat(rows[-DRAWS:])["energy_distance"].mean()
                 line.append(f"from {source} {mean:.4f}")
             print(", ".join(line) + f" ({labels['chosen']}, {fit_s:.0f} s)", flush=True)

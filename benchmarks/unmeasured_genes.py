@@ -50,7 +50,7 @@ import pandas as pd
 import scanpy as sc
 import scvi
 import torch
-from _tasks import SHARED, Task, _split, papalexi, protocol_cells, score
+from _tasks import SHARED, Task, _split, labelled_score, papalexi, protocol_cells
 
 import pdae_sc as pdae
 
@@ -151,9 +151,7 @@ def run_task(name: str, seeds: list[int]) -> pd.DataFrame:
     rows = []
     for seed in seeds:
         for method, pred in baselines(task, seed, n_cells).items():
-            s = score(task, pred, seed=seed)
-            s["method"], s["seed"], s["fit_s"] = method, seed, float("nan")
-            rows.append(s)
+            rows.append(labelled_score(task, pred, seed, method, fit_s=float("nan")))
         scvi.settings.seed = seed
         train = task.train.copy()
         pdae.model.PDAE.setup_anndata(train, "perturbation", control_group="ctrl", **task.setup)
@@ -167,8 +165,7 @@ def run_task(name: str, seeds: list[int]) -> pd.DataFrame:
             pred = model.predict(
                 task.targets, n_cells=n_cells, context=task.context, seed=seed, **kwargs
             )
-            s = score(task, pred, seed=seed)
-            s["method"], s["seed"], s["fit_s"] = method, seed, fit_s
+            s = labelled_score(task, pred, seed, method, fit_s=fit_s)
             s["chosen"] = _predicted_by(model, pred, s["condition"])
             s["flagged"] = bool((table["status"].str.startswith("from the embedding")).all())
             s["penalty"] = emap.penalty
