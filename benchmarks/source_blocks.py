@@ -4,10 +4,11 @@ Each training step of the grouped estimator moves ``n_sources`` source cells to 
 condition of the step and scores the moved cells against that condition's observed cells.
 With ``train(n_source_conditions=None)`` (the default up to 0.2.0) the sources are one
 random draw of the context's cells, a mix of many conditions scored together; with
-``n_source_conditions=4`` (the default since) they come in 4 blocks of one condition each,
-each block scored on its own. A mix can be right on average while the cells of any one
-condition, the control cells included, are moved wrongly; blocks ask every condition's
-cells to predict every target.
+``n_source_conditions=4`` (the generative decoder's default since) they come in 4 blocks
+of one condition each, each block scored on its own. A mix can be right on average while
+the cells of any one condition, the control cells included, are moved wrongly; blocks ask
+every condition's cells to predict every target. (The residual decoders keep the mixed
+draw by default: ``results/source_blocks.md``.)
 
 This trains the default model both ways, with the same seeds, on the simulated tasks whose
 decoder is the generative one (the clean simulation of ``_tasks.py``, the Laplace basal law

@@ -89,6 +89,7 @@ def test_splitter_batches_and_validation():
         n_conditions_per_batch=2,
         n_cells_per_condition=3,
         n_sources=8,
+        n_source_conditions=4,
     )
     assert dm.n_val == 20
     assert dm.n_train == 80
@@ -96,7 +97,7 @@ def test_splitter_batches_and_validation():
     batch = next(iter(dm.train_dataloader()))
     assert batch["x_anchor"].shape == (2, 3, 6)
     assert batch["label_anchor"].shape == (2, 3)
-    # the default: 4 source blocks of 2 cells, each of one condition
+    # 4 source blocks of 2 cells, each of one condition
     assert batch["x_source"].shape == (4, 2, 6)
     assert batch["label_source"].shape == (4, 2, 3)
     for block in batch["label_source"]:

@@ -210,7 +210,7 @@ def test_a_large_label_table_stays_sparse_and_gives_the_same_batches(monkeypatch
     assert set(dense) == set(sparse_)
     for key in dense:
         assert torch.equal(dense[key], sparse_[key]), key
-    assert sparse_["label_source"].shape == (4, 4, 40)  # 4 one-condition source blocks
+    assert sparse_["label_source"].shape == (16, 40)
 
 
 @pytest.mark.parametrize("decoder", ["generative", "residual"])

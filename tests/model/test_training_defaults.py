@@ -52,8 +52,38 @@ def test_default_layout_draws_64_sources_and_runs_about_3000_steps(adata):
         max_steps=3,
     )
     assert counter.sources == [64, 64, 64]
-    assert counter.blocks == [(4, 16)] * 3
+    assert counter.blocks == [(4, 16)] * 3  # the generative decoder: one-condition blocks
     assert all(counter.one_label_per_block)
     steps_per_epoch = math.ceil(adata.n_obs / (16 * 16))
     assert steps_per_epoch == 9
     assert model.trainer.max_epochs == math.ceil(3000 / steps_per_epoch)
+
+
+def _source_shapes(model, **train_kwargs) -> list[tuple[int, ...]]:
+    counter = _SourceCount()
+    model.train(
+        enable_progress_bar=False,
+        accelerator="cpu",
+        check_fit=False,
+        held_out_conditions=0,
+        callbacks=[counter],
+        max_steps=2,
+        **train_kwargs,
+    )
+    return counter.blocks
+
+
+def test_the_residual_decoders_draw_one_mixed_source_set_unless_asked(adata):
+    adata.X = abs(adata.X)
+    model = PDAE(adata, decoder="residual", **TINY)
+    assert _source_shapes(model) == [(64,)] * 2
+    model = PDAE(adata, decoder="residual", **TINY)
+    assert _source_shapes(model, n_source_conditions=8) == [(8, 8)] * 2
+    model = PDAE(adata, **TINY)  # generative, asked for the mixed draw
+    assert _source_shapes(model, n_source_conditions=None) == [(64,)] * 2
+
+
+@pytest.mark.parametrize("blocks", [40, 0, "blocks"])
+def test_source_blocks_of_fewer_than_two_cells_are_refused(adata, blocks):
+    with pytest.raises(ValueError, match="n_source_conditions"):
+        PDAE(adata, **TINY).train(n_source_conditions=blocks, enable_progress_bar=False)

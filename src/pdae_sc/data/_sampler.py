@@ -366,7 +366,7 @@ class PerturbationDataSplitter(pl.LightningDataModule):
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 64,
-        n_source_conditions: int | None = 4,
+        n_source_conditions: int | None = None,
         batch_size: int = 128,
         seed: int = 0,
         data_device: str | torch.device = "auto",

@@ -61,11 +61,18 @@ def check_against_data(decoder, gene_shift, output_activation, data_min) -> None
         )
 
 
-def check_batch_layout(layout: dict, estimator: str) -> None:
-    """Refuse a bad batch layout of ``train``; set its ``batch_size`` default (128).
+#: ``train(n_source_conditions="auto")``: source blocks for the generative decoder, one
+#: mixed draw for the residual decoders (benchmarks/results/source_blocks.md).
+SOURCE_BLOCKS = {"generative": 4, "residual": None}
 
-    ``layout``: ``n_conditions_per_batch``, ``n_cells_per_condition``, ``n_sources``,
-    ``n_source_conditions`` and ``batch_size`` (``None``: the default).
+
+def check_batch_layout(layout: dict, estimator: str, residual: bool) -> None:
+    """Refuse a bad batch layout of ``train``; fill in its defaults.
+
+    ``batch_size``: 128; ``n_source_conditions="auto"``: :data:`SOURCE_BLOCKS` of the
+    decoder (``residual`` or not). ``layout``: ``n_conditions_per_batch``,
+    ``n_cells_per_condition``, ``n_sources``, ``n_source_conditions`` and ``batch_size``
+    (``None``: the default).
     """
     batch_size, n_sources = layout["batch_size"], layout["n_sources"]
     n_conditions, n_cells = layout["n_conditions_per_batch"], layout["n_cells_per_condition"]
@@ -84,6 +91,15 @@ def check_batch_layout(layout: dict, estimator: str) -> None:
     check_positive_int(n_cells, "n_cells_per_condition")
     check_positive_int(n_sources, "n_sources", minimum=2)
     blocks = layout["n_source_conditions"]
+    if isinstance(blocks, str):
+        if blocks != "auto":
+            raise ValueError(
+                f"n_source_conditions={blocks!r}; use 'auto' (the decoder's default), a number "
+                "of one-condition source blocks (e.g. 4), or None (one mixed draw)."
+            )
+        blocks = layout["n_source_conditions"] = SOURCE_BLOCKS[
+            "residual" if residual else "generative"
+        ]
     if blocks is not None:
         check_positive_int(blocks, "n_source_conditions")
         if n_sources // blocks < 2:

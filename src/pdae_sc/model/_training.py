@@ -54,7 +54,7 @@ class TrainingMixin:
         n_conditions_per_batch: int = 16,
         n_cells_per_condition: int = 16,
         n_sources: int = 64,
-        n_source_conditions: int | None = 4,
+        n_source_conditions: int | Literal["auto"] | None = "auto",
         batch_size: int | None = None,
         enable_progress_bar: bool = True,
         check_fit: bool = True,
@@ -152,9 +152,13 @@ class TrainingMixin:
             (``S / n_source_conditions`` cells, at least 2), and each block's moved cells are
             scored on their own, so the cells of every condition, the control cells
             included, learn to predict every target. ``None``: one mixed draw of the
-            context's cells, scored together (the default up to 0.2.0), which can be right
-            on average over conditions while the control cells are moved wrongly
-            (``benchmarks/results/source_blocks.md``).
+            context's cells, scored together, which can be right on average over conditions
+            while the control cells are moved wrongly. ``"auto"`` (default): 4 for the
+            generative decoder, whose cells are made from the basal latent alone (trained on
+            a mix, its predictions from the control cells were far off), ``None`` for the
+            residual decoders, which carry the source cell over (a mix kept their
+            cross-validated accuracy on Papalexi 2021, blocks lost it;
+            ``benchmarks/results/source_blocks.md``).
         batch_size
             Cells per step of the all-pairs estimator (``PDAE(estimator="all_pairs")``;
             default 128). The default grouped estimator has no single batch size: its step
@@ -303,11 +307,11 @@ class TrainingMixin:
         ``layout``: the batch layout (:func:`~pdae_sc.model._arguments.check_batch_layout`);
         its ``batch_size`` is set to its default (128).
         """
-        check_batch_layout(layout, self.module.estimator)
+        residual = bool(getattr(self.module, "residual", False))
+        check_batch_layout(layout, self.module.estimator, residual)
         if max_epochs is not None:
             check_positive_int(max_epochs, "max_epochs")
         if lr is None:
-            residual = bool(getattr(self.module, "residual", False))
             lr = DEFAULT_LR["residual" if residual else "generative"]
         if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr={lr!r}; the learning rate must be a positive number.")
