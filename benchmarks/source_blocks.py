@@ -12,8 +12,9 @@ draw by default: ``results/source_blocks.md``.)
 
 This trains the default model both ways, with the same seeds, on the simulated tasks whose
 decoder is the generative one (the clean simulation of ``_tasks.py``, the Laplace basal law
-of ``held_out_stop.py``), and scores, under the honest protocol of ``real_data.py`` (the
-same number of distinct cells for every method, none twice):
+of ``held_out_stop.py``; ``--tasks clean500`` for its 500-gene one), and scores, under
+the honest protocol of ``real_data.py`` (the same number of distinct cells for every
+method, none twice):
 
 - ``default``: ``predict`` as a user calls it (the model's own source set and method);
 - ``from_ctrl`` and ``from_all``: the network's cells (``method="pdae"``) moved from the
