@@ -346,6 +346,29 @@ def test_a_model_without_contexts_moves_new_cells():
     assert linear.shape == pred.shape
 
 
+def test_networks_of_several_seeds_pool_every_control_cell_once(small_adata):
+    """The user guide's *Several training seeds*: shares of the control cells, one a seed."""
+    pdae.model.PDAE.setup_anndata(small_adata, "perturbation", control_group="ctrl")
+    models = []
+    for seed in (0, 1):
+        scvi.settings.seed = seed
+        model = PDAE(small_adata, n_latent=4, n_hidden=(16,), n_noise=4)
+        model.train(max_epochs=1, enable_progress_bar=False, check_fit=False)
+        models.append(model)
+    control = small_adata[small_adata.obs["perturbation"] == "ctrl"]
+    shares = np.array_split(np.random.default_rng(0).permutation(control.n_obs), len(models))
+    pred = ad.concat(
+        [
+            model.predict(["P0+P1"], adata=control[np.sort(share)].copy(), method="pdae", seed=k)
+            for k, (model, share) in enumerate(zip(models, shares, strict=True))
+        ]
+    )
+    assert pred.obs_names.is_unique
+    assert pred.n_obs == control.n_obs
+    assert sorted(pred.obs["pdae_source_cell"]) == sorted(control.obs_names)
+    assert (pred.obs["perturbation"] == "P0+P1").all()
+
+
 # ---------------------------------------------------------------------------- accuracy
 def test_new_cells_of_a_basal_only_context_are_moved_towards_the_truth():
     """Trained for seconds on lines A and B, PDAE moves C's control cells to 0.44x the
