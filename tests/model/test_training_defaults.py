@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 
 import pdae_sc as pdae
@@ -87,3 +88,45 @@ def test_the_residual_decoders_draw_one_mixed_source_set_unless_asked(adata):
 def test_source_blocks_of_fewer_than_two_cells_are_refused(adata, blocks):
     with pytest.raises(ValueError, match="n_source_conditions"):
         PDAE(adata, **TINY).train(n_source_conditions=blocks, enable_progress_bar=False)
+
+
+def test_loss_defaults_depend_on_the_decoder(adata):
+    """Generative: reconstruction weight 1 reaching the encoder; residual: 0.1, detached."""
+    generative = PDAE(adata, **TINY)
+    assert generative.module.residual is False
+    assert generative.module.reconstruction_weight == 1.0
+    assert generative.module.detach_encoder is False
+    residual = PDAE(adata, decoder="residual", **TINY)
+    assert residual.module.reconstruction_weight == 0.1
+    assert residual.module.detach_encoder is True
+    given = PDAE(adata, reconstruction_weight=0.3, detach_encoder=True, **TINY)
+    assert given.module.reconstruction_weight == 0.3
+    assert given.module.detach_encoder is True
+
+
+def test_loss_defaults_are_saved_with_the_model(adata, tmp_path):
+    model = PDAE(adata, **TINY)
+    model.train(max_epochs=1, enable_progress_bar=False, check_fit=False, held_out_conditions=0)
+    model.save(tmp_path / "m")
+    loaded = PDAE.load(tmp_path / "m", adata=adata, accelerator="cpu")
+    assert loaded.module.reconstruction_weight == 1.0
+    assert loaded.module.detach_encoder is False
+    assert loaded.init_params_["kwargs"]["module_kwargs"] == {
+        "reconstruction_weight": 1.0,
+        "detach_encoder": False,
+    }
+
+
+def test_the_encoder_learns_from_the_reconstruction_only_where_asked(adata):
+    """One step of the reconstruction term alone moves the encoder only when not detached."""
+    import torch
+
+    for detach, moves in ((False, True), (True, False)):
+        model = PDAE(adata, detach_encoder=detach, **TINY)
+        module = model.module
+        x = torch.as_tensor(np.asarray(adata.X[:32]), dtype=torch.float32)
+        z = module.encoder(x)
+        rec, _, _ = module._auxiliary(x, z, z)
+        rec.backward()
+        grads = [p.grad for p in module.encoder.parameters()]
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in grads) is moves

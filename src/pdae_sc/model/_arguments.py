@@ -9,7 +9,7 @@ import numpy as np
 
 from pdae_sc.data._validation import check_positive_int
 
-__all__ = ["check_against_data", "check_architecture", "check_batch_layout"]
+__all__ = ["check_against_data", "check_architecture", "check_batch_layout", "loss_defaults"]
 
 
 def check_architecture(decoder, gene_shift, n_latent, n_noise, n_hidden, noise_scale):
@@ -59,6 +59,21 @@ def check_against_data(decoder, gene_shift, output_activation, data_min) -> None
             f"values, but the registered data have minimum {data_min:g}; use "
             "output_activation='none' (or 'auto')."
         )
+
+
+#: Loss options of :class:`~pdae_sc.module.PDAEModule` that differ by decoder, where the
+#: user gives none: the generative decoder's reconstruction term at weight 1 with its
+#: gradient reaching the encoder (benchmarks/results/reconstruction.md); the residual
+#: decoders keep the module's defaults (weight 0.1, encoder detached).
+LOSS_DEFAULTS = {
+    "generative": {"reconstruction_weight": 1.0, "detach_encoder": False},
+    "residual": {},
+}
+
+
+def loss_defaults(module_kwargs: dict, residual: bool) -> dict:
+    """``module_kwargs`` with :data:`LOSS_DEFAULTS` of the decoder where it gives none."""
+    return {**LOSS_DEFAULTS["residual" if residual else "generative"], **module_kwargs}
 
 
 #: ``train(n_source_conditions="auto")``: source blocks for the generative decoder, one

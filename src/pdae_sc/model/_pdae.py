@@ -31,7 +31,7 @@ from pdae_sc.module import PDAEModule
 from pdae_sc.module._networks import OutputActivation
 from pdae_sc.pp._mudata import mudata_training_data
 
-from ._arguments import check_against_data, check_architecture
+from ._arguments import check_against_data, check_architecture, loss_defaults
 from ._diagnostics import DiagnosticsMixin
 from ._inference import InferenceMixin
 from ._linear import start_at_linear_model
@@ -108,7 +108,11 @@ class PDAE(
     **module_kwargs
         Loss weights and options of :class:`~pdae_sc.module.PDAEModule` (``beta``,
         ``energy_weight``, ``reconstruction_weight``, ``prior_weight``, ``sparsity_weight``,
-        ``detach_encoder``).
+        ``detach_encoder``). Where not given, the generative decoder trains with
+        ``reconstruction_weight=1.0`` and ``detach_encoder=False`` (each training cell
+        decoded from its own latent, the encoder learning from it too: on the simulations
+        it nearly halved the error on held-out doubles; the user guide, "Decoders"), the
+        residual decoders with the module's defaults (0.1, encoder detached).
 
     Examples
     --------
@@ -168,6 +172,7 @@ class PDAE(
         if gene_shift is None:
             gene_shift = decoder != "generative"
         check_against_data(decoder, gene_shift, output_activation, data_min)
+        module_kwargs = loss_defaults(module_kwargs, residual=decoder != "generative")
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_perturbations=self.summary_stats.n_perturbations,
