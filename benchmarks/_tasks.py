@@ -302,3 +302,33 @@ def labelled_score(
     for key, value in columns.items():
         s[key] = value
     return s
+
+
+#: The simple baselines that the gap closed is measured from (the best of them).
+SIMPLE_BASELINES = ("linear", "additive", "pooled", "control")
+
+
+def seed_summary(
+    table: pd.DataFrame, metric: str = "energy_distance"
+) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """Per-seed means over conditions, then their mean and sd over seeds.
+
+    ``table``: scored rows with ``task``, ``method`` and ``seed`` columns (rows of
+    :func:`labelled_score` with a ``task`` column). Returns the per-seed series indexed by
+    ``(task, method, seed)``, and the mean and sd over seeds as tables (task × method).
+    """
+    per_seed = table.groupby(["task", "method", "seed"])[metric].mean()
+    by_method = per_seed.groupby(["task", "method"])
+    return per_seed, by_method.mean().unstack(), by_method.std().unstack()
+
+
+def gap_closed_to_best_simple(rows: pd.DataFrame, methods: list[str]) -> dict[str, float]:
+    """:func:`pdae_sc.tl.gap_closed` of ``methods`` against the best simple baseline.
+
+    ``rows``: one task's scored rows (every seed); the best simple baseline is the one of
+    :data:`SIMPLE_BASELINES` with the lowest mean energy distance, the floor the oracle half.
+    """
+    means = rows.groupby("method")["energy_distance"].mean()
+    best = min(SIMPLE_BASELINES, key=lambda m: means[m])
+    gaps = pdae.tl.gap_closed(rows, reference=best, methods=methods)
+    return dict(zip(gaps["method"], gaps["gap_closed"], strict=True))

@@ -42,9 +42,11 @@ from _tasks import (
     TASKS,
     control_cells,
     fit_pdae,
+    gap_closed_to_best_simple,
     labelled_score,
     predict_under_protocol,
     scored_baselines,
+    seed_summary,
 )
 from held_out_stop import EXTRA
 
@@ -93,17 +95,14 @@ def run(name: str, replicates: list[int], members: int) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """Mean over targets, members averaged, then mean ± sd over replicates."""
-    per = table.groupby(["task", "method", "seed"])["energy_distance"].mean()
-    mean = per.groupby(["task", "method"]).mean().unstack()
-    sd = per.groupby(["task", "method"]).std().unstack()
+    _, mean, sd = seed_summary(table)
     columns = ["oracle_half", "single", "mixture", "linear", "additive", "pooled", "control"]
     lines = ["| task | " + " | ".join(columns) + " | gap closed: single | mixture |"]
     lines.append("|---" * (len(columns) + 3) + "|")
     for task in mean.index:
-        m = mean.loc[task]
-        cells = [f"{m[c]:.4f} ± {sd.loc[task, c]:.4f}" for c in columns]
-        best = min(m[c] for c in ("linear", "additive", "pooled", "control"))
-        gaps = [(best - m[c]) / (best - m["oracle_half"]) for c in ("single", "mixture")]
+        cells = [f"{mean.loc[task, c]:.4f} ± {sd.loc[task, c]:.4f}" for c in columns]
+        gap = gap_closed_to_best_simple(table[table["task"] == task], ["single", "mixture"])
+        gaps = [gap["single"], gap["mixture"]]
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {gaps[0]:.2f} | {gaps[1]:.2f} |")
     return "\n".join(lines) + "\n"
 

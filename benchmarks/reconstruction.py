@@ -29,7 +29,16 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from _tasks import TASKS, fit_pdae, labelled_score, predict_under_protocol, scored_baselines
+from _tasks import (
+    SIMPLE_BASELINES,
+    TASKS,
+    fit_pdae,
+    gap_closed_to_best_simple,
+    labelled_score,
+    predict_under_protocol,
+    scored_baselines,
+    seed_summary,
+)
 from held_out_stop import EXTRA
 
 warnings.filterwarnings("ignore")
@@ -37,7 +46,7 @@ for _name in ("lightning", "lightning.pytorch", "scvi"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 SETTINGS = {"default": {}, "paper": {"reconstruction_weight": 0.1, "detach_encoder": True}}
-BASELINES = ["oracle_half", "linear", "additive", "pooled", "control"]
+BASELINES = ["oracle_half", *SIMPLE_BASELINES]
 
 
 def run(name: str, seeds: list[int], settings: dict[str, dict]) -> pd.DataFrame:
@@ -60,18 +69,15 @@ def run(name: str, seeds: list[int], settings: dict[str, dict]) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """Mean over targets, then mean ± sd over training seeds; the gap to linear closed."""
-    per_seed = table.groupby(["task", "method", "seed"])["energy_distance"].mean()
-    mean = per_seed.groupby(["task", "method"]).mean().unstack()
-    sd = per_seed.groupby(["task", "method"]).std().unstack()
-    settings = [m for m in mean.columns if m not in BASELINES and not m.startswith("mean_")]
+    per_seed, mean, sd = seed_summary(table)
+    settings = [m for m in mean.columns if m not in (*BASELINES, "mean_response")]
     columns = settings + BASELINES
     head = " | ".join(columns) + " | " + " | ".join(f"gap closed: {s}" for s in settings)
     lines = [f"| task | {head} |", "|---" * (len(columns) + len(settings) + 1) + "|"]
     for task in mean.index:
-        m = mean.loc[task]
-        cells = [f"{m[c]:.4f} ± {sd.loc[task, c]:.4f}" for c in columns]
-        best = min(m[c] for c in ("linear", "additive", "pooled", "control"))
-        gaps = [f"{(best - m[s]) / (best - m['oracle_half']):.2f}" for s in settings]
+        cells = [f"{mean.loc[task, c]:.4f} ± {sd.loc[task, c]:.4f}" for c in columns]
+        gap = gap_closed_to_best_simple(table[table["task"] == task], settings)
+        gaps = [f"{gap[s]:.2f}" for s in settings]
         lines.append(f"| {task} | " + " | ".join(cells + gaps) + " |")
     fits = table.dropna(subset=["chosen"]).groupby(["task", "method", "seed"])
     fits = fits[["chosen", "fit_s"]].first()

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from _tasks import TASKS, fit_pdae, labelled_score, predict_under_protocol, scored_baselines
+from _tasks import (
+    TASKS,
+    fit_pdae,
+    labelled_score,
+    predict_under_protocol,
+    scored_baselines,
+    seed_summary,
+)
 from held_out_stop import EXTRA
 
 import pdae_sc as pdae
@@ -64,9 +71,7 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    per_seed = table.groupby(["task", "method", "seed"])["energy_distance"].mean()
-    mean = per_seed.groupby(["task", "method"]).mean().unstack()
-    sd = per_seed.groupby(["task", "method"]).std().unstack()
+    per_seed, mean, sd = seed_summary(table)
     columns = ["oracle_half", "pdae_zero", "pdae_random", "linear", "additive", "pooled"]
     columns += ["control"]
     lines = [

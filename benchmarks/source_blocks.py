@@ -41,7 +41,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _tasks import TASKS, fit_pdae, labelled_score, predict_under_protocol, scored_baselines
+from _tasks import (
+    TASKS,
+    fit_pdae,
+    labelled_score,
+    predict_under_protocol,
+    scored_baselines,
+    seed_summary,
+)
 from held_out_stop import EXTRA
 
 from pdae_sc.data._sampler import ConditionBatchSampler
@@ -87,9 +94,7 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """Mean over targets, then mean ± sd over training seeds (draws averaged first)."""
-    per_seed = table.groupby(["task", "method", "seed"])["energy_distance"].mean()
-    mean = per_seed.groupby(["task", "method"]).mean().unstack()
-    sd = per_seed.groupby(["task", "method"]).std().unstack()
+    _, mean, sd = seed_summary(table)
     columns = [f"{s}_{k}" for s in SETTINGS for k in ("default", "from_ctrl", "from_all")]
     columns += ["oracle_half", "linear", "additive", "pooled", "control"]
     lines = [

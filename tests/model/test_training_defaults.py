@@ -42,16 +42,8 @@ def adata():
 
 def test_default_layout_draws_64_sources_and_runs_about_3000_steps(adata):
     model = PDAE(adata, **TINY)
-    counter = _SourceCount()
     # max_steps ends the run early; max_epochs is still set by the default length rule
-    model.train(
-        enable_progress_bar=False,
-        accelerator="cpu",
-        check_fit=False,
-        held_out_conditions=0,
-        callbacks=[counter],
-        max_steps=3,
-    )
+    counter = _count_sources(model, max_steps=3)
     assert counter.sources == [64, 64, 64]
     assert counter.blocks == [(4, 16)] * 3  # the generative decoder: one-condition blocks
     assert all(counter.one_label_per_block)
@@ -60,7 +52,8 @@ def test_default_layout_draws_64_sources_and_runs_about_3000_steps(adata):
     assert model.trainer.max_epochs == math.ceil(3000 / steps_per_epoch)
 
 
-def _source_shapes(model, **train_kwargs) -> list[tuple[int, ...]]:
+def _count_sources(model, max_steps: int = 2, **train_kwargs) -> _SourceCount:
+    """Train ``max_steps`` steps on the CPU, without checks; what each step's sources were."""
     counter = _SourceCount()
     model.train(
         enable_progress_bar=False,
@@ -68,10 +61,14 @@ def _source_shapes(model, **train_kwargs) -> list[tuple[int, ...]]:
         check_fit=False,
         held_out_conditions=0,
         callbacks=[counter],
-        max_steps=2,
+        max_steps=max_steps,
         **train_kwargs,
     )
-    return counter.blocks
+    return counter
+
+
+def _source_shapes(model, **train_kwargs) -> list[tuple[int, ...]]:
+    return _count_sources(model, **train_kwargs).blocks
 
 
 def test_the_residual_decoders_draw_one_mixed_source_set_unless_asked(adata):
