@@ -19,9 +19,9 @@ distinct control cells, none twice):
   pooled: as many cells from as many distinct control cells as ``single``;
 - the simple baselines and the oracle half (:func:`_tasks.scored_baselines`).
 
-Also a *member-decoder* variant measured once by hand (one run, several decoders sharing the
-encoder and the shift, each scored on its own source block) is reported in
-``results/model_mixture.md``; it is not reproduced here.
+A *member-decoder* prototype (one run, several decoders sharing the encoder and the shift,
+each scored on its own source block) did not reproduce the gain; it was not kept
+(``results/model_mixture.md``).
 
     python benchmarks/model_mixture.py [--tasks clean laplace] [--replicates 0 1 2]
         [--members 3] [--out DIR]

@@ -1,22 +1,23 @@
 """The generative decoder's reconstruction term: its weight, and whether it trains the encoder.
 
 Besides the perturbation energy score, every step scores each source cell against two
-decodes of its own latent (the reconstruction energy score). Up to 0.3.0 it had weight 0.1
+decodes of its own latent (the reconstruction energy score). Up to 0.2.0 it had weight 0.1
 and its gradient stopped at the encoder's output (``detach_encoder=True``), the paper's
 choice; since, the generative decoder trains it with weight 1 and lets it reach the encoder
 (``PDAE(reconstruction_weight=1.0, detach_encoder=False)``, the defaults of
 ``model/_arguments.LOSS_DEFAULTS``). The residual decoders keep 0.1, detached.
 
 This trains the default model with each setting of ``--settings`` (name -> ``PDAE(...)``
-loss options, as JSON; ``default``: the model's own) on the tasks whose decoder is the
-generative one (``clean`` of ``_tasks.py``; ``laplace`` and ``clean500`` of
-``held_out_stop.py``) and scores its default prediction under the honest protocol of
-``real_data.py`` (every method as many distinct cells as the context has control cells,
-none twice), beside the simple baselines and the oracle half.
+loss options, as JSON; ``default``: the model's own; ``--train-kwargs``: options of
+``train``, the same for every setting) on the tasks whose decoder is the generative one
+(``clean`` of ``_tasks.py``; ``laplace`` and ``clean500`` of ``held_out_stop.py``) and
+scores its default prediction under the honest protocol of ``real_data.py`` (every method
+as many distinct cells as the context has control cells, none twice), beside the simple
+baselines and the oracle half.
 
     python benchmarks/reconstruction.py [--tasks clean laplace clean500] [--seeds 0 1 2]
         [--settings '{"default": {}, "paper": {"reconstruction_weight": 0.1,
-        "detach_encoder": true}}'] [--out DIR]
+        "detach_encoder": true}}'] [--train-kwargs '{"max_epochs": 334}'] [--out DIR]
     python benchmarks/reconstruction.py --summarise results/reconstruction.csv
 """
 
@@ -49,13 +50,15 @@ SETTINGS = {"default": {}, "paper": {"reconstruction_weight": 0.1, "detach_encod
 BASELINES = ["oracle_half", *SIMPLE_BASELINES]
 
 
-def run(name: str, seeds: list[int], settings: dict[str, dict]) -> pd.DataFrame:
+def run(
+    name: str, seeds: list[int], settings: dict[str, dict], train_kwargs: dict
+) -> pd.DataFrame:
     task = (EXTRA[name] if name in EXTRA else TASKS[name])()
     rows = []
     for seed in seeds:
         rows.extend(scored_baselines(task, seed))
         for setting, model_kwargs in settings.items():
-            model, fit_s = fit_pdae(task, seed, model_kwargs)
+            model, fit_s = fit_pdae(task, seed, model_kwargs, train_kwargs)
             chosen = f"{model.prediction_method_}, {model.default_source_}"
             pred = predict_under_protocol(task, model, seed)
             rows.append(labelled_score(task, pred, seed, setting, fit_s=fit_s, chosen=chosen))
@@ -96,15 +99,15 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["clean", "laplace", "clean500"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--settings", type=json.loads, default=SETTINGS)
+    parser.add_argument("--train-kwargs", type=json.loads, default={}, help="train(...), JSON")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--summarise", type=Path, default=None, help="rebuild from a CSV")
     args = parser.parse_args()
     if args.summarise:
         table = pd.read_csv(args.summarise)
     else:
-        table = pd.concat(
-            [run(t, args.seeds, args.settings) for t in args.tasks], ignore_index=True
-        )
+        runs = [run(t, args.seeds, args.settings, args.train_kwargs) for t in args.tasks]
+        table = pd.concat(runs, ignore_index=True)
         if args.out:  # before the summary, so that a fault there loses no run
             args.out.mkdir(parents=True, exist_ok=True)
             table.to_csv(args.out / "reconstruction.csv", index=False)
