@@ -289,7 +289,7 @@ def test_baselines_shift_the_new_cells_by_the_mean_shift_measured_elsewhere(fitt
         model.predict(["P0"], adata=new, method="pooled", seed=0)
 
 
-def test_auto_moves_new_cells_by_a_baseline_not_the_network(fitted):
+def test_auto_moves_new_cells_by_a_baseline_where_the_network_is_not_clearly_closer(fitted):
     model, _, new = fitted
     saved = model.prediction_method_, model.held_out_scores_
     # held-out scores where the network is best; linear clearly closer than additive
@@ -332,6 +332,55 @@ def test_auto_moves_new_cells_by_a_baseline_not_the_network(fitted):
         linear = model.predict(["P0"], adata=new, seed=0, method="linear", n_cells=7)
         source = network.obs["pdae_source_cell"].tolist()
         assert linear.obs["pdae_source_cell"].tolist() == source  # the same cells, paired
+    finally:
+        model.prediction_method_, model.held_out_scores_ = saved
+
+
+def test_auto_moves_never_measured_targets_by_the_network_when_it_was_clearly_closer(fitted):
+    model, _, new = fitted
+    saved = model.prediction_method_, model.held_out_scores_
+    # the network clearly closer than every baseline on the held-out conditions
+    ahead = pd.DataFrame(
+        {"pdae": [0.1, 0.12, 0.11], "linear": [0.3, 0.35, 0.31], "additive": [0.2, 0.25, 0.22]}
+        | {"mean_response": [0.9] * 3, "control": [1.0] * 3, "pooled": [0.8] * 3}
+    )
+    # ahead on the mean, but within a standard error of additive (one group each way)
+    close = ahead.assign(pdae=[0.0, 0.5, 0.2])
+    targets = ["P0+P1", "P1+P2", "P0", "P0+P2"]  # measured, never, measured, never
+    try:
+        model.prediction_method_, model.held_out_scores_ = "pdae", ahead
+        auto = model.predict(targets, adata=new, seed=4, n_cells=9)
+        table = auto.uns["pdae"]["extrapolation"].set_index("target")
+        assert table["new_cells_shift"].to_dict() == {
+            "P0+P1": "measured in training",
+            "P1+P2": "pdae",
+            "P0": "measured in training",
+            "P0+P2": "pdae",
+        }
+        assert auto.uns["pdae"]["method"] == "additive"  # the baseline of the other targets
+        assert auto.obs["perturbation"].tolist() == [t for t in targets for _ in range(9)]
+        # the never-measured targets' cells are the network's, target by target
+        network = model.predict(["P1+P2", "P0+P2"], adata=new, seed=4, n_cells=9, method="pdae")
+        np.testing.assert_allclose(auto.X[9:18], network.X[:9], rtol=1e-6)
+        np.testing.assert_allclose(auto.X[27:], network.X[9:], rtol=1e-6)
+        assert (
+            auto.obs["pdae_source_cell"].tolist()[27:]
+            == network.obs["pdae_source_cell"].tolist()[9:]
+        )
+        # the measured ones keep their measured shift, from the same draws as without them
+        measured = model.predict(["P0+P1", "P0"], adata=new, seed=4, n_cells=9)
+        np.testing.assert_allclose(auto.X[:9], measured.X[:9], rtol=1e-6)
+        np.testing.assert_allclose(auto.X[18:27], measured.X[9:], rtol=1e-6)
+        # on the count scale too, each cell on its own source cell's counts
+        counts = model.predict(targets, adata=new, seed=4, n_cells=9, scale="counts")
+        assert counts.obs["pdae_source_cell"].tolist() == auto.obs["pdae_source_cell"].tolist()
+        drawn = counts.layers["counts"].toarray()
+        assert drawn.shape == auto.shape
+        assert np.array_equal(drawn, np.rint(drawn))
+        # not clearly closer: the baseline moves every never-measured target
+        model.held_out_scores_ = close
+        shift = model.predict(targets, adata=new, seed=4, n_cells=9).uns["pdae"]
+        assert "pdae" not in set(shift["extrapolation"]["new_cells_shift"])
     finally:
         model.prediction_method_, model.held_out_scores_ = saved
 

@@ -251,8 +251,9 @@ class InferenceMixin:
             cells are controls; with the perturbation column, ``source`` picks among them
             (default: their control cells). A baseline ``method`` adds its mean shift, fitted
             on the registered cells, to them (not ``"pooled"``). ``"auto"``: each target's
-            measured shift, else its singles' sum or a baseline clearly closer on the
-            held-out conditions (``new_cells_shift`` says which). ``adata`` is not modified.
+            measured shift, else the network or a baseline, whichever was clearly closer on
+            the held-out conditions, else its singles' sum (``new_cells_shift`` says which).
+            ``adata`` is not modified.
         dosages
             Optional doses, a list with one per target (same forms as in
             :meth:`setup_anndata`; ``None`` for dose 1). A target whose doses are all 0 is the

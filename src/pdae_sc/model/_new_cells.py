@@ -4,9 +4,11 @@ The user's cells (typically the control cells of a cell line or donor the model 
 are read by gene name. A simple baseline moves them by its mean shift, fitted on the
 registered cells (:func:`~pdae_sc.model._new_cells_baselines.baseline_shifts`). That is what
 ``method="auto"`` does: each target measured in training gets its measured mean shift, one
-with a perturbation never measured the linear model with embeddings' shift, the others the
-baseline of :func:`new_cells_method`. With ``method="pdae"`` the network moves
-them exactly as it moves registered cells (:func:`~pdae_sc.model._predict.move_to_targets`):
+with a perturbation never measured the linear model with embeddings' shift, the others (e.g.
+combinations never measured) the baseline of :func:`new_cells_method`, or the network where
+it was clearly closer on the model's held-out conditions (:func:`network_for_unmeasured`).
+With ``method="pdae"`` the network moves every target's cells,
+exactly as it moves registered cells (:func:`~pdae_sc.model._predict.move_to_targets`):
 encoded, their own shift subtracted (zero for control cells), the target's added, decoded.
 The user's AnnData is only read; nothing is registered on it.
 """
@@ -43,6 +45,7 @@ from ._selection import clearly_closer
 from ._warnings import warn_outside_span
 
 __all__ = [
+    "NETWORK",
     "NEW_CONTEXT",
     "SHIFT_COLUMN",
     "SHIFT_MEASURED",
@@ -50,6 +53,7 @@ __all__ = [
     "GeneRows",
     "NewCells",
     "match_genes",
+    "network_for_unmeasured",
     "new_cells_method",
     "new_cells_table",
     "predict_new_cells",
@@ -65,6 +69,8 @@ UNS_NEW_CELLS = "new_cells"
 #: Column of ``uns["pdae"]["extrapolation"]`` (baselines only): what shifted each target's
 #: new cells, :data:`SHIFT_MEASURED` or the baseline's name.
 SHIFT_COLUMN = "new_cells_shift"
+#: Value of :data:`SHIFT_COLUMN` for a target whose new cells the network moved.
+NETWORK = "pdae"
 #: The baselines that move new cells (``pooled`` draws registered cells instead).
 _SHIFTING = ("linear", "additive", "mean_response", "control")
 
@@ -326,9 +332,11 @@ def predict_new_cells(
         method = new_cells_method(model)
         logger.info(
             "predict(adata=...) adds to the new cells each target's mean shift measured in "
-            "training, else the %r baseline's (see new_cells_shift in the extrapolation "
-            "table); the network moves cells of an unregistered context only with method='pdae'.",
-            method,
+            "training; a target never measured is moved by %s (see new_cells_shift in the "
+            "extrapolation table).",
+            "the network, ahead on the held-out conditions"
+            if network_for_unmeasured(model, method)
+            else f"the {method!r} baseline's shift",
         )
     elif method == "pooled":
         raise ValueError(
@@ -338,24 +346,15 @@ def predict_new_cells(
         )
     n = len(new.sources) if n_cells is None else int(n_cells)
     if method == "pdae":
-        x_out, picks, sizes = move_to_targets(
-            model.module,
-            model.device,
-            new.cells,
-            new.rows,
-            targets.labels,
-            new.sources,
-            n,
-            seed,
-            batch_size,
-            model.max_prediction_bytes,
-        )
+        x_out, picks, sizes = _network_moves(model, new, targets.labels, n, seed, batch_size)
         uns = {UNS_METHOD: "pdae"}
     else:
         n_genes = len(registration.genes)
         check_prediction_memory(n, len(targets.names), n_genes, model.max_prediction_bytes)
         shifts, how = baseline_shifts(registration, method, targets, measured_first=chosen)
-        x_out, picks = _shifted(new, shifts, n, seed, batch_size)
+        if chosen and network_for_unmeasured(model, method):
+            how[how == method] = NETWORK
+        x_out, picks = _moved(model, new, targets, shifts, how, n, seed, batch_size)
         sizes = [n] * len(targets.names)
         uns = {UNS_METHOD: method, UNS_CHOSEN: method == _chosen_method(model)}
         table[SHIFT_COLUMN] = how
@@ -397,15 +396,31 @@ def new_cells_method(model) -> str:
     context too): its mean energy distance lower than ``additive``'s by more than one
     standard error of the per-condition differences, the rule by which the model prefers a
     baseline to the network (:func:`~pdae_sc.model._selection.clearly_closer`). The network
-    is not used by default: the held-out conditions are measured in registered contexts,
-    and moving cells of a basal state the network never saw asks more of its encoder and
-    decoder than they test (``benchmarks/results/new_cells.md`` compares both).
+    takes those targets over when :func:`network_for_unmeasured` says so.
     """
     scores = getattr(model, "held_out_scores_", None)
     if scores is None or scores.empty:
         return "additive"
     best = str(scores[list(_SHIFTING)].mean().idxmin())
     return best if clearly_closer(scores, best, than="additive") else "additive"
+
+
+def network_for_unmeasured(model, method: str) -> bool:
+    """Whether ``method="auto"`` moves new cells to never-measured targets with the network.
+
+    Yes when the network was clearly closer than ``method`` (the baseline of
+    :func:`new_cells_method`) on the model's held-out conditions, which are combinations
+    and perturbations never measured in their context: the evidence on targets like these.
+    Targets measured in a registered context keep their measured mean shift, and targets
+    placed by the perturbation embedding the linear model's, whatever the network did
+    (``benchmarks/results/new_cells.md``: on simulated new contexts the measured shift was
+    closer than the network inside the training contexts' range of basal states; the
+    network was closer on never-measured combinations, inside that range and outside it).
+    """
+    scores = getattr(model, "held_out_scores_", None)
+    if scores is None or scores.empty or "pdae" not in scores:
+        return False
+    return clearly_closer(scores, "pdae", than=method)
 
 
 def _chosen_method(model) -> str | None:
@@ -426,3 +441,47 @@ def _shifted(new: NewCells, shifts: np.ndarray, n: int, seed: int, batch_size: i
             x_out[t * n + a : t * n + a + len(block)] = block
         picks.append(rows)
     return x_out, np.concatenate(picks)
+
+
+def _network_moves(model, new: NewCells, labels, n: int, seed: int, batch_size: int):
+    """The new cells moved to each of ``labels`` by the network (:func:`move_to_targets`)."""
+    return move_to_targets(
+        model.module,
+        model.device,
+        new.cells,
+        new.rows,
+        labels,
+        new.sources,
+        n,
+        seed,
+        batch_size,
+        model.max_prediction_bytes,
+    )
+
+
+def _moved(model, new: NewCells, targets: Targets, shifts, how, n: int, seed, batch_size):
+    """``n`` new cells per target, moved by ``shifts`` or by the network.
+
+    The network moves the targets whose ``how`` is :data:`NETWORK`. Target by target in the
+    order asked; returns the cells and the source row of each.
+    """
+    net = how == NETWORK
+    if not net.any():
+        return _shifted(new, shifts, n, seed, batch_size)
+    parts = [
+        (
+            net,
+            _network_moves(model, new, targets.labels[np.flatnonzero(net)], n, seed, batch_size)[
+                :2
+            ],
+        )
+    ]
+    if (~net).any():
+        parts.insert(0, (~net, _shifted(new, shifts[~net], n, seed, batch_size)))
+    x_out = np.empty((n * len(how), shifts.shape[1]), dtype=np.float32)
+    picks = np.empty(n * len(how), dtype=np.int64)
+    for mask, (x, rows) in parts:
+        for j, t in enumerate(np.flatnonzero(mask)):
+            x_out[t * n : (t + 1) * n] = x[j * n : (j + 1) * n]
+            picks[t * n : (t + 1) * n] = rows[j * n : (j + 1) * n]
+    return x_out, picks
