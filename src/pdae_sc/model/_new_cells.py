@@ -7,8 +7,8 @@ registered cells (:func:`~pdae_sc.model._new_cells_baselines.baseline_shifts`). 
 with a perturbation never measured the linear model with embeddings' shift, the others (e.g.
 combinations never measured) the baseline of :func:`new_cells_method`, or the network where
 it was clearly closer on the model's held-out conditions (:func:`network_for_unmeasured`).
-With ``method="pdae"`` the network moves every target's cells,
-exactly as it moves registered cells (:func:`~pdae_sc.model._predict.move_to_targets`):
+With ``method="pdae"`` the network moves every target's cells, exactly as it moves
+registered cells (:func:`~pdae_sc.model._predict.move_to_targets`):
 encoded, their own shift subtracted (zero for control cells), the target's added, decoded.
 The user's AnnData is only read; nothing is registered on it.
 """
@@ -465,23 +465,16 @@ def _moved(model, new: NewCells, targets: Targets, shifts, how, n: int, seed, ba
     The network moves the targets whose ``how`` is :data:`NETWORK`. Target by target in the
     order asked; returns the cells and the source row of each.
     """
-    net = how == NETWORK
-    if not net.any():
+    net, rest = np.flatnonzero(how == NETWORK), np.flatnonzero(how != NETWORK)
+    if not len(net):
         return _shifted(new, shifts, n, seed, batch_size)
-    parts = [
-        (
-            net,
-            _network_moves(model, new, targets.labels[np.flatnonzero(net)], n, seed, batch_size)[
-                :2
-            ],
-        )
-    ]
-    if (~net).any():
-        parts.insert(0, (~net, _shifted(new, shifts[~net], n, seed, batch_size)))
+    parts = [(net, _network_moves(model, new, targets.labels[net], n, seed, batch_size)[:2])]
+    if len(rest):
+        parts.insert(0, (rest, _shifted(new, shifts[rest], n, seed, batch_size)))
     x_out = np.empty((n * len(how), shifts.shape[1]), dtype=np.float32)
     picks = np.empty(n * len(how), dtype=np.int64)
-    for mask, (x, rows) in parts:
-        for j, t in enumerate(np.flatnonzero(mask)):
+    for idx, (x, rows) in parts:
+        for j, t in enumerate(idx):
             x_out[t * n : (t + 1) * n] = x[j * n : (j + 1) * n]
             picks[t * n : (t + 1) * n] = rows[j * n : (j + 1) * n]
     return x_out, picks
