@@ -328,14 +328,16 @@ def predict_new_cells(
     new = read_new_cells(registration, adata, source=source, scale=scale)
     table = new_cells_table(registration, targets, new)
     warn_outside_span(table, stacklevel=4)
+    use_network = False
     if chosen:
         method = new_cells_method(model)
+        use_network = network_for_unmeasured(model, method)
         logger.info(
             "predict(adata=...) adds to the new cells each target's mean shift measured in "
             "training; a target never measured is moved by %s (see new_cells_shift in the "
             "extrapolation table).",
             "the network, ahead on the held-out conditions"
-            if network_for_unmeasured(model, method)
+            if use_network
             else f"the {method!r} baseline's shift",
         )
     elif method == "pooled":
@@ -352,7 +354,7 @@ def predict_new_cells(
         n_genes = len(registration.genes)
         check_prediction_memory(n, len(targets.names), n_genes, model.max_prediction_bytes)
         shifts, how = baseline_shifts(registration, method, targets, measured_first=chosen)
-        if chosen and network_for_unmeasured(model, method):
+        if use_network:
             how[how == method] = NETWORK
         x_out, picks = _moved(model, new, targets, shifts, how, n, seed, batch_size)
         sizes = [n] * len(targets.names)
