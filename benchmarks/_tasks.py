@@ -304,6 +304,19 @@ def labelled_score(
     return s
 
 
+def write_results(out: Path | None, stem: str, table: pd.DataFrame, text: str, csv: bool) -> None:
+    """Write ``{stem}.md`` (``text``) and, with ``csv``, ``{stem}.csv`` (``table``) under ``out``.
+
+    Nothing without ``out``; ``csv=False`` when the table was read back (``--summarise``).
+    """
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if csv:
+        table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(text)
+
+
 #: The simple baselines that the gap closed is measured from (the best of them).
 SIMPLE_BASELINES = ("linear", "additive", "pooled", "control")
 

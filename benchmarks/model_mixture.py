@@ -47,6 +47,7 @@ from _tasks import (
     predict_under_protocol,
     scored_baselines,
     seed_summary,
+    write_results,
 )
 from held_out_stop import EXTRA
 
@@ -123,11 +124,7 @@ def main() -> None:
         )
     text = markdown(table)
     print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        if not args.summarise:
-            table.to_csv(args.out / "model_mixture.csv", index=False)
-        (args.out / "model_mixture.md").write_text(text)
+    write_results(args.out, "model_mixture", table, text, csv=not args.summarise)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from _tasks import (
     predict_under_protocol,
     scored_baselines,
     seed_summary,
+    write_results,
 )
 from held_out_stop import EXTRA
 
@@ -98,10 +99,7 @@ def main() -> None:
     table = pd.concat([run(t, args.seeds) for t in args.tasks], ignore_index=True)
     text = markdown(table)
     print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out / "shift_start.csv", index=False)
-        (args.out / "shift_start.md").write_text(text)
+    write_results(args.out, "shift_start", table, text, csv=True)
 
 
 if __name__ == "__main__":

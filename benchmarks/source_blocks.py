@@ -48,6 +48,7 @@ from _tasks import (
     predict_under_protocol,
     scored_baselines,
     seed_summary,
+    write_results,
 )
 from held_out_stop import EXTRA
 
@@ -157,11 +158,7 @@ def main() -> None:
         table = pd.concat([run(t, args.seeds) for t in args.tasks], ignore_index=True)
     text = markdown(table)
     print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        if not args.summarise:
-            table.to_csv(args.out / "source_blocks.csv", index=False)
-        (args.out / "source_blocks.md").write_text(text)
+    write_results(args.out, "source_blocks", table, text, csv=not args.summarise)
 
 
 if __name__ == "__main__":
