@@ -62,13 +62,19 @@ EXTRA = {
     "clean500": lambda: _simulated(500, "gaussian", 0),
 }
 
+
+def task_named(name: str) -> Task:
+    """The task ``name`` of ``_tasks.TASKS`` or of :data:`EXTRA`."""
+    return (EXTRA[name] if name in EXTRA else TASKS[name])()
+
+
 #: PDAE(...) arguments of a task, where not the defaults
 MODEL_KWARGS = {"clean_latent16": {"n_latent": 16}}
 
 
 def run(name: str, seed: int) -> pd.DataFrame:
     """Per-condition scores of every check and of every baseline, one training run."""
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     model, fit_s = fit_pdae(task, seed, MODEL_KWARGS.get(name))
     cb = next(c for c in model.trainer.callbacks if isinstance(c, HeldOutCheckpoints))
     rows = []

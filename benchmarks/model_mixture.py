@@ -39,7 +39,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from _tasks import (
-    TASKS,
     control_cells,
     fit_pdae,
     gap_closed_to_best_simple,
@@ -49,7 +48,7 @@ from _tasks import (
     seed_summary,
     write_results,
 )
-from held_out_stop import EXTRA
+from held_out_stop import task_named
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -72,7 +71,7 @@ def mixture_prediction(task, models: list, seed: int) -> ad.AnnData:
 
 
 def run(name: str, replicates: list[int], members: int) -> pd.DataFrame:
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     rows = []
     for rep in replicates:
         rows.extend(scored_baselines(task, rep))

@@ -32,7 +32,6 @@ from pathlib import Path
 import pandas as pd
 from _tasks import (
     SIMPLE_BASELINES,
-    TASKS,
     fit_pdae,
     gap_closed_to_best_simple,
     labelled_score,
@@ -40,7 +39,7 @@ from _tasks import (
     scored_baselines,
     seed_summary,
 )
-from held_out_stop import EXTRA
+from held_out_stop import task_named
 
 warnings.filterwarnings("ignore")
 for _name in ("lightning", "lightning.pytorch", "scvi"):
@@ -53,7 +52,7 @@ BASELINES = ["oracle_half", *SIMPLE_BASELINES]
 def run(
     name: str, seeds: list[int], settings: dict[str, dict], train_kwargs: dict
 ) -> pd.DataFrame:
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     rows = []
     for seed in seeds:
         rows.extend(scored_baselines(task, seed))

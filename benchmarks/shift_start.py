@@ -23,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from _tasks import (
-    TASKS,
     fit_pdae,
     labelled_score,
     predict_under_protocol,
@@ -31,7 +30,7 @@ from _tasks import (
     seed_summary,
     write_results,
 )
-from held_out_stop import EXTRA
+from held_out_stop import task_named
 
 import pdae_sc as pdae
 
@@ -49,7 +48,7 @@ def zero_shift(model: pdae.model.PDAE) -> None:
 
 
 def run(name: str, seeds: list[int]) -> pd.DataFrame:
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     rows = []
     for seed in seeds:
         rows.extend(scored_baselines(task, seed))

@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _tasks import (
-    TASKS,
     fit_pdae,
     labelled_score,
     predict_under_protocol,
@@ -50,7 +49,7 @@ from _tasks import (
     seed_summary,
     write_results,
 )
-from held_out_stop import EXTRA
+from held_out_stop import task_named
 
 from pdae_sc.data._sampler import ConditionBatchSampler
 
@@ -63,7 +62,7 @@ DRAWS = 3
 
 
 def run(name: str, seeds: list[int]) -> pd.DataFrame:
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     rows = []
     for seed in seeds:
         rows.extend(scored_baselines(task, seed))

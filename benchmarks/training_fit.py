@@ -25,14 +25,13 @@ import warnings
 import numpy as np
 import pandas as pd
 from _tasks import (
-    TASKS,
     control_cells,
     fit_pdae,
     labelled_score,
     predict_under_protocol,
     scored_baselines,
 )
-from held_out_stop import EXTRA
+from held_out_stop import task_named
 
 import pdae_sc as pdae
 
@@ -54,7 +53,7 @@ def training_fit(task, model, kind: str, targets: list[str]) -> pd.DataFrame:
 
 
 def run(name: str, seed: int, model_kwargs: dict) -> pd.DataFrame:
-    task = (EXTRA[name] if name in EXTRA else TASKS[name])()
+    task = task_named(name)
     model, _ = fit_pdae(task, seed, model_kwargs)
     names = sorted(task.train.obs["perturbation"].astype(str).unique())
     doubles = [n for n in names if "+" in n][:10]
