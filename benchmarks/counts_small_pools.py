@@ -12,7 +12,9 @@
    ``counts_dispersion.py`` (``benchmark half, seed k``: the cells its models move), with
    a variant tried and not kept: each gene's dispersion taken from the cells that model is
    trained on (pooled over their conditions, each with its own mean) instead of from the
-   pool itself.
+   pool itself. Beside each pool: its largest cell's total count (over the compared genes)
+   and the median over those genes of the pool's own per-gene VMR, which says how much of
+   the figure the pool's cells bring with them (library sizes included) before any move.
 2. Speed: seconds of ``gene_count_noise`` (20,000 source cells x 2,000 genes, 100
    conditions) and of ``resampled_counts`` (4,096 cells x 2,000 genes), best of 3.
 """
@@ -25,7 +27,7 @@ import warnings
 
 import numpy as np
 from _tasks import TASKS, dense
-from counts_dispersion import _half_split, compared_genes, figure
+from counts_dispersion import _half_split, _vmr, compared_genes, figure
 
 from pdae_sc.model._counts_scale import gene_count_noise, resampled_counts
 from pdae_sc.pp._counts import size_factors
@@ -53,6 +55,12 @@ def pool_figures(task, genes, x0, c0, s, rows, phi=None) -> tuple[float, ...]:
         kept = np.rint(np.clip(np.expm1(moved), 0, None) * f[:, None])
         figures[-1].append(figure(kept[:n], obs, genes, 0)["vmr_ratio_matched"])
     return tuple(float(np.median(v)) for v in figures)
+
+
+def pool_spread(counts: np.ndarray, genes: np.ndarray) -> str:
+    """Largest total count over ``genes`` and median per-gene VMR of a pool, as table cells."""
+    c = counts[:, genes]
+    return f"{c.sum(axis=1).max():.0f} | {np.median(_vmr(c)):.2f}"
 
 
 def pooled_dispersion(adata) -> np.ndarray:
@@ -92,14 +100,18 @@ def main() -> None:
     s = size_factors(x0, c0)
     ok = np.isfinite(s)
     x0, c0, s = x0[ok], c0[ok], s[ok]
-    print("| control cells | drawn | rounded | drawn, dispersion of the model's cells |")
-    print("|---|---|---|---|")
+    print(
+        "| control cells | largest total | pool VMR | drawn | rounded "
+        "| drawn, dispersion of the model's cells |"
+    )
+    print("|---|---|---|---|---|---|")
     drawn, rounded = pool_figures(task, genes, x0, c0, s, np.arange(len(c0)))
-    print(f"| all {len(c0)} | {drawn:.2f} | {rounded:.2f} | - |")
+    print(f"| all {len(c0)} | {pool_spread(c0, genes)} | {drawn:.2f} | {rounded:.2f} | - |")
     for half in range(args.halves):
         rows = np.random.default_rng(100 + half).permutation(len(c0))[: len(c0) // 2]
         drawn, rounded = pool_figures(task, genes, x0, c0, s, rows)
-        print(f"| random half {half} ({len(rows)}) | {drawn:.2f} | {rounded:.2f} | - |")
+        spread = pool_spread(c0[rows], genes)
+        print(f"| random half {half} ({len(rows)}) | {spread} | {drawn:.2f} | {rounded:.2f} | - |")
     names = ctrl.obs_names[ok]
     for seed in args.seeds:
         fitted, new = _half_split(task, seed)
@@ -108,9 +120,15 @@ def main() -> None:
             task, genes, x0, c0, s, rows, pooled_dispersion(fitted.train)
         )
         print(
-            f"| benchmark half, seed {seed} ({len(rows)}) | {drawn:.2f} | {rounded:.2f} "
+            f"| benchmark half, seed {seed} ({len(rows)}) | {pool_spread(c0[rows], genes)} "
+            f"| {drawn:.2f} | {rounded:.2f} "
             f"| {borrowed:.2f} |"
         )
+    held = [
+        pool_spread(dense(task.test[task.test.obs["perturbation"] == t].layers["counts"]), genes)
+        for t in task.targets
+    ]
+    print(f"\nheld-out conditions (largest total | VMR): {'; '.join(held)}")
 
     rng = np.random.default_rng(0)
     counts = rng.poisson(0.5, (20_000, 2_000)).astype(np.float32)
