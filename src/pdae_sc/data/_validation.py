@@ -228,7 +228,7 @@ def check_matrix(matrix, *, name: str = "adata.X", warn: bool = True) -> MatrixS
                 n_bad = int((~finite).sum())
                 raise ValueError(
                     f"{name} contains {n_bad} non-finite values (NaN or Inf) in one block of "
-                    "cells; remove or impute them before setup, e.g. with "
+                    "cells; remove or impute them before passing the cells, e.g. with "
                     "np.nan_to_num on a copy, or drop the affected cells/genes."
                 )
             if integer and not np.all(np.mod(values, 1) == 0):
