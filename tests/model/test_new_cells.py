@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import scvi
+from hidden_contexts import hidden_contexts
 
 import pdae_sc as pdae
 from pdae_sc.model import PDAE
@@ -24,38 +25,18 @@ TARGETS = ["P0", "P1", "P2", "P0+P1"]
 
 def _lines(n_cells: int, *, n_genes: int = 12, n_latent: int = 3, counts: bool = False):
     """Lines A, B, C (``obs["line"]``), each with the conditions ``VISIBLE``."""
-    conditions, doses = [], []
-    for dose in HIDDEN_DOSE.values():
-        for cond in VISIBLE:
-            tokens = [] if cond == "ctrl" else cond.split("+")
-            if dose is None:
-                conditions.append(cond)
-                doses.append(None)
-            else:
-                conditions.append("+".join([*tokens, "P3"]))
-                doses.append("+".join(["1"] * len(tokens) + [dose]))
-    sim = pdae.data.simulate(
+    return hidden_contexts(
+        HIDDEN_DOSE,
+        VISIBLE,
+        token="P3",
+        key="line",
+        n_cells=n_cells,
+        counts=counts,
         n_perturbations=4,
         n_latent=n_latent,
         n_genes=n_genes,
-        n_cells_per_condition=n_cells,
-        conditions=conditions,
-        dosages=doses,
-        counts=counts,
         seed=0,
     )
-    per_cell = np.repeat(np.arange(len(conditions)), n_cells)  # in the order asked
-    obs = pd.DataFrame(
-        {
-            "perturbation": np.array(VISIBLE * len(HIDDEN_DOSE))[per_cell],
-            "line": np.repeat(list(HIDDEN_DOSE), len(VISIBLE))[per_cell],
-        },
-        index=sim.obs_names,
-    )
-    out = ad.AnnData(sim.X, obs=obs, var=sim.var)
-    if counts:
-        out.layers["counts"] = sim.layers["counts"].astype(np.float32)
-    return out
 
 
 def _split(adata):

@@ -36,13 +36,14 @@ from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._span import STATUS_OTHER_CONTEXT, STATUS_SEEN
 from pdae_sc.data._validation import check_matrix, check_unique_names, get_matrix
 
+from ._basal_range import OUTSIDE_P, OUTSIDE_RELATIVE, UNS_BASAL_RANGE, basal_range
 from ._counts_scale import count_scale
 from ._new_cells_baselines import SHIFT_MEASURED, baseline_shifts
 from ._noise import draw_sources, make_generator
 from ._predict import check_prediction_memory, move_to_targets
 from ._registration import RegisteredCells, Registration, Targets
 from ._selection import clearly_closer
-from ._warnings import warn_outside_span
+from ._warnings import warn_outside_basal_range, warn_outside_span
 
 __all__ = [
     "NETWORK",
@@ -328,6 +329,8 @@ def predict_new_cells(
     new = read_new_cells(registration, adata, source=source, scale=scale)
     table = new_cells_table(registration, targets, new)
     warn_outside_span(table, stacklevel=4)
+    basal = basal_range(registration, new, batch_size)
+    warn_outside_basal_range(basal, OUTSIDE_P, OUTSIDE_RELATIVE, stacklevel=4)
     use_network = False
     if chosen:
         method = new_cells_method(model)
@@ -360,7 +363,9 @@ def predict_new_cells(
         sizes = [n] * len(targets.names)
         uns = {UNS_METHOD: method, UNS_CHOSEN: method == _chosen_method(model)}
         table[SHIFT_COLUMN] = how
-    uns.update({UNS_EXTRAPOLATION: table.reset_index(), UNS_NEW_CELLS: True})
+    uns.update(
+        {UNS_EXTRAPOLATION: table.reset_index(), UNS_NEW_CELLS: True, UNS_BASAL_RANGE: basal}
+    )
     layers, values, codes = None, None, new.cells.codes[picks]
     if scale == "counts":
         layers, values = count_scale(

@@ -12,6 +12,7 @@ __all__ = [
     "BaselineFavouredWarning",
     "ExtrapolationWarning",
     "PoorFitWarning",
+    "warn_outside_basal_range",
     "warn_outside_span",
 ]
 
@@ -23,6 +24,9 @@ class ExtrapolationWarning(UserWarning):
     a target outside the linear span, so its prediction is not covered by the model's
     guarantee; a target inside the span whose doses leave the range seen in training (e.g.
     dose 10 after doses up to 2) asks the decoder to extrapolate, which is less accurate.
+    With new cells (``predict(..., adata=new_cells)``) it also says when their control
+    cells lie outside the range of the registered contexts' control cells, a basal state
+    the model never saw.
     :meth:`pdae_sc.model.PDAE.check_extrapolation` tells beforehand which targets are
     affected. Turn the warning into an error with :func:`warnings.simplefilter` to refuse
     such predictions, or silence it the same way.
@@ -80,6 +84,34 @@ def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:
             f"Targets {beyond} have doses outside the range seen in training: their "
             "predictions extrapolate and are less accurate the further the dose is from the "
             "trained doses. See model.check_extrapolation().",
+            ExtrapolationWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def warn_outside_basal_range(
+    table: pd.DataFrame, p_limit: float, relative_limit: float, stacklevel: int = 3
+) -> None:
+    """Warn with :class:`ExtrapolationWarning` for new cells outside the registered range.
+
+    ``table``: :func:`~pdae_sc.model._basal_range.basal_range`; a row whose ``p_value`` is
+    below ``p_limit`` and whose ``relative_distance`` is at least ``relative_limit`` is a
+    context of new cells whose control mean lies outside the registered contexts' control
+    means, by more than noise and by a sizeable share of the cells' own spread.
+    """
+    outside = table[(table["p_value"] < p_limit) & (table["relative_distance"] >= relative_limit)]
+    if len(outside):
+        cases = ", ".join(
+            f"{row.context!r} ({row.relative_distance:.2f} times the cells' spread beyond "
+            f"noise, p = {row.p_value:.1g}; nearest {row.nearest!r})"
+            for row in outside.itertuples()
+        )
+        warnings.warn(
+            f"The new control cells of context {cases} lie outside the range of the "
+            "registered contexts' control cells: their basal state is one the model never "
+            "saw, and moving them by what was learned elsewhere assumes the perturbations "
+            "act there as in training. Measure a few perturbations in that context and "
+            "register them to check. See uns['pdae']['basal_range'] of the prediction.",
             ExtrapolationWarning,
             stacklevel=stacklevel,
         )
