@@ -253,9 +253,8 @@ class InferenceMixin:
             on the registered cells, to them (not ``"pooled"``). ``"auto"``: each target's
             measured shift, else the network or a baseline, whichever was clearly closer on
             the held-out conditions, else its singles' sum (``new_cells_shift`` says which).
-            The mean of its control cells is checked against the registered contexts'
-            control means (``uns["pdae"]["basal_range"]``): outside their range, ``predict``
-            warns. ``adata`` is not modified.
+            Its control cells are checked against the registered contexts' range
+            (``uns["pdae"]["basal_range"]``). ``adata`` is not modified.
         dosages
             Optional doses, a list with one per target (same forms as in
             :meth:`setup_anndata`; ``None`` for dose 1). A target whose doses are all 0 is the
@@ -331,13 +330,10 @@ class InferenceMixin:
         several calls (with different seeds) can be joined with :func:`anndata.concat`;
         and ``uns["pdae"]`` with ``method="pdae"`` and
         ``extrapolation`` (the :meth:`check_extrapolation` table, for ``context`` if given;
-        with ``adata`` for its context, ``new_cells=True`` and ``basal_range``, a row per
-        ``context`` of the new control cells (``n_control_cells``) saying how far their mean
-        lies from the convex hull of the registered contexts' control means: ``distance``,
-        its sampling ``noise`` and their ``ratio``, the noise's effective dimension
-        ``dof``, the ``p_value`` of such a distance for a context inside the range, the
-        ``relative_distance`` (beyond noise, over the cells' own spread) and the
-        ``nearest`` registered context).
+        with ``adata`` for its context, ``new_cells=True`` and ``basal_range``: per
+        ``context`` of the new control cells (``n_control_cells``), their mean's
+        ``distance`` to the hull of the registered control means, its ``noise``, ``ratio``,
+        ``dof``, ``p_value``, ``relative_distance`` and ``nearest`` registered context).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
         outside the span of the training labels, for targets whose doses lie outside
