@@ -19,7 +19,9 @@ its perturbed cells the truth.
 - ``papalexi_rep3``: Papalexi 2021 ECCITE-seq, trained on replicates ``rep_1`` and
   ``rep_2``; the new cells are the non-targeting cells of ``rep_3``, the truth its
   knockouts with at least 50 cells. Replicates of one cell line: close to "only the basal
-  state differs".
+  state differs". ``papalexi_rep1``: the same with ``rep_1`` held out (trained on
+  ``rep_2`` and ``rep_3``), the replicate whose control cells lie furthest outside the
+  others' (``new_cells_basal.py``).
 - ``datlinger_stim``: Datlinger 2017 CROP-seq, trained on the unstimulated cells; the new
   cells are the stimulated control cells, the truth the stimulated knockouts. Outside what
   the method covers: stimulation changes what the knockouts do (most act on the TCR
@@ -162,28 +164,28 @@ def sim_basal(seed: int = 0, counts: bool = False, new: str = "inside") -> NewCe
     return _held_out_context(name, adata, "context", "D", setup, covered)
 
 
-def papalexi_rep3() -> NewCellsTask:
+def papalexi_replicate(rep: str = "rep_3") -> NewCellsTask:
     task = papalexi_context()  # the loading and normalisation of _tasks, then rejoined
     adata = ad.concat([task.train, task.test], merge="same")
     adata.var_names = task.train.var_names
     return _held_out_context(
-        "papalexi_rep3",
+        f"papalexi_{rep.replace('_', '')}",
         adata,
         "rep",
-        "rep_3",
+        rep,
         {"counts_layer": "counts", "context_keys": ["rep"]},
         "close (replicates)",
     )
 
 
-def datlinger_stim() -> NewCellsTask:
+def datlinger_state(state: str = "stimulated") -> NewCellsTask:
     adata = datlinger()
     adata.obs["perturbation"] = adata.obs["target"].astype(str)
     return _held_out_context(
-        "datlinger_stim",
+        "datlinger_stim" if state == "stimulated" else "datlinger_rest",
         adata,
         "state",
-        "stimulated",
+        state,
         {"counts_layer": "counts", "context_keys": ["state"]},
         "no (effects change)",
     )
@@ -193,8 +195,9 @@ TASKS = {
     "sim_basal": sim_basal,
     "sim_basal_counts": lambda: sim_basal(counts=True),
     "sim_basal_outside": lambda: sim_basal(new="outside"),
-    "papalexi_rep3": papalexi_rep3,
-    "datlinger_stim": datlinger_stim,
+    "papalexi_rep3": papalexi_replicate,
+    "papalexi_rep1": lambda: papalexi_replicate("rep_1"),
+    "datlinger_stim": datlinger_state,
 }
 
 
