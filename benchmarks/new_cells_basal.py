@@ -82,11 +82,6 @@ def null_rows(task, draws: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def outside(row) -> bool:
-    """Whether ``predict`` warns for this row (``model/_warnings.warn_outside_basal_range``)."""
-    return row["p_value"] < OUTSIDE_P and row["relative_distance"] >= OUTSIDE_RELATIVE
-
-
 def default_errors() -> pd.DataFrame:
     """Per task: the default's and the oracle half's energy distance on measured targets."""
     path = RESULTS / "new_cells.csv"
@@ -152,14 +147,14 @@ def main() -> None:
                 "dof": f"{row['dof']:.1f}",
                 "p-value": f"{row['p_value']:.1g}",
                 "relative distance": f"{row['relative_distance']:.2f}",
-                "warns": "yes" if outside(row) else "no",
+                "warns": "yes" if row["outside"] else "no",
                 "null ratio: median (range)": f"{np.median(ratios):.2f} "
                 f"({ratios.min():.2f}-{ratios.max():.2f})",
                 "null dof": f"{null['dof'].min():.1f}-{null['dof'].max():.1f}",
                 "null p < 0.05": f"{(p_values < 0.05).sum()}/{len(null)}",
                 "null smallest p": f"{p_values.min():.2g}",
                 "null relative distance: max": f"{null['relative_distance'].max():.2f}",
-                "null warns": f"{sum(outside(r) for _, r in null.iterrows())}/{len(null)}",
+                "null warns": f"{int(null['outside'].sum())}/{len(null)}",
                 "default, measured targets": f"{errors.loc[name, 'pdae']:.4f}"
                 if name in errors.index
                 else "-",

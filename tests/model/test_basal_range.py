@@ -137,6 +137,7 @@ def test_new_cells_between_the_registered_contexts_do_not_warn(model, cells):
     row = table.iloc[0]
     assert row["p_value"] > OUTSIDE_P, row
     assert row["relative_distance"] < OUTSIDE_RELATIVE, row
+    assert not row["outside"]
     assert 1.0 <= row["dof"] <= new.n_vars
 
 
@@ -149,6 +150,7 @@ def test_new_cells_far_beyond_the_registered_contexts_warn(model, cells, tmp_pat
     row = pred.uns["pdae"]["basal_range"].iloc[0]
     assert row["p_value"] < OUTSIDE_P, row
     assert row["relative_distance"] > OUTSIDE_RELATIVE, row
+    assert row["outside"]
     assert row["nearest"] == "B"  # the registered context closest to dose 4 of P2
     # the check only reads: the prediction and the user's cells are as without it
     with warnings.catch_warnings():

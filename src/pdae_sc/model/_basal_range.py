@@ -19,8 +19,8 @@ programmes, many for sparse counts. Under that noise the squared ratio is about
 ``chi2(dof) / dof``, which gives a ``p_value``. With many cells a departure too small to
 matter is still beyond noise, so its size counts too: ``relative_distance``, the distance
 beyond noise over the cells' own spread around their mean. The new cells lie outside the
-registered range when ``p_value`` is below :data:`OUTSIDE_P` and ``relative_distance`` is
-at least :data:`OUTSIDE_RELATIVE`, and
+registered range (``outside``) when ``p_value`` is below :data:`OUTSIDE_P` and
+``relative_distance`` is at least :data:`OUTSIDE_RELATIVE`, and
 :func:`~pdae_sc.model._warnings.warn_outside_basal_range` says so.
 """
 
@@ -65,6 +65,7 @@ _COLUMNS = [
     "dof",
     "p_value",
     "relative_distance",
+    "outside",
     "nearest",
 ]
 
@@ -179,8 +180,10 @@ def basal_range(registration, new, batch_size: int) -> pd.DataFrame:
     effective dimension of that noise), ``p_value`` (of a distance at least as large for
     a context inside the range: the ``ratio`` squared against ``chi2(dof) / dof``),
     ``relative_distance`` (the distance beyond noise, ``sqrt(distance^2 - noise^2)``, over
-    the new cells' spread around their mean, the root of their summed variance) and
-    ``nearest`` (the registered context with the largest weight in the closest mix). Empty
+    the new cells' spread around their mean, the root of their summed variance),
+    ``outside`` (``p_value`` below :data:`OUTSIDE_P` and ``relative_distance`` at least
+    :data:`OUTSIDE_RELATIVE`) and ``nearest`` (the registered context with the largest
+    weight in the closest mix). Empty
     when the new cells have fewer than two control cells in every context or no registered
     context has two control cells.
     """
@@ -206,8 +209,9 @@ def basal_range(registration, new, batch_size: int) -> pd.DataFrame:
         beyond_noise = np.sqrt(max(distance * distance - noise * noise, 0.0))
         spread = np.sqrt(controls.variance)
         relative = float(beyond_noise / spread) if spread > 0 else 0.0
+        outside = bool(p_value < OUTSIDE_P and relative >= OUTSIDE_RELATIVE)
         nearest = names[int(np.argmax(w))]
         rows_out.append(
-            [context, len(rows), distance, noise, ratio, dof, p_value, relative, nearest]
+            [context, len(rows), distance, noise, ratio, dof, p_value, relative, outside, nearest]
         )
     return pd.DataFrame(rows_out, columns=_COLUMNS)

@@ -333,13 +333,13 @@ class InferenceMixin:
         with ``adata`` for its context, ``new_cells=True`` and ``basal_range``: per
         ``context`` of the new control cells (``n_control_cells``), their mean's
         ``distance`` to the hull of the registered control means, its ``noise``, ``ratio``,
-        ``dof``, ``p_value``, ``relative_distance`` and ``nearest`` registered context).
+        ``dof``, ``p_value``, ``relative_distance``, whether ``outside`` and ``nearest``).
         With ``scale="counts"`` also ``layers["counts"]`` (CSR, float32 integers) and
         ``obs["pdae_size_factor"]``. Warns with :class:`ExtrapolationWarning` for targets
         outside the span of the training labels, for targets whose doses lie outside
         the range seen in training, and for new cells whose control cells lie outside the
-        registered contexts' range (``p_value`` below 1e-4 and ``relative_distance`` at
-        least 0.25).
+        registered contexts' range (``outside``: ``p_value`` below 1e-4 and
+        ``relative_distance`` at least 0.25).
 
         Examples
         --------

@@ -36,7 +36,7 @@ from pdae_sc.data._sampler import RowGatherer
 from pdae_sc.data._span import STATUS_OTHER_CONTEXT, STATUS_SEEN
 from pdae_sc.data._validation import check_matrix, check_unique_names, get_matrix
 
-from ._basal_range import OUTSIDE_P, OUTSIDE_RELATIVE, UNS_BASAL_RANGE, basal_range
+from ._basal_range import UNS_BASAL_RANGE, basal_range
 from ._counts_scale import count_scale
 from ._new_cells_baselines import SHIFT_MEASURED, baseline_shifts
 from ._noise import draw_sources, make_generator
@@ -330,7 +330,7 @@ def predict_new_cells(
     table = new_cells_table(registration, targets, new)
     warn_outside_span(table, stacklevel=4)
     basal = basal_range(registration, new, batch_size)
-    warn_outside_basal_range(basal, OUTSIDE_P, OUTSIDE_RELATIVE, stacklevel=4)
+    warn_outside_basal_range(basal, stacklevel=4)
     use_network = False
     if chosen:
         method = new_cells_method(model)

@@ -89,17 +89,14 @@ def warn_outside_span(table: pd.DataFrame, stacklevel: int = 3) -> None:
         )
 
 
-def warn_outside_basal_range(
-    table: pd.DataFrame, p_limit: float, relative_limit: float, stacklevel: int = 3
-) -> None:
+def warn_outside_basal_range(table: pd.DataFrame, stacklevel: int = 3) -> None:
     """Warn with :class:`ExtrapolationWarning` for new cells outside the registered range.
 
-    ``table``: :func:`~pdae_sc.model._basal_range.basal_range`; a row whose ``p_value`` is
-    below ``p_limit`` and whose ``relative_distance`` is at least ``relative_limit`` is a
-    context of new cells whose control mean lies outside the registered contexts' control
-    means, by more than noise and by a sizeable share of the cells' own spread.
+    ``table``: :func:`~pdae_sc.model._basal_range.basal_range`; its rows marked ``outside``
+    are contexts of new cells whose control mean lies outside the registered contexts'
+    control means, by more than noise and by a sizeable share of the cells' own spread.
     """
-    outside = table[(table["p_value"] < p_limit) & (table["relative_distance"] >= relative_limit)]
+    outside = table[table["outside"]]
     if len(outside):
         cases = ", ".join(
             f"{row.context!r} ({row.relative_distance:.2f} times the cells' spread beyond "
