@@ -54,6 +54,30 @@ def test_train_and_predict_commands(tmp_path, capsys):
     assert "Unknown perturbation" in capsys.readouterr().err
 
 
+def test_predict_from_new_cells(tmp_path, capsys):
+    data = tmp_path / "data.h5ad"
+    adata = pdae.data.simulate(n_perturbations=3, n_genes=10, n_cells_per_condition=15, seed=0)
+    adata.write_h5ad(data)
+    new = adata[adata.obs["perturbation"] == "ctrl", adata.var_names[::-1]].copy()
+    del new.obs["perturbation"]  # unlabelled cells of a new kind, genes in another order
+    new_path = tmp_path / "new.h5ad"
+    new.write_h5ad(new_path)
+    model_dir = tmp_path / "model"
+    assert main(["train", str(data), "--out", str(model_dir), "--max-epochs", "1"]) == 0
+    out = tmp_path / "pred.h5ad"
+    argv = ["predict", str(model_dir), "--conditions", "P0+P1,P2", "--new-cells", str(new_path)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "moved from the cells of" in capsys.readouterr().out
+    pred = ad.read_h5ad(out)
+    assert pred.n_obs == 2 * new.n_obs  # as many cells as new ones per condition, each once
+    assert set(pred.obs["pdae_source_cell"]) == set(new.obs_names)
+    assert pred.uns["pdae"]["new_cells"]
+    assert len(pred.uns["pdae"]["basal_range"]) == 1
+    assert main([*argv, "--out", str(new_path)]) == 2  # never over its input
+    assert "is the --new-cells input" in capsys.readouterr().err
+    assert ad.read_h5ad(new_path).n_obs == new.n_obs
+
+
 def _screen_h5mu(path):
     """A small .h5mu screen: log-normalised RNA with counts, and guide UMI counts."""
     import mudata as md

@@ -224,7 +224,7 @@ def _check_out_file(args) -> None:
     """``--out`` of predict: a new file, or (``--overwrite``) an earlier prediction.
 
     Never a file of the model directory (its weights or training data), never the
-    ``--adata`` input, never through a link.
+    ``--adata`` or ``--new-cells`` input, never through a link.
     """
     from pdae_sc._files import check_writable_file
 
@@ -234,11 +234,13 @@ def _check_out_file(args) -> None:
             "only what pdae-sc train saved (the weights and the training data); write the "
             "predictions elsewhere, e.g. --out predictions.h5ad."
         )
-    if args.adata is not None and os.path.exists(args.out) and os.path.exists(args.adata):
-        if os.path.samefile(args.out, args.adata):
-            raise ValueError(
-                f"--out {args.out!r} is the --adata input; write the predictions to another file."
-            )
+    for flag, given in (("--adata", args.adata), ("--new-cells", args.new_cells)):
+        if given is not None and os.path.exists(args.out) and os.path.exists(given):
+            if os.path.samefile(args.out, given):
+                raise ValueError(
+                    f"--out {args.out!r} is the {flag} input; write the predictions to "
+                    "another file."
+                )
     check_writable_file(args.out, overwrite=args.overwrite, writer=_PREDICT_WRITER, arg="--out")
 
 
@@ -316,10 +318,15 @@ def _cmd_predict(args) -> None:
     if args.adata is not None:
         _check_input(args.adata, "--adata")
         adata = _read(args.adata, ad.read_h5ad)
+    new_cells = None
+    if args.new_cells is not None:
+        _check_input(args.new_cells, "--new-cells")
+        new_cells = _read(args.new_cells, ad.read_h5ad)
     model = pdae.model.PDAE.load(args.model, adata)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     pred = model.predict(
         conditions,
+        adata=new_cells,
         n_cells=args.n_cells,
         source=args.source,
         context=args.context,
@@ -327,7 +334,8 @@ def _cmd_predict(args) -> None:
         scale=args.scale,
     )
     write_h5ad(pred, args.out, overwrite=args.overwrite, writer=_PREDICT_WRITER, arg="--out")
-    print(f"Wrote {pred.n_obs} predicted cells for {conditions} to {args.out}")
+    moved = "" if new_cells is None else f" (moved from the cells of {args.new_cells})"
+    print(f"Wrote {pred.n_obs} predicted cells for {conditions}{moved} to {args.out}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -380,6 +388,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--overwrite", action="store_true", help="replace an --out file written by predict"
+    )
+    r.add_argument(
+        "--new-cells",
+        default=None,
+        help=".h5ad of cells the model never saw (e.g. a new donor's control cells) to move "
+        "instead of the registered ones, without retraining",
     )
     r.add_argument("--context", default=None, help="predict in this context")
     r.add_argument(
