@@ -183,9 +183,8 @@ def basal_range(registration, new, batch_size: int) -> pd.DataFrame:
     the new cells' spread around their mean, the root of their summed variance),
     ``outside`` (``p_value`` below :data:`OUTSIDE_P` and ``relative_distance`` at least
     :data:`OUTSIDE_RELATIVE`) and ``nearest`` (the registered context with the largest
-    weight in the closest mix). Empty
-    when the new cells have fewer than two control cells in every context or no registered
-    context has two control cells.
+    weight in the closest mix). Empty when the new cells have fewer than two control cells
+    in every context or no registered context has two control cells.
     """
     names, registered = _registered_controls(registration)
     means = np.array([cells.mean for cells in registered])
