@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.optimize import nnls
 from scipy.stats import chi2
 
-from pdae_sc.data._sampler import RowGatherer, group_sums
+from pdae_sc.data._sampler import RowGatherer
 
 __all__ = [
     "OUTSIDE_P",
@@ -104,35 +104,29 @@ class ControlCells:
         return self.read(self.rows[take]).astype(np.float64) - self.mean
 
 
-def _new_controls(new, rows: np.ndarray, batch_size: int) -> ControlCells:
-    """The new control cells ``rows``, their moments read in chunks."""
+def _control_cells(read, rows: np.ndarray, batch_size: int) -> ControlCells:
+    """The cells ``rows`` read by ``read``, their moments computed in chunks."""
     total = total_sq = 0.0
     for start in range(0, len(rows), batch_size):
-        x = new.rows(rows[start : start + batch_size]).astype(np.float64)
+        x = read(rows[start : start + batch_size]).astype(np.float64)
         total = total + x.sum(axis=0)
         total_sq = total_sq + (x * x).sum(axis=0)
     n = len(rows)
     mean = total / n
     var = np.clip((total_sq - n * mean * mean) / (n - 1), 0.0, None)
-    return ControlCells(new.rows, rows, mean, float(var.sum()))
+    return ControlCells(read, rows, mean, float(var.sum()))
 
 
-def _registered_controls(registration) -> tuple[list[str], list[ControlCells]]:
+def _registered_controls(registration, batch_size: int) -> tuple[list[str], list[ControlCells]]:
     """Name and control cells of each registered context with at least two control cells."""
     cells = registration.cells
-    n_ctx = len(cells.context_names)
-    group = np.where(cells.is_control, cells.context_codes, -1)
-    sums, counts = group_sums(registration.matrix, group, n_ctx)
-    squares, _ = group_sums(registration.matrix, group, n_ctx, transform=np.square)
     read = RowGatherer(registration.matrix)
     names, controls = [], []
-    for k in np.flatnonzero(counts >= 2):
-        n = float(counts[k])
-        mean = sums[k] / n
-        var = np.clip((squares[k] - n * mean * mean) / (n - 1), 0.0, None)
-        rows = np.flatnonzero(group == k)
-        names.append(cells.context_names[k])
-        controls.append(ControlCells(read, rows, mean, float(var.sum())))
+    for k, name in enumerate(cells.context_names):
+        rows = np.flatnonzero(cells.is_control & (cells.context_codes == k))
+        if len(rows) >= 2:
+            names.append(name)
+            controls.append(_control_cells(read, rows, batch_size))
     return names, controls
 
 
@@ -186,7 +180,7 @@ def basal_range(registration, new, batch_size: int) -> pd.DataFrame:
     weight in the closest mix). Empty when the new cells have fewer than two control cells
     in every context or no registered context has two control cells.
     """
-    names, registered = _registered_controls(registration)
+    names, registered = _registered_controls(registration, batch_size)
     means = np.array([cells.mean for cells in registered])
     cells = new.cells
     rows_out = []
@@ -194,7 +188,7 @@ def basal_range(registration, new, batch_size: int) -> pd.DataFrame:
         rows = np.flatnonzero(cells.is_control & (cells.context_codes == code))
         if len(rows) < 2 or not names:
             continue
-        controls = _new_controls(new, rows, batch_size)
+        controls = _control_cells(new.rows, rows, batch_size)
         distance, w = distance_to_hull(means, controls.mean)
         parts = [(1.0 / len(rows), controls)] + [
             (wk * wk / len(reg.rows), reg)
