@@ -37,6 +37,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from _tasks import write_results
 from new_cells import TASKS, datlinger_state, papalexi_replicate
 
 import pdae_sc as pdae
@@ -177,9 +178,7 @@ def main() -> None:
     cost = seconds_of_the_check()
     text += f"\n\nbasal_range, 5,000 new cells, 50,000 registered x 2,000 genes: {cost:.2f} s\n"
     print(text.rsplit("\n\n", 1)[-1], end="")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "new_cells_basal.md").write_text(text)
+    write_results(args.out, "new_cells_basal", table, text, csv=False)
 
 
 if __name__ == "__main__":
